@@ -1,0 +1,228 @@
+"""Typed configuration for every role: the one place flags, environment variables and defaults live.
+
+Data flow: `cli` builds one of these dataclasses from flags (environment variables as fallback, the way
+a pod is configured) and hands it to `player.run`, `trainer.run` or `local.run`. The controller and the
+Helm chart render the same flag names, so the names here are the contract between them.
+
+Each field's `help` metadata is its `--help` text; `env` names the environment variable read when the
+flag is absent (default: `A2C_<FIELD_NAME_UPPER>`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str, env: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field carrying its --help text and environment-variable fallback."""
+    meta: dict[str, Any] = {"help": help}
+    if env is not None:
+        meta["env"] = env
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class EnvConfig:
+    env_id: str = opt("CartPole-v1", "gymnasium environment id")
+    env_kwargs: str = opt("{}", "JSON object of keyword arguments for gymnasium.make")
+    num_envs: int = opt(16, "environment copies per player (one vectorized environment)")
+    seed: int = opt(0, "base random seed; player j uses seed + 1000 * j")
+
+    def kwargs(self) -> dict[str, Any]:
+        value = json.loads(self.env_kwargs)
+        if not isinstance(value, dict):
+            raise ValueError(f"--env-kwargs must be a JSON object, got {self.env_kwargs!r}")
+        return value
+
+
+@dataclass
+class AlgoConfig:
+    lr: float = opt(2e-3, "learning rate")
+    gamma: float = opt(0.99, "discount factor")
+    gae_lambda: float = opt(1.0, "GAE lambda (1.0 = n-step returns, as in the A2C paper)")
+    n_steps: int = opt(8, "environment steps per rollout (T)")
+    ent_coef: float = opt(0.0, "entropy bonus coefficient")
+    vf_coef: float = opt(0.5, "value loss coefficient")
+    max_grad_norm: float = opt(0.5, "gradient clipping norm (0 disables)")
+    optimizer: str = opt("rmsprop", "optimizer", choices=("rmsprop", "adam"))
+    rms_alpha: float = opt(0.99, "RMSprop smoothing constant")
+    optim_eps: float = opt(1e-5, "optimizer epsilon")
+    max_policy_lag: int = opt(0, "oldest accepted policy version is current - lag (0 = strict on-policy)")
+    hidden_sizes: str = opt("64,64", "hidden layer sizes of the MLP feature extractor")
+    activation: str = opt("tanh", "MLP activation", choices=("tanh", "relu"))
+    shared_extractor: bool = opt(False, "share one feature extractor between actor and critic")
+
+    def hidden(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.hidden_sizes.split(",") if s.strip())
+
+
+@dataclass
+class StopConfig:
+    target_return: float = opt(475.0, "stop when the mean return of the last --return-window episodes reaches this")
+    return_window: int = opt(100, "episodes in the moving mean return")
+    max_env_steps: int = opt(2_000_000, "stop after this many environment steps in total")
+
+
+@dataclass
+class TrainerConfig:
+    rank: int = opt(-1, "this trainer's rank (-1: from the pod ordinal in the hostname)", env="RANK")
+    world_size: int = opt(1, "number of trainers", env="WORLD_SIZE")
+    master_addr: str = opt("127.0.0.1", "address of trainer 0 for the DDP rendezvous", env="MASTER_ADDR")
+    master_port: int = opt(29500, "port of the DDP rendezvous", env="MASTER_PORT")
+    host: str = opt("0.0.0.0", "address the gRPC server binds")
+    port: int = opt(50051, "gRPC port (0 picks a free one)")
+    metrics_port: int = opt(9090, "Prometheus /metrics port (0 picks a free one, -1 disables)")
+    players_per_trainer: int = opt(1, "players expected per trainer (P)")
+    run_dir: str = opt("runs/latest", "directory for checkpoints and metrics.jsonl")
+    checkpoint_interval: int = opt(100, "iterations between checkpoints (trainer 0)")
+    keep_checkpoints: int = opt(3, "checkpoints kept on disk")
+    round_timeout_s: float = opt(5.0, "seconds a round waits for its players before stepping without them")
+    start_timeout_s: float = opt(120.0, "seconds the first round waits for players to connect")
+    dist_timeout_s: float = opt(60.0, "process-group timeout: a lost peer ends the trainer after this")
+    backend: str = opt("auto", "torch.distributed backend", choices=("auto", "gloo", "nccl"))
+    device: str = opt("auto", "training device", choices=("auto", "cpu", "cuda"))
+    max_queue: int = opt(0, "rollouts queued at most (0: 4 per expected player); more get RESOURCE_EXHAUSTED")
+    max_message_mb: int = opt(64, "largest gRPC message accepted, MiB (chunks stay far below)")
+    linger_s: float = opt(2.0, "seconds to keep serving after training ends, so players hear it")
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+
+    def resolved_rank(self) -> int:
+        return self.rank if self.rank >= 0 else ordinal_from_hostname("RANK")
+
+
+@dataclass
+class PlayerConfig:
+    player_index: int = opt(-1, "this player's index j (-1: from the pod ordinal in the hostname)")
+    num_trainers: int = opt(1, "number of trainers N; player j uploads to trainer j mod N")
+    trainer_address: str = opt(
+        "127.0.0.1:50051", "trainer gRPC address; '{trainer}' is replaced by j mod N (e.g. job-trainer-{trainer}.svc:50051)"
+    )
+    metrics_port: int = opt(9090, "Prometheus /metrics port (0 picks a free one, -1 disables)")
+    connect_timeout_s: float = opt(300.0, "seconds to keep retrying an unreachable trainer before giving up")
+    torch_threads: int = opt(1, "torch intra-op threads")
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+
+    def resolved_index(self) -> int:
+        return self.player_index if self.player_index >= 0 else ordinal_from_hostname("A2C_PLAYER_INDEX")
+
+    def resolved_trainer_address(self) -> str:
+        return self.trainer_address.replace("{trainer}", str(self.resolved_index() % self.num_trainers))
+
+
+@dataclass
+class LocalConfig:
+    trainers: int = opt(2, "number of trainer processes (N)")
+    players_per_trainer: int = opt(1, "player processes per trainer (P)")
+    run_dir: str = opt("", "run directory (default: runs/<env>-<timestamp>)")
+    checkpoint_interval: int = opt(100, "iterations between checkpoints")
+    progress: bool = opt(True, "show a progress bar")
+    plot: bool = opt(True, "write learning_curve.png at the end")
+    max_player_restarts: int = opt(3, "times a lost player process is restarted")
+    round_timeout_s: float = opt(5.0, "seconds a round waits for its players")
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+
+
+def ordinal_from_hostname(what: str) -> int:
+    """The StatefulSet pod ordinal: `<name>-<ordinal>` in the hostname."""
+    host = os.environ.get("HOSTNAME") or socket.gethostname()
+    suffix = host.rsplit("-", 1)[-1]
+    if "-" in host and suffix.isdigit():
+        return int(suffix)
+    raise ValueError(f"{what} is not set and the hostname {host!r} has no '-<ordinal>' suffix to derive it from")
+
+
+# --- flags <-> dataclasses --------------------------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _nested(f: dataclasses.Field[Any]) -> type | None:
+    """The config group a field holds, or None for a leaf (annotations are strings here)."""
+    return {"EnvConfig": EnvConfig, "AlgoConfig": AlgoConfig, "StopConfig": StopConfig}.get(str(f.type))
+
+
+def _leaves(cls: type) -> list[dataclasses.Field[Any]]:
+    out: list[dataclasses.Field[Any]] = []
+    for f in dataclasses.fields(cls):
+        sub = _nested(f)
+        out.extend(_leaves(sub) if sub is not None else [f])
+    return out
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": _parse_bool}
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per leaf field of `cls` (nested config groups are flattened)."""
+    for f in _leaves(cls):
+        type_name = str(f.type)
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "type": _TYPES[type_name]}
+        env = f.metadata.get("env", "A2C_" + f.name.upper())
+        kwargs["help"] = f"{f.metadata.get('help', '')} (default: {f.default!r}; env {env})"
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if type_name == "bool":
+            kwargs["metavar"] = "BOOL"
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+def from_namespace(cls: type[T], ns: argparse.Namespace, environ: dict[str, str] | None = None) -> T:
+    """Build `cls` from parsed flags, falling back to environment variables, then to defaults."""
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        sub = _nested(f)
+        if sub is not None:
+            values[f.name] = from_namespace(sub, ns, environ)
+            continue
+        value = getattr(ns, f.name, None)
+        if value is None:
+            env = f.metadata.get("env", "A2C_" + f.name.upper())
+            if env in environ and environ[env] != "":
+                try:
+                    value = _TYPES[str(f.type)](environ[env])
+                except (ValueError, argparse.ArgumentTypeError) as exc:
+                    raise ValueError(f"environment variable {env}={environ[env]!r}: {exc}") from exc
+        if value is not None:
+            values[f.name] = value
+    return cls(**values)
+
+
+def to_flags(obj: Any, skip_defaults: bool = True) -> list[str]:
+    """The flags that rebuild `obj` (used by the launcher, the controller and the chart's tests)."""
+    out: list[str] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.extend(to_flags(value, skip_defaults))
+            continue
+        if skip_defaults and value == f.default:
+            continue
+        out.extend([_flag(f.name), str(value).lower() if isinstance(value, bool) else str(value)])
+    return out
