@@ -44,7 +44,7 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            if not exc.name or not module.startswith(exc.name):
                 raise
             continue
         mod.register(sub)
