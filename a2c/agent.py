@@ -1,0 +1,159 @@
+"""The actor-critic: a feature extractor, an actor (policy head) and a critic (value head).
+
+Data flow: players run `Agent.act` on observations with weights of version k; trainers run
+`Agent.evaluate` inside the DDP step. `snapshot` / `load_snapshot` move weights in and out as a
+`weights.WeightSnapshot` (numpy), which is what travels to players.
+
+Policies: categorical for Discrete actions; diagonal Gaussian with a state-independent log-std for Box
+actions (actions are sampled unbounded and clipped to the space's bounds by the player before
+`env.step`; the log-prob is that of the unclipped sample, as in Stable-Baselines3). Orthogonal
+initialisation with the gains of the reference implementations (sqrt(2) hidden, 0.01 policy, 1 value).
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from a2c import config, weights
+
+
+def _init(layer: nn.Module, gain: float) -> nn.Module:
+    if isinstance(layer, nn.Linear | nn.Conv2d):
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MLP(nn.Module):
+    """Feature extractor for vector observations."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], activation: str) -> None:
+        super().__init__()
+        act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for size in hidden:
+            layers += [_init(nn.Linear(in_dim, size), math.sqrt(2)), act()]
+            in_dim = size
+        self.net = nn.Sequential(*layers)
+        self.out_dim = in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float())
+
+
+class NatureCNN(nn.Module):
+    """Feature extractor for stacked uint8 frames [C, 84, 84] (Mnih et al. 2015)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        c = shape[0]
+        self.net = nn.Sequential(
+            _init(nn.Conv2d(c, 32, 8, stride=4), math.sqrt(2)), nn.ReLU(),
+            _init(nn.Conv2d(32, 64, 4, stride=2), math.sqrt(2)), nn.ReLU(),
+            _init(nn.Conv2d(64, 64, 3, stride=1), math.sqrt(2)), nn.ReLU(), nn.Flatten(),
+        )
+        with torch.no_grad():
+            n = int(self.net(torch.zeros(1, *shape)).shape[1])
+        self.fc = nn.Sequential(_init(nn.Linear(n, 512), math.sqrt(2)), nn.ReLU())
+        self.out_dim = 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net(x.float() / 255.0))
+
+
+def make_extractor(obs_space: gym.Space, algo: config.AlgoConfig) -> nn.Module:
+    shape = tuple(obs_space.shape or ())
+    if len(shape) == 3 and obs_space.dtype == np.uint8:
+        return NatureCNN(shape)
+    return MLP(int(np.prod(shape)), algo.hidden(), algo.activation)
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space, algo: config.AlgoConfig) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        if not self.discrete and not isinstance(action_space, gym.spaces.Box):
+            raise ValueError(f"unsupported action space {action_space}: Discrete or Box only")
+        self.actor_features = make_extractor(obs_space, algo)
+        shared = algo.shared_extractor or isinstance(self.actor_features, NatureCNN)
+        self.critic_features = self.actor_features if shared else make_extractor(obs_space, algo)
+        dim = int(self.actor_features.out_dim)  # type: ignore[arg-type]
+        if self.discrete:
+            self.actor = _init(nn.Linear(dim, int(action_space.n)), 0.01)  # type: ignore[attr-defined]
+        else:
+            n = int(np.prod(action_space.shape))
+            self.actor = _init(nn.Linear(dim, n), 0.01)
+            self.log_std = nn.Parameter(torch.zeros(n))
+        self.critic = _init(nn.Linear(dim, 1), 1.0)
+        self.action_shape = tuple(action_space.shape or ())
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.critic_features(obs)).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy parameters, value): logits for Discrete, mean for Box."""
+        return self.actor(self.actor_features(obs)), self.value(obs)
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log-prob of actions, entropy, value) for a flat batch: the terms of the A2C loss."""
+        params, value = self(obs)
+        logp, entropy = self.logprob_entropy(params, actions)
+        return logp, entropy, value
+
+    def logprob_entropy(self, params: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-prob of actions and entropy of the policy given the actor's output."""
+        if self.discrete:
+            logp_all = torch.log_softmax(params, dim=-1)
+            logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+            return logp, -(logp_all.exp() * logp_all).sum(-1)
+        return gaussian_logprob_entropy(params, self.log_std, actions.float())
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(actions, log-probs, values) for a batch of observations, as numpy."""
+        params, value = self(torch.as_tensor(obs))
+        if self.discrete:
+            logp_all = torch.log_softmax(params, dim=-1)
+            if deterministic:
+                actions = params.argmax(-1)
+            else:
+                actions = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
+            logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            return actions.numpy().astype(np.int64), logp.numpy(), value.numpy()
+        std = self.log_std.exp()
+        sample = params if deterministic else params + std * torch.randn_like(params)
+        logp, _ = gaussian_logprob_entropy(params, self.log_std, sample)
+        return sample.numpy().astype(np.float32), logp.numpy(), value.numpy()
+
+
+def gaussian_logprob_entropy(
+    mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob and entropy of a diagonal Gaussian, summed over action dimensions."""
+    log_std = log_std.expand_as(mean)
+    var = torch.exp(2 * log_std)
+    logp = -((actions - mean) ** 2) / (2 * var) - log_std - 0.5 * math.log(2 * math.pi)
+    entropy = 0.5 + 0.5 * math.log(2 * math.pi) + log_std
+    return logp.sum(-1), entropy.sum(-1)
+
+
+def snapshot(model: nn.Module, version: int) -> weights.WeightSnapshot:
+    """The model's weights as numpy arrays (what players download)."""
+    tensors = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return weights.WeightSnapshot(version=version, tensors=tensors)
+
+
+def load_snapshot(model: nn.Module, snap: weights.WeightSnapshot) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in snap.tensors.items()})
+
+
+def make_optimizer(model: nn.Module, algo: config.AlgoConfig) -> torch.optim.Optimizer:
+    """RMSprop as in the A2C paper (Mnih et al. 2016), or Adam."""
+    if algo.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=algo.lr, eps=algo.optim_eps)
+    return torch.optim.RMSprop(model.parameters(), lr=algo.lr, alpha=algo.rms_alpha, eps=algo.optim_eps)

@@ -1,0 +1,87 @@
+"""Checkpoints: written atomically by trainer 0, read back on every (re)start.
+
+Data flow: trainer 0 -> `save` every --checkpoint-interval iterations and at the end; on start, rank 0
+-> `load_latest` -> broadcast to every rank, so the whole group resumes from one state.
+
+Atomic: the file is written to a temporary name in the same directory, flushed and fsynced, then
+renamed over its final name (rename is atomic on POSIX), so a killed trainer never leaves a torn file.
+A newest checkpoint that fails to load is skipped with a warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PATTERN = re.compile(r"^ckpt-(\d{9})\.pt$")
+
+
+def path_for(run_dir: Path, version: int) -> Path:
+    return run_dir / "checkpoints" / f"ckpt-{version:09d}.pt"
+
+
+def save(run_dir: Path, version: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write `state` as the checkpoint of `version`, atomically; keep only the newest `keep`."""
+    final = path_for(run_dir, version)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"version": version, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints oldest first."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if PATTERN.match(p.name))
+
+
+def load(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "version" not in state or "model" not in state:
+        raise ValueError(f"{path} is not an a2c checkpoint")
+    return state
+
+
+def load_latest(run_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint that loads; older ones are tried when the newest is corrupt."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = load(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, loudly
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
+            continue
+        log.info("resuming from %s (version %d)", path, state["version"])
+        return state
+    return None

@@ -1,0 +1,147 @@
+"""One synchronous A2C update under DistributedDataParallel: the same code in unit tests (one process,
+with or without a process group) and across trainer processes.
+
+Data flow: trainer forms a round of rollouts -> `Learner.update(rollouts, total_samples)`:
+values of every observation (no grad) -> `returns.gae` -> DDP forward on the valid samples ->
+`loss.a2c_loss` (sums / job-wide sample count) -> backward, whose gradient all-reduce is a SUM
+(our comm hook) -> clip -> optimizer step. Every replica ends the step with identical weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from a2c import agent as agent_mod
+from a2c import config, loss, returns, rollout
+
+
+@dataclass
+class UpdateStats:
+    samples: int
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    grad_norm: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _HookState:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+def _sum_allreduce_hook(state: _HookState, bucket: Any) -> torch.futures.Future[torch.Tensor]:
+    """Sum (not average) gradients across trainers: each loss is already divided by the job's sample count."""
+    start = time.perf_counter()
+    fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()  # type: ignore[union-attr]
+
+    def done(f: torch.futures.Future[Any]) -> torch.Tensor:
+        state.seconds += time.perf_counter() - start
+        return f.value()[0]  # type: ignore[no-any-return]
+
+    return fut.then(done)
+
+
+# DDP checks the hook's annotations as objects (this module's are strings under `from __future__`).
+_sum_allreduce_hook.__annotations__.update(bucket=dist.GradBucket, **{"return": torch.futures.Future[torch.Tensor]})
+
+
+class Learner:
+    def __init__(self, model: agent_mod.Agent, algo: config.AlgoConfig, device: torch.device) -> None:
+        self.model = model.to(device)
+        self.algo = algo
+        self.device = device
+        self.optimizer = agent_mod.make_optimizer(self.model, algo)
+        self._hook = _HookState()
+        self.module: nn.Module = self.model
+        if dist.is_initialized():
+            ddp = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            )
+            ddp.register_comm_hook(self._hook, _sum_allreduce_hook)
+            self.module = ddp
+
+    def batch(self, rollouts: list[rollout.Rollout]) -> dict[str, torch.Tensor]:
+        """Advantages and returns per rollout, then the valid samples of all rollouts, flattened."""
+        obs, actions, adv, ret = [], [], [], []
+        gamma, lam = self.algo.gamma, self.algo.gae_lambda
+        for r in rollouts:
+            t, e = r.num_steps, r.num_envs
+            o = torch.as_tensor(r.obs, device=self.device)
+            with torch.no_grad():
+                v_all = self.model.value(o.reshape(-1, *o.shape[2:])).reshape(t + 1, e)
+                fin = torch.as_tensor(r.final_obs, device=self.device)
+                v_fin = self.model.value(fin) if len(fin) else torch.zeros(0, device=self.device)
+            nxt = returns.next_values_from(v_all, v_fin, torch.as_tensor(r.final_index, device=self.device))
+            a, g = returns.gae(
+                torch.as_tensor(r.rewards, device=self.device), v_all[:-1], nxt,
+                torch.as_tensor(r.terminated, device=self.device), torch.as_tensor(r.truncated, device=self.device),
+                gamma, lam,
+            )
+            mask = torch.as_tensor(r.valid, device=self.device).reshape(-1)
+            obs.append(o[:-1].reshape(t * e, *o.shape[2:])[mask])
+            actions.append(torch.as_tensor(r.actions, device=self.device).reshape(t * e, *r.actions.shape[2:])[mask])
+            adv.append(a.reshape(-1)[mask])
+            ret.append(g.reshape(-1)[mask])
+        return {"obs": torch.cat(obs), "actions": torch.cat(actions), "adv": torch.cat(adv), "ret": torch.cat(ret)}
+
+    def empty_batch(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype, action_shape: tuple[int, ...],
+                    action_dtype: np.dtype) -> dict[str, torch.Tensor]:
+        """A zero-sample batch: a trainer without data still joins the gradient all-reduce, with zeros."""
+        return {
+            "obs": torch.zeros((0, *obs_shape), dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype,
+                               device=self.device),
+            "actions": torch.zeros((0, *action_shape), dtype=torch.from_numpy(np.zeros(0, action_dtype)).dtype,
+                                   device=self.device),
+            "adv": torch.zeros(0, device=self.device),
+            "ret": torch.zeros(0, device=self.device),
+        }
+
+    def update(self, batch: dict[str, torch.Tensor], total_samples: int) -> UpdateStats:
+        """One optimizer step on this trainer's batch; total_samples counts the whole job's batch."""
+        self._hook.seconds = 0.0
+        t0 = time.perf_counter()
+        logp, entropy, values = self._evaluate(batch["obs"], batch["actions"])
+        terms = loss.a2c_loss(logp, entropy, values, batch["adv"], batch["ret"], float(total_samples),
+                              self.algo.vf_coef, self.algo.ent_coef)
+        self.optimizer.zero_grad(set_to_none=False)
+        terms.total.backward()
+        t1 = time.perf_counter()
+        if self.algo.max_grad_norm > 0:
+            norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.algo.max_grad_norm))
+        else:
+            norm = float(torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters()
+                                                 if p.grad is not None])))
+        self.optimizer.step()
+        t2 = time.perf_counter()
+        allreduce = self._hook.seconds
+        return UpdateStats(
+            samples=int(batch["adv"].numel()),
+            policy_loss=terms.policy.item(), value_loss=terms.value.item(), entropy=-terms.entropy.item(),
+            grad_norm=norm,
+            seconds={"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce, "optimizer": t2 - t1},
+        )
+
+    def _evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Through the DDP wrapper (its forward arms the gradient hooks), calling Agent.evaluate.
+        if isinstance(self.module, DistributedDataParallel):
+            params, values = self.module(obs)
+        else:
+            params, values = self.model(obs)
+        logp, entropy = self.model.logprob_entropy(params, actions)
+        return logp, entropy, values
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])

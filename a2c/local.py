@@ -1,0 +1,145 @@
+"""`a2c local`: the embedded default. The cluster's topology on one machine: N trainer processes (DDP over
+gloo on 127.0.0.1) and N*P player processes talking gRPC on loopback, started and watched by this
+launcher, which plays the controller's part.
+
+Data flow: launcher -> processes (forked, each running `trainer.run` / `player.run`, logs in
+<run_dir>/logs) -> trainer 0 writes metrics.jsonl -> launcher's progress bar -> learning_curve.png.
+A lost player is restarted (up to --max-player-restarts); a failed trainer ends the run with its log
+shown; Ctrl-C stops every child. Children die with the launcher (PR_SET_PDEATHSIG), never orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from a2c import config, curve, player, supervisor, trainer
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _child(role: str, cfg: Any, log_path: str) -> None:
+    """Entry of a child process: own log file, die with the parent, run the role."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s {role}: %(message)s")
+    os.environ["A2C_JOB"] = os.environ.get("A2C_JOB", "local")
+    run = trainer.run if role.startswith("trainer") else player.run
+    code = 1
+    try:
+        code = run(cfg)
+    except BaseException:
+        logging.getLogger(role).exception("%s failed", role)
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+@dataclass
+class Child:
+    name: str
+    role: str
+    cfg: Any
+    log_path: Path
+    metrics_port: int
+    process: Any = None
+    restarts: int = 0
+
+    def start(self, ctx: Any) -> None:
+        self.process = ctx.Process(target=_child, args=(self.name, self.cfg, str(self.log_path)), name=self.name,
+                                   daemon=False)
+        self.process.start()
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
+    """The trainer and player processes of this run, with their configs and free ports."""
+    n, p = cfg.trainers, cfg.players_per_trainer
+    master_port = free_port()
+    grpc_ports = [free_port() for _ in range(n)]
+    logs = run_dir / "logs"
+    children = []
+    for rank in range(n):
+        tc = config.TrainerConfig(
+            rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port, host="127.0.0.1",
+            port=grpc_ports[rank], metrics_port=free_port(), players_per_trainer=p, run_dir=str(run_dir),
+            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s,
+            env=cfg.env, algo=cfg.algo, stop=cfg.stop,
+        )
+        children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
+    for j in range(n * p):
+        pc = config.PlayerConfig(
+            player_index=j, num_trainers=n, trainer_address=f"127.0.0.1:{grpc_ports[j % n]}",
+            metrics_port=free_port(), env=cfg.env, algo=cfg.algo,
+        )
+        children.append(Child(f"player-{j}", "player", pc, logs / f"player-{j}.log", pc.metrics_port))
+    return children
+
+
+def write_targets(run_dir: Path, children: list[Child], job: str) -> Path:
+    """A Prometheus file_sd targets file, so a local Prometheus can scrape this run."""
+    targets = [{"targets": [f"127.0.0.1:{c.metrics_port}"],
+                "labels": {"a2c_job": job, "role": c.role, "rank": c.name.rsplit("-", 1)[1]}} for c in children]
+    path = run_dir / "prometheus_targets.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(targets, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def default_run_dir(cfg: config.LocalConfig) -> Path:
+    return Path("runs") / f"{cfg.env.env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(cfg: config.LocalConfig) -> int:
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(_asdict(cfg), indent=1))
+    children = plan(cfg, run_dir)
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    start = time.monotonic()
+    for c in children:
+        c.start(ctx)
+    write_targets(run_dir, children, os.environ.get("A2C_JOB", "local"))
+    outcome = supervisor.supervise(cfg, run_dir, children, ctx, start)
+    if cfg.plot and (run_dir / "metrics.jsonl").exists():
+        png = curve.plot(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", cfg.stop.target_return,
+                         f"a2c {cfg.env.env_id}: {cfg.trainers} trainers x {cfg.players_per_trainer} players")
+        print(f"learning curve: {png}")
+    return outcome
+
+
+def _asdict(obj: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(obj)

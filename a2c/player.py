@@ -1,0 +1,165 @@
+"""A player: steps E environments with policy version k, uploads T-step rollouts to its trainer
+(player j -> trainer j mod N), and pulls newer weights.
+
+Data flow: `WeightService.Fetch` -> agent -> `env.Env.step` x T -> `rollout.Rollout` ->
+`RolloutService.Upload` -> (trainer steps) -> Fetch version k+1 -> ...
+
+With max_policy_lag L = 0 the player waits for version k+1 after each upload (strict on-policy A2C).
+With L > 0 it may upload up to L+1 rollouts acted with the same version, so it keeps stepping while
+the trainers train (the lag is bounded by the trainer, which refuses anything older than k - L).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import numpy as np
+import torch
+
+from a2c import agent as agent_mod
+from a2c import config, env, metrics, rollout
+from a2c.service import client as client_mod
+
+log = logging.getLogger(__name__)
+
+
+class Collector:
+    """Steps the environments and packs rollouts; keeps per-environment episode returns and lengths."""
+
+    def __init__(self, environment: env.Env, model: agent_mod.Agent, player_id: int, num_steps: int, seed: int) -> None:
+        self.env, self.model, self.player_id, self.t = environment, model, player_id, num_steps
+        self.obs = environment.reset(seed)
+        n = environment.num_envs
+        self.ep_return = np.zeros(n, dtype=np.float64)
+        self.ep_length = np.zeros(n, dtype=np.int64)
+
+    def collect(self, version: int) -> rollout.Rollout:
+        t, n = self.t, self.env.num_envs
+        obs = np.empty((t + 1, n, *self.obs.shape[1:]), dtype=self.obs.dtype)
+        act_shape = self.model.action_shape
+        actions = np.empty((t, n, *act_shape), dtype=np.int64 if self.model.discrete else np.float32)
+        rewards = np.empty((t, n), dtype=np.float32)
+        terminated = np.empty((t, n), dtype=bool)
+        truncated = np.empty((t, n), dtype=bool)
+        valid = np.empty((t, n), dtype=bool)
+        logprobs = np.empty((t, n), dtype=np.float32)
+        values = np.empty((t, n), dtype=np.float32)
+        final_obs: list[np.ndarray] = []
+        final_index: list[int] = []
+        returns: list[float] = []
+        lengths: list[int] = []
+        for step in range(t):
+            obs[step] = self.obs
+            a, lp, v = self.model.act(self.obs)
+            actions[step], logprobs[step], values[step] = a, lp, v
+            out = self.env.step(a)
+            rewards[step], terminated[step], truncated[step], valid[step] = (
+                out.rewards, out.terminated, out.truncated, out.valid)
+            for i, fo in out.final_obs.items():
+                final_obs.append(fo)
+                final_index.append(step * n + i)
+            self.ep_return += np.where(out.valid, out.rewards, 0.0)
+            self.ep_length += out.valid
+            for i in np.flatnonzero(out.terminated | out.truncated):
+                returns.append(float(self.ep_return[i]))
+                lengths.append(int(self.ep_length[i]))
+                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            self.obs = out.obs
+        obs[t] = self.obs
+        shape = self.obs.shape[1:]
+        return rollout.Rollout(
+            player_id=self.player_id, policy_version=version, obs=obs, actions=actions, rewards=rewards,
+            terminated=terminated, truncated=truncated, valid=valid, logprobs=logprobs, values=values,
+            final_obs=np.stack(final_obs).astype(self.obs.dtype) if final_obs else np.zeros((0, *shape), self.obs.dtype),
+            final_index=np.asarray(final_index, dtype=np.int64),
+            episode_returns=returns, episode_lengths=lengths,
+        )
+
+
+def run(cfg: config.PlayerConfig) -> int:
+    index = cfg.resolved_index()
+    address = cfg.resolved_trainer_address()
+    metrics.bind(metrics_job(), "player", index)
+    port = metrics.serve(cfg.metrics_port)
+    torch.set_num_threads(cfg.torch_threads)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    seed = cfg.env.seed + 1000 * index
+    torch.manual_seed(seed)
+    environment = env.Env(cfg.env)
+    model = agent_mod.Agent(environment.observation_space, environment.action_space, cfg.algo)
+    model.eval()
+    client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s)
+    log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,
+             address, port)
+    try:
+        return _loop(cfg, index, environment, model, client, seed, stop)
+    finally:
+        client.close()
+        environment.close()
+
+
+def metrics_job() -> str:
+    import os
+
+    return os.environ.get("A2C_JOB", "local")
+
+
+def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: agent_mod.Agent,
+          client: client_mod.TrainerClient, seed: int, stop: threading.Event) -> int:
+    snap, done = _wait_weights(client, -1, stop)
+    if snap is None:
+        return 0
+    agent_mod.load_snapshot(model, snap)
+    version, uploads_at_version = snap.version, 0
+    collector = Collector(environment, model, index, cfg.algo.n_steps, seed)
+    m_steps = metrics.labels(metrics.PLAYER_ENV_STEPS)
+    while not stop.is_set() and not done:
+        start = time.perf_counter()
+        r = collector.collect(version)
+        elapsed = time.perf_counter() - start
+        m_steps.inc(r.num_samples)
+        metrics.labels(metrics.PLAYER_STEPS_PER_SECOND).set(r.num_samples / max(elapsed, 1e-9))
+        metrics.labels(metrics.PLAYER_POLICY_VERSION).set(version)
+        for ret, length in zip(r.episode_returns, r.episode_lengths, strict=True):
+            metrics.labels(metrics.PLAYER_EPISODES).inc()
+            metrics.labels(metrics.PLAYER_EPISODE_RETURN).observe(ret)
+            metrics.labels(metrics.PLAYER_EPISODE_LENGTH).observe(length)
+        trainer_version = version
+        t0 = time.perf_counter()
+        try:
+            result = client.upload(r)
+            metrics.labels(metrics.PLAYER_UPLOAD_SECONDS).observe(time.perf_counter() - t0)
+            metrics.labels(metrics.PLAYER_UPLOAD_BYTES).inc(result.bytes)
+            trainer_version, done = result.trainer_version, result.done
+            uploads_at_version += 1
+        except client_mod.Refused as ref:
+            metrics.labels(metrics.PLAYER_UPLOAD_ERRORS, code=ref.code.name).inc()
+            log.warning("rollout refused: %s", ref)
+            uploads_at_version = cfg.algo.max_policy_lag + 1  # fetch newer weights before going on
+        metrics.labels(metrics.PLAYER_POLICY_LAG).set(max(0, trainer_version - version))
+        if done:
+            break
+        if trainer_version > version or uploads_at_version > cfg.algo.max_policy_lag:
+            snap, done = _wait_weights(client, version, stop)
+            if snap is not None:
+                agent_mod.load_snapshot(model, snap)
+                version, uploads_at_version = snap.version, 0
+    log.info("player %d stops: %s", index, "training finished" if done else "signal")
+    return 0
+
+
+def _wait_weights(client: client_mod.TrainerClient, since: int,
+                  stop: threading.Event) -> tuple[agent_mod.weights.WeightSnapshot | None, bool]:
+    """Long-poll for a version newer than `since` until one arrives, training ends or we are stopped."""
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        snap, done = client.fetch(since, wait_s=2.0)
+        metrics.labels(metrics.PLAYER_FETCH_SECONDS).observe(time.perf_counter() - t0)
+        if snap is not None or done:
+            return snap, done
+    return None, False

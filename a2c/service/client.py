@@ -1,0 +1,86 @@
+"""The player's (and launcher's) side of the trainer's gRPC services, with retries and back-off.
+
+Data flow: player -> `TrainerClient.upload` (chunked stream) and `fetch` (long-poll) -> its trainer;
+the launcher and controller call `status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from a2c import rollout, weights
+from a2c.service import codec, server
+from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
+
+log = logging.getLogger(__name__)
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+@dataclass
+class UploadResult:
+    accepted: bool
+    trainer_version: int
+    done: bool
+    bytes: int
+
+
+class Refused(Exception):
+    """The trainer refused a rollout for good (not retryable)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
+
+
+class TrainerClient:
+    def __init__(self, address: str, max_message_bytes: int = 64 << 20, retry_for_s: float = 300.0) -> None:
+        self.address = address
+        self.channel = grpc.insecure_channel(address, options=server.channel_options(max_message_bytes))
+        self.rollouts = rollout_pb2_grpc.RolloutServiceStub(self.channel)
+        self.weights = weights_pb2_grpc.WeightServiceStub(self.channel)
+        self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channel)
+        self.max_bytes = max_message_bytes * 64
+        self.retry_for_s = retry_for_s
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _retry(self, what: str, call):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + self.retry_for_s
+        delay = 0.05
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as err:
+                code = err.code()  # type: ignore[attr-defined]
+                if code not in RETRYABLE or time.monotonic() > deadline:
+                    raise
+                log.debug("%s to %s: %s; retrying in %.2fs", what, self.address, code.name, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+
+    def upload(self, r: rollout.Rollout, timeout_s: float = 60.0) -> UploadResult:
+        """Upload one rollout; raises Refused for a permanent refusal (invalid, stale)."""
+        chunks = list(codec.rollout_chunks(r))
+        size = sum(c.ByteSize() for c in chunks)
+        try:
+            reply = self._retry("upload", lambda: self.rollouts.Upload(iter(chunks), timeout=timeout_s))
+        except grpc.RpcError as err:
+            if err.code() in RETRYABLE:  # type: ignore[attr-defined]
+                raise
+            raise Refused(err.code(), err.details()) from None  # type: ignore[attr-defined]
+        return UploadResult(reply.accepted, reply.trainer_version, reply.done, size)
+
+    def fetch(self, since_version: int, wait_s: float) -> tuple[weights.WeightSnapshot | None, bool]:
+        """(newer snapshot or None, training done); waits up to wait_s for a newer version."""
+        request = weights_pb2.FetchRequest(since_version=since_version, wait_s=wait_s)
+        return self._retry("fetch", lambda: codec.weights_from_chunks(
+            self.weights.Fetch(request, timeout=wait_s + 30.0), self.max_bytes))  # type: ignore[no-any-return]
+
+    def status(self, timeout_s: float = 5.0) -> trainer_pb2.TrainerStatus:
+        return self.trainer.Status(trainer_pb2.StatusRequest(), timeout=timeout_s)  # type: ignore[no-any-return]

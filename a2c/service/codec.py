@@ -1,0 +1,142 @@
+"""Rollouts and weight snapshots <-> protobuf chunks.
+
+Data flow: player `Rollout` -> `rollout_chunks` -> RolloutService.Upload -> `rollout_from_chunks` ->
+trainer inbox; trainer `WeightSnapshot` -> `weight_chunks` (encoded once per version) -> Fetch ->
+`weights_from_chunks` -> player. Tensors travel as raw little-endian bytes with dtype and shape; a
+header describes them, payload chunks of at most CHUNK_BYTES follow, numbered from 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from a2c import rollout, weights
+from a2c.v1 import rollout_pb2, tensor_pb2, weights_pb2
+
+CHUNK_BYTES = 1 << 20  # 1 MiB: far below any message limit
+DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "bool"}
+
+
+class CodecError(ValueError):
+    """Malformed chunks: the message says what is wrong."""
+
+
+def _specs(arrays: dict[str, np.ndarray]) -> tuple[list[tensor_pb2.TensorSpec], list[bytes]]:
+    specs, blobs, offset = [], [], 0
+    for name, arr in arrays.items():
+        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+        specs.append(tensor_pb2.TensorSpec(name=name, dtype=arr.dtype.name, shape=list(arr.shape), offset=offset,
+                                           nbytes=len(data)))
+        blobs.append(data)
+        offset += len(data)
+    return specs, blobs
+
+
+def _split(blobs: list[bytes], chunk_bytes: int) -> Iterator[bytes]:
+    payload = b"".join(blobs)
+    for start in range(0, len(payload), chunk_bytes):
+        yield payload[start:start + chunk_bytes]
+
+
+def _decode(specs: Iterable[tensor_pb2.TensorSpec], payload: bytes, allowed: set[str] | None) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for s in specs:
+        if allowed is not None and s.name not in allowed:
+            raise CodecError(f"unknown tensor {s.name!r}")
+        if s.name in out:
+            raise CodecError(f"tensor {s.name!r} appears twice")
+        if s.dtype not in DTYPES:
+            raise CodecError(f"tensor {s.name!r} has unsupported dtype {s.dtype!r}")
+        if any(d < 0 for d in s.shape) or len(s.shape) > 8:
+            raise CodecError(f"tensor {s.name!r} has invalid shape {list(s.shape)}")
+        dtype = np.dtype(s.dtype).newbyteorder("<")
+        count = int(np.prod(s.shape, dtype=np.int64)) if len(s.shape) else 1
+        if count * dtype.itemsize != s.nbytes or s.offset < 0 or s.offset + s.nbytes > len(payload):
+            raise CodecError(f"tensor {s.name!r}: {s.nbytes} bytes at offset {s.offset} do not match shape "
+                             f"{list(s.shape)} of {s.dtype} within a payload of {len(payload)} bytes")
+        arr = np.frombuffer(payload, dtype=dtype, count=count, offset=s.offset).reshape(tuple(s.shape))
+        out[s.name] = arr.astype(dtype.newbyteorder("="))  # a writable, native-order copy
+    if allowed is not None and set(out) != allowed:
+        raise CodecError(f"missing tensors: {sorted(allowed - set(out))}")
+    return out
+
+
+def _collect(chunks: Iterable[rollout_pb2.RolloutChunk | weights_pb2.WeightChunk], max_bytes: int,
+             what: str) -> tuple[object, bytes]:
+    header = None
+    parts: list[bytes] = []
+    size = 0
+    expected = 0
+    for seq, chunk in enumerate(chunks):
+        if chunk.seq != seq:
+            raise CodecError(f"{what} chunk {chunk.seq} arrived where chunk {seq} was expected")
+        kind = chunk.WhichOneof("part")
+        if seq == 0:
+            if kind != "header":
+                raise CodecError(f"{what} must start with a header")
+            header = chunk.header
+            expected = header.payload_bytes
+            if expected < 0 or expected > max_bytes:
+                raise CodecError(f"{what} payload of {expected} bytes exceeds the limit of {max_bytes}")
+            continue
+        if kind != "data":
+            raise CodecError(f"{what} has a second header at chunk {seq}")
+        size += len(chunk.data)
+        if size > expected:
+            raise CodecError(f"{what} payload is longer than the {expected} bytes its header announced")
+        parts.append(chunk.data)
+    if header is None:
+        raise CodecError(f"empty {what} stream")
+    if size != expected:
+        raise CodecError(f"{what} payload is truncated: {size} of {expected} bytes arrived")
+    return header, b"".join(parts)
+
+
+def rollout_chunks(r: rollout.Rollout, chunk_bytes: int = CHUNK_BYTES) -> Iterator[rollout_pb2.RolloutChunk]:
+    specs, blobs = _specs(r.arrays())
+    header = rollout_pb2.RolloutHeader(
+        player_id=r.player_id, policy_version=r.policy_version, num_steps=r.num_steps, num_envs=r.num_envs,
+        episode_returns=r.episode_returns, episode_lengths=r.episode_lengths, tensors=specs,
+        payload_bytes=sum(len(b) for b in blobs),
+    )
+    yield rollout_pb2.RolloutChunk(seq=0, header=header)
+    for i, data in enumerate(_split(blobs, chunk_bytes), start=1):
+        yield rollout_pb2.RolloutChunk(seq=i, data=data)
+
+
+def rollout_from_chunks(chunks: Iterable[rollout_pb2.RolloutChunk], max_bytes: int) -> rollout.Rollout:
+    header, payload = _collect(chunks, max_bytes, "rollout")
+    assert isinstance(header, rollout_pb2.RolloutHeader)
+    arrays = _decode(header.tensors, payload, set(rollout.ARRAY_FIELDS))
+    return rollout.Rollout(player_id=header.player_id, policy_version=header.policy_version,
+                           episode_returns=list(header.episode_returns),
+                           episode_lengths=list(header.episode_lengths), **arrays)
+
+
+def weight_chunks(snap: weights.WeightSnapshot, chunk_bytes: int = CHUNK_BYTES) -> list[weights_pb2.WeightChunk]:
+    """The wire form of a snapshot; cached on the snapshot, since every player fetches the same one."""
+    if snap.encoded is None:
+        specs, blobs = _specs(snap.tensors)
+        header = weights_pb2.WeightHeader(version=snap.version, done=snap.done, tensors=specs,
+                                          payload_bytes=sum(len(b) for b in blobs))
+        out = [weights_pb2.WeightChunk(seq=0, header=header)]
+        out += [weights_pb2.WeightChunk(seq=i, data=d) for i, d in enumerate(_split(blobs, chunk_bytes), start=1)]
+        snap.encoded = out
+    return snap.encoded  # type: ignore[no-any-return]
+
+
+def unchanged_chunk(version: int, done: bool) -> weights_pb2.WeightChunk:
+    return weights_pb2.WeightChunk(seq=0, header=weights_pb2.WeightHeader(version=version, unchanged=True, done=done))
+
+
+def weights_from_chunks(chunks: Iterable[weights_pb2.WeightChunk],
+                        max_bytes: int) -> tuple[weights.WeightSnapshot | None, bool]:
+    """(snapshot or None when unchanged, done flag)."""
+    header, payload = _collect(chunks, max_bytes, "weights")
+    assert isinstance(header, weights_pb2.WeightHeader)
+    if header.unchanged:
+        return None, header.done
+    return weights.WeightSnapshot(version=header.version, tensors=_decode(header.tensors, payload, None),
+                                  done=header.done), header.done

@@ -1,0 +1,66 @@
+"""The trainer's gRPC server: the one place for message limits, keepalive, health and graceful stop.
+
+Data flow: trainer -> `start` with the servicers -> players and the launcher/controller connect.
+The standard grpc.health.v1 service says NOT_SERVING until the trainer has joined its group and
+published its first weights (`set_serving`), which is what Kubernetes' grpc readinessProbe asks.
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from a2c.service import servicers
+from a2c.v1 import rollout_pb2_grpc, trainer_pb2_grpc, weights_pb2_grpc
+
+SERVICES = ("a2c.v1.RolloutService", "a2c.v1.WeightService", "a2c.v1.TrainerService")
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Limits and keepalive shared by server and client (client pings no faster than the server allows)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+@dataclass
+class Running:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICES):
+            self.health.set(name, status)
+
+    def stop(self, grace_s: float) -> None:
+        self.set_serving(False)
+        self.server.stop(grace_s).wait()
+
+
+def start(rollouts: servicers.RolloutServicer, weights: servicers.WeightServicer,
+          trainer: servicers.TrainerServicer, host: str, port: int, max_message_bytes: int,
+          workers: int) -> Running:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                         options=channel_options(max_message_bytes))
+    rollout_pb2_grpc.add_RolloutServiceServicer_to_server(rollouts, server)
+    weights_pb2_grpc.add_WeightServiceServicer_to_server(weights, server)
+    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(trainer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC server to {host}:{port}")
+    server.start()
+    running = Running(server, bound, health_servicer)
+    running.set_serving(False)
+    return running

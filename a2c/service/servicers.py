@@ -1,0 +1,94 @@
+"""gRPC servicers: thin adapters from the wire to the trainer's inbox, weight board and status.
+
+Data flow: Upload -> codec -> `inbox.Inbox.submit`; Fetch -> `weights.WeightBoard.wait_newer` -> codec;
+Status -> the trainer's status callback. Every refusal becomes a gRPC status with a clear message and
+is counted; nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from a2c import inbox, metrics, weights
+from a2c.service import codec
+from a2c.v1 import rollout_pb2, rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_WAIT_S = 30.0
+
+
+def _observed(method: str) -> Callable[[F], F]:
+    """Count requests by status code and time them (unary results; streams are timed to their start)."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return fn(self, request, context)
+            except Exception:
+                code = context.code().name if context.code() is not None else "UNKNOWN"  # type: ignore[union-attr]
+                raise
+            finally:
+                metrics.labels(metrics.GRPC_REQUESTS, method=method, code=code).inc()
+                metrics.labels(metrics.GRPC_REQUEST_SECONDS, method=method).observe(time.perf_counter() - start)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
+    def __init__(self, box: inbox.Inbox, board: weights.WeightBoard, max_bytes: int) -> None:
+        self.box, self.board, self.max_bytes = box, board, max_bytes
+
+    @_observed("Upload")
+    def Upload(self, request_iterator: Iterator[rollout_pb2.RolloutChunk],  # noqa: N802 - gRPC's name
+               context: grpc.ServicerContext) -> rollout_pb2.UploadReply:
+        if self.board.done:
+            return rollout_pb2.UploadReply(accepted=False, trainer_version=self.board.version, done=True)
+        try:
+            r = codec.rollout_from_chunks(request_iterator, self.max_bytes)
+        except codec.CodecError as exc:
+            metrics.labels(metrics.TRAINER_ROLLOUTS_REFUSED, reason="malformed").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed rollout: {exc}")
+        try:
+            version = self.box.submit(r)
+        except inbox.Refusal as ref:
+            context.abort(grpc.StatusCode[ref.code], ref.message)
+        return rollout_pb2.UploadReply(accepted=True, trainer_version=version, done=self.board.done)
+
+
+class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
+    def __init__(self, board: weights.WeightBoard) -> None:
+        self.board = board
+
+    @_observed("Fetch")
+    def Fetch(self, request: weights_pb2.FetchRequest,  # noqa: N802 - gRPC's name
+              context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
+        wait = min(max(request.wait_s, 0.0), MAX_WAIT_S)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining - 0.5))
+        snap = self.board.wait_newer(request.since_version, wait)
+        if snap is None:
+            return iter([codec.unchanged_chunk(self.board.version, self.board.done)])
+        return iter(codec.weight_chunks(snap))
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, status: Callable[[], trainer_pb2.TrainerStatus]) -> None:
+        self.status = status
+
+    @_observed("Status")
+    def Status(self, request: trainer_pb2.StatusRequest,  # noqa: N802 - gRPC's name
+               context: grpc.ServicerContext) -> trainer_pb2.TrainerStatus:
+        return self.status()

@@ -1,0 +1,118 @@
+"""The local launcher's watch loop: progress bar, restarts of lost players, failure and Ctrl-C handling.
+
+Data flow: reads trainer 0's metrics.jsonl as it grows (iteration, env steps, mean return) for the
+bar; polls the child processes; ends when the trainers end (or one fails, or the user interrupts).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from a2c import config
+
+STOP_GRACE_S = 15.0
+
+
+class Journal:
+    """Follows metrics.jsonl as trainer 0 appends to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.last = path, 0, None
+
+    def poll(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return self.last
+        with self.path.open() as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind("\n")
+        if end >= 0:
+            self.offset += len(data[: end + 1].encode())
+            for line in data[: end + 1].splitlines():
+                try:
+                    self.last = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+        return self.last
+
+
+def _stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
+    for c in children:
+        if c.process is not None and c.process.is_alive():
+            c.process.terminate()
+    deadline = time.monotonic() + grace_s
+    for c in children:
+        if c.process is not None:
+            c.process.join(max(0.0, deadline - time.monotonic()))
+            if c.process.is_alive():
+                c.process.kill()
+                c.process.join(2.0)
+
+
+def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], ctx: Any, start: float) -> int:
+    console = Console(stderr=True)
+    journal = Journal(run_dir / "metrics.jsonl")
+    trainers = [c for c in children if c.role == "trainer"]
+    players = [c for c in children if c.role == "player"]
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} steps"),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, disable=not cfg.progress,
+        refresh_per_second=4,
+    )
+    task = bar.add_task(cfg.env.env_id, total=cfg.stop.max_env_steps, info="starting")
+    outcome = 0
+    try:
+        with bar:
+            while True:
+                row = journal.poll()
+                if row is not None:
+                    mean = row.get("mean_return")
+                    bar.update(task, completed=row["env_steps"], info=(
+                        f"it {row['iteration']:,}  {row.get('steps_per_s', 0):,.0f} steps/s  "
+                        f"return {'-' if mean is None else f'{mean:.1f}'}"))
+                failed = [t for t in trainers if t.process.exitcode not in (None, 0)]
+                if failed:
+                    t = failed[0]
+                    console.print(f"[red]{t.name} failed (exit code {t.process.exitcode}); its log "
+                                  f"({t.log_path}):[/red]\n{t.tail()}")
+                    outcome = 1
+                    break
+                if all(t.process.exitcode == 0 for t in trainers):
+                    break
+                for p in players:
+                    code = p.process.exitcode
+                    if code is None or code == 0:
+                        continue
+                    if p.restarts >= cfg.max_player_restarts:
+                        console.print(f"[red]{p.name} failed {p.restarts + 1} times (exit code {code}); its log:"
+                                      f"[/red]\n{p.tail()}")
+                        outcome = 1
+                        break
+                    p.restarts += 1
+                    console.print(f"[yellow]{p.name} exited with code {code}; restarting it "
+                                  f"({p.restarts}/{cfg.max_player_restarts})[/yellow]")
+                    p.start(ctx)
+                if outcome:
+                    break
+                time.sleep(0.1)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping every process (trainers write a final checkpoint)[/yellow]")
+        outcome = 130
+    finally:
+        _stop_all(children)
+    row = journal.poll()
+    elapsed = time.monotonic() - start
+    if row is not None:
+        mean = row.get("mean_return")
+        solved = mean is not None and mean >= cfg.stop.target_return
+        console.print(
+            f"{'solved' if solved else 'stopped'}: {cfg.env.env_id} mean return "
+            f"{'-' if mean is None else f'{mean:.1f}'} after {row['env_steps']:,} env steps, "
+            f"{row['iteration']:,} iterations, {elapsed:.1f} s wall time; run directory {run_dir}")
+    return outcome

@@ -1,0 +1,252 @@
+"""A trainer: a gRPC server for its players and one rank of the DDP group that trains the model.
+
+Data flow, each round k: inbox waits for this trainer's players' rollouts (up to a deadline) ->
+`distributed.exchange` (job-wide samples, episodes, stop) -> `learner.Learner.update` (DDP step,
+gradients summed by sample count) -> weights version k+1 published on the board -> players fetch.
+Trainer 0 also writes checkpoints and metrics.jsonl. Every trainer resumes from rank 0's newest
+checkpoint. SIGTERM/SIGINT: the group agrees to stop at the next round, writes a final checkpoint, exits 0.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from a2c import agent as agent_mod
+from a2c import checkpoint, config, distributed, env, inbox, learner, metrics, rollout, weights
+from a2c.service import server, servicers
+from a2c.v1 import trainer_pb2
+
+log = logging.getLogger(__name__)
+Phase = trainer_pb2.TrainerStatus.Phase
+
+
+class Progress:
+    """The job-wide numbers every rank agrees on (restored from checkpoints)."""
+
+    def __init__(self, window: int) -> None:
+        self.version = 0
+        self.env_steps = 0
+        self.episodes = 0
+        self.returns: collections.deque[float] = collections.deque(maxlen=window)
+        self.lengths: collections.deque[int] = collections.deque(maxlen=window)
+        self.elapsed_before = 0.0
+
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    def state(self) -> dict[str, Any]:
+        return {"version": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
+                "returns": list(self.returns), "lengths": list(self.lengths), "elapsed_s": self.elapsed_before}
+
+    def load(self, s: dict[str, Any]) -> None:
+        self.version, self.env_steps, self.episodes = int(s["version"]), int(s["env_steps"]), int(s["episodes"])
+        self.returns.extend(s["returns"])
+        self.lengths.extend(s["lengths"])
+        self.elapsed_before = float(s.get("elapsed_s", 0.0))
+
+
+class Trainer:
+    def __init__(self, cfg: config.TrainerConfig, rank: int) -> None:
+        if cfg.dist_timeout_s <= max(cfg.round_timeout_s, cfg.start_timeout_s):
+            raise ValueError("--dist-timeout-s must exceed --round-timeout-s and --start-timeout-s, or trainers "
+                             "waiting for players would time out their peers")
+        self.cfg, self.rank = cfg, rank
+        self.run_dir = Path(cfg.run_dir)
+        self.stop_requested = threading.Event()
+        self.phase = Phase.STARTING
+        self.message = ""
+        self.started = time.monotonic()
+        self.progress = Progress(cfg.stop.return_window)
+        self.board = weights.WeightBoard()
+        obs_space, act_space = env.spaces(cfg.env)
+        self.spec = rollout.Spec(
+            obs_shape=tuple(obs_space.shape or ()), obs_dtype=np.dtype(obs_space.dtype),
+            action_shape=tuple(act_space.shape or ()),
+            action_dtype=np.dtype(np.int64) if act_space.shape == () else np.dtype(np.float32),
+            num_steps=cfg.algo.n_steps,
+        )
+        self.model = agent_mod.Agent(obs_space, act_space, cfg.algo)
+        max_queue = cfg.max_queue or 4 * max(1, cfg.players_per_trainer) * (1 + cfg.algo.max_policy_lag)
+        self.inbox = inbox.Inbox(self.spec, rank, cfg.world_size, cfg.players_per_trainer, cfg.algo.max_policy_lag,
+                                 max_queue, lambda: self.progress.version)
+        self.steps_per_s = 0.0
+        self.active_players = 0
+
+    # --- status (TrainerService.Status) -----------------------------------------------------------------
+    def status(self) -> trainer_pb2.TrainerStatus:
+        p = self.progress
+        return trainer_pb2.TrainerStatus(
+            iteration=p.version, env_steps=p.env_steps, mean_return=p.mean_return(), episodes=p.episodes,
+            world_size=self.cfg.world_size, rank=self.rank, phase=self.phase, target_return=self.cfg.stop.target_return,
+            elapsed_s=p.elapsed_before + time.monotonic() - self.started, steps_per_second=self.steps_per_s,
+            active_players=self.active_players, message=self.message,
+        )
+
+    def request_stop(self, *_: object) -> None:
+        self.stop_requested.set()
+        self.inbox.close()
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def run(self) -> int:
+        cfg = self.cfg
+        max_bytes = cfg.max_message_mb << 20
+        running = server.start(
+            servicers.RolloutServicer(self.inbox, self.board, max_bytes * 64), servicers.WeightServicer(self.board),
+            servicers.TrainerServicer(self.status), cfg.host, cfg.port, max_bytes,
+            workers=16 + 4 * cfg.players_per_trainer,
+        )
+        log.info("trainer %d: gRPC on port %d", self.rank, running.port)
+        group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
+                                  cfg.device, cfg.dist_timeout_s)
+        try:
+            self.learner = learner.Learner(self.model, cfg.algo, group.device)
+            self._resume(group)
+            self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
+            running.set_serving(True)
+            self.phase = Phase.TRAINING
+            self._train(group)
+            if self.rank == 0:
+                self._checkpoint()
+            return 0
+        except Exception as exc:
+            self.phase, self.message = Phase.FAILED, str(exc)
+            raise
+        finally:
+            self.board.finish()
+            if self.phase != Phase.FAILED:
+                time.sleep(cfg.linger_s)  # players hear "done" from Upload/Fetch
+            running.stop(grace_s=1.0)
+            distributed.teardown()
+
+    def _resume(self, group: distributed.Group) -> None:
+        state = checkpoint.load_latest(self.run_dir) if self.rank == 0 else None
+        state = distributed.broadcast_object(state, group.device)  # type: ignore[assignment]
+        if state is not None:
+            assert isinstance(state, dict)
+            self.learner.load_state(state)
+            self.progress.load(state["progress"])
+            log.info("trainer %d resumed at version %d, %d env steps", self.rank, self.progress.version,
+                     self.progress.env_steps)
+
+    def _checkpoint(self) -> None:
+        state = {**self.learner.state(), "progress": self.progress.state()}
+        state["progress"]["elapsed_s"] = self.progress.elapsed_before + time.monotonic() - self.started
+        path = checkpoint.save(self.run_dir, self.progress.version, state, self.cfg.keep_checkpoints)
+        metrics.labels(metrics.TRAINER_CHECKPOINTS).inc()
+        log.info("checkpoint %s", path)
+
+    def _train(self, group: distributed.Group) -> None:
+        cfg, p = self.cfg, self.progress
+        journal = open(self.run_dir / "metrics.jsonl", "a", buffering=1) if self.rank == 0 else None  # noqa: SIM115
+        phase_hist = {name: metrics.labels(metrics.TRAINER_PHASE_SECONDS, phase=name) for name in
+                      ("wait_rollouts", "sync", "forward_backward", "allreduce", "optimizer", "publish")}
+        first = True
+        last_time, last_steps = time.monotonic(), p.env_steps
+        try:
+            while True:
+                timeout = cfg.start_timeout_s if first else cfg.round_timeout_s
+                if not self.inbox.active and not first:
+                    timeout = 0.0  # no live players: contribute zero now rather than hold up the group
+                rnd = self.inbox.take_round(p.version, 0.0 if self.stop_requested.is_set() else timeout)
+                first = False
+                t_sync = time.perf_counter()
+                batch = (self.learner.batch(rnd.rollouts) if rnd.rollouts else
+                         self.learner.empty_batch(self.spec.obs_shape, self.spec.obs_dtype, self.spec.action_shape,
+                                                  self.spec.action_dtype))
+                local_samples = int(batch["adv"].numel())
+                eps_r = [x for r in rnd.rollouts for x in r.episode_returns]
+                eps_l = [x for r in rnd.rollouts for x in r.episode_lengths]
+                totals = distributed.exchange(local_samples, local_samples, eps_r, eps_l,
+                                              self.stop_requested.is_set(), group.device)
+                sync_s = time.perf_counter() - t_sync
+                p.env_steps += totals.env_steps
+                p.episodes += len(totals.episode_returns)
+                p.returns.extend(totals.episode_returns)
+                p.lengths.extend(totals.episode_lengths)
+                if totals.stop_requested:
+                    self.phase = Phase.STOPPING
+                    return
+                if totals.samples == 0:
+                    time.sleep(0.2)  # nobody has data: poll, do not spin
+                    continue
+                stats = self.learner.update(batch, totals.samples)
+                t_pub = time.perf_counter()
+                p.version += 1
+                self.board.publish(agent_mod.snapshot(self.model, p.version))
+                publish_s = time.perf_counter() - t_pub
+                self.active_players = len(self.inbox.active)
+                now = time.monotonic()
+                if now - last_time >= 1.0:
+                    self.steps_per_s = (p.env_steps - last_steps) / (now - last_time)
+                    last_time, last_steps = now, p.env_steps
+                self._observe(phase_hist, rnd.waited_s, sync_s, stats, publish_s, local_samples)
+                if journal is not None:
+                    journal.write(json.dumps(self._journal_row(stats)) + "\n")
+                if self.rank == 0 and p.version % cfg.checkpoint_interval == 0:
+                    self._checkpoint()
+                if len(p.returns) == cfg.stop.return_window and p.mean_return() >= cfg.stop.target_return:
+                    self.phase, self.message = Phase.SUCCEEDED, f"mean return {p.mean_return():.1f} reached the target"
+                    return
+                if p.env_steps >= cfg.stop.max_env_steps:
+                    self.phase, self.message = Phase.FINISHED, "step budget spent"
+                    return
+        finally:
+            if journal is not None:
+                journal.close()
+
+    def _observe(self, hist: dict[str, Any], wait_s: float, sync_s: float, stats: learner.UpdateStats,
+                 publish_s: float, samples: int) -> None:
+        p = self.progress
+        hist["wait_rollouts"].observe(wait_s)
+        hist["sync"].observe(sync_s)
+        hist["publish"].observe(publish_s)
+        for name, secs in stats.seconds.items():
+            hist[name].observe(secs)
+        metrics.labels(metrics.TRAINER_ITERATION).set(p.version)
+        metrics.labels(metrics.TRAINER_SAMPLES).inc(samples)
+        metrics.labels(metrics.TRAINER_ENV_STEPS).set(p.env_steps)
+        metrics.labels(metrics.TRAINER_EPISODES).set(p.episodes)
+        if p.returns:
+            metrics.labels(metrics.TRAINER_MEAN_RETURN).set(p.mean_return())
+        metrics.labels(metrics.TRAINER_LOSS, term="policy").set(stats.policy_loss)
+        metrics.labels(metrics.TRAINER_LOSS, term="value").set(stats.value_loss)
+        metrics.labels(metrics.TRAINER_LOSS, term="entropy").set(stats.entropy)
+        metrics.labels(metrics.TRAINER_GRAD_NORM).set(stats.grad_norm)
+        metrics.labels(metrics.TRAINER_LEARNING_RATE).set(self.learner.optimizer.param_groups[0]["lr"])
+
+    def _journal_row(self, stats: learner.UpdateStats) -> dict[str, Any]:
+        p = self.progress
+        mean = p.mean_return()
+        return {
+            "iteration": p.version, "env_steps": p.env_steps,
+            "mean_return": None if mean != mean else round(mean, 3), "episodes": p.episodes,
+            "time_s": round(p.elapsed_before + time.monotonic() - self.started, 3),
+            "steps_per_s": round(self.steps_per_s, 1), "policy_loss": stats.policy_loss,
+            "value_loss": stats.value_loss, "entropy": stats.entropy, "grad_norm": stats.grad_norm,
+        }
+
+
+def run(cfg: config.TrainerConfig) -> int:
+    rank = cfg.resolved_rank()
+    metrics.bind(os.environ.get("A2C_JOB", "local"), "trainer", rank)
+    port = metrics.serve(cfg.metrics_port)
+    torch.set_num_threads(int(os.environ.get("A2C_TORCH_THREADS", "1")))
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, rank)
+    signal.signal(signal.SIGTERM, trainer.request_stop)
+    signal.signal(signal.SIGINT, trainer.request_stop)
+    log.info("trainer %d/%d: %s, metrics port %d", rank, cfg.world_size, env.describe(cfg.env), port)
+    code = trainer.run()
+    log.info("trainer %d done: %s (%s)", rank, Phase.Name(trainer.phase), trainer.message)
+    return code

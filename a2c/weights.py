@@ -1,0 +1,68 @@
+"""What a trainer serves its players: one versioned snapshot of the model's weights (numpy, no torch).
+
+Data flow: trainer step -> `agent.snapshot` -> `WeightBoard.publish` -> WeightService.Fetch (long-poll)
+-> player `agent.load_snapshot`. Every weight snapshot and every rollout carries an integer
+`policy_version`, so stale data can be measured and dropped (`max_policy_lag`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class WeightSnapshot:
+    version: int
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    done: bool = False
+    encoded: Any = None  # cached wire form (set by service.codec), shared by every fetcher
+
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in self.tensors.values())
+
+
+class WeightBoard:
+    """The newest snapshot, with a condition variable for long-polling fetchers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._snap: WeightSnapshot | None = None
+        self._done = False
+
+    def publish(self, snap: WeightSnapshot) -> None:
+        with self._cond:
+            self._snap = snap
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        """Training has ended: wake every waiter and tell it so."""
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def version(self) -> int:
+        snap = self._snap
+        return -1 if snap is None else snap.version
+
+    def wait_newer(self, since_version: int, timeout_s: float) -> WeightSnapshot | None:
+        """The newest snapshot if its version > since_version, waiting up to timeout_s; else None."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._cond:
+            while True:
+                snap = self._snap
+                if snap is not None and snap.version > since_version:
+                    return snap
+                remaining = deadline - time.monotonic()
+                if self._done or remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
