@@ -107,7 +107,8 @@ class PlayerConfig:
     player_index: int = opt(-1, "this player's index j (-1: from the pod ordinal in the hostname)")
     num_trainers: int = opt(1, "number of trainers N; player j uploads to trainer j mod N")
     trainer_address: str = opt(
-        "127.0.0.1:50051", "trainer gRPC address; '{trainer}' is replaced by j mod N (e.g. job-trainer-{trainer}.svc:50051)"
+        "127.0.0.1:50051",
+        "trainer gRPC address; '{trainer}' is replaced by j mod N (e.g. job-trainer-{trainer}.svc:50051)",
     )
     metrics_port: int = opt(9090, "Prometheus /metrics port (0 picks a free one, -1 disables)")
     connect_timeout_s: float = opt(300.0, "seconds to keep retrying an unreachable trainer before giving up")
