@@ -133,6 +133,8 @@ class LocalConfig:
     plot: bool = opt(True, "write learning_curve.png at the end")
     max_player_restarts: int = opt(3, "times a lost player process is restarted")
     round_timeout_s: float = opt(5.0, "seconds a round waits for its players")
+    backend: str = opt("auto", "torch.distributed backend of the trainers", choices=("auto", "gloo", "nccl"))
+    device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=("auto", "cpu", "cuda"))
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     stop: StopConfig = field(default_factory=StopConfig)

@@ -94,7 +94,7 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
             rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port, host="127.0.0.1",
             port=grpc_ports[rank], metrics_port=free_port(), players_per_trainer=p, run_dir=str(run_dir),
             checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=0.5,
-            env=cfg.env, algo=cfg.algo, stop=cfg.stop,
+            backend=cfg.backend, device=cfg.device, env=cfg.env, algo=cfg.algo, stop=cfg.stop,
         )
         children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
     for j in range(n * p):

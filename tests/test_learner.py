@@ -98,3 +98,17 @@ def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[in
         assert sum(got["samples"]) == int(batch["adv"].numel())
         for a, b in zip(got["params"], expected, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (checked on a lent GPU machine)")
+def test_update_on_cuda_matches_cpu() -> None:
+    cpu = _learner(config.AlgoConfig())
+    torch.manual_seed(0)
+    algo = config.AlgoConfig()
+    gpu = learner.Learner(agent.Agent(OBS, ACT, algo), algo, torch.device("cuda", 0))
+    rollouts = [make_rollout(1), make_rollout(2)]
+    for lrn in (cpu, gpu):
+        batch = lrn.batch(rollouts)
+        lrn.update(batch, int(batch["adv"].numel()))
+    for a, b in zip(_params(cpu), _params(gpu), strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
