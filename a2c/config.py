@@ -132,6 +132,7 @@ class LocalConfig:
     progress: bool = opt(True, "show a progress bar")
     plot: bool = opt(True, "write learning_curve.png at the end")
     max_player_restarts: int = opt(3, "times a lost player process is restarted")
+    max_trainer_restarts: int = opt(2, "times the trainer group is restarted from its checkpoint after a failure")
     round_timeout_s: float = opt(5.0, "seconds a round waits for its players")
     backend: str = opt("auto", "torch.distributed backend of the trainers", choices=("auto", "gloo", "nccl"))
     device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=("auto", "cpu", "cuda"))

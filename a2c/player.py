@@ -146,7 +146,7 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
         metrics.labels(metrics.PLAYER_POLICY_LAG).set(max(0, trainer_version - version))
         if done:
             break
-        if trainer_version > version or uploads_at_version > cfg.algo.max_policy_lag:
+        if trainer_version != version or uploads_at_version > cfg.algo.max_policy_lag:
             snap, done = _wait_weights(client, version, stop)
             if snap is not None:
                 agent_mod.load_snapshot(model, snap)
@@ -157,7 +157,7 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
 
 def _wait_weights(client: client_mod.TrainerClient, since: int,
                   stop: threading.Event) -> tuple[agent_mod.weights.WeightSnapshot | None, bool]:
-    """Long-poll for a version newer than `since` until one arrives, training ends or we are stopped."""
+    """Long-poll for a version other than `since` until one arrives, training ends or we are stopped."""
     while not stop.is_set():
         t0 = time.perf_counter()
         snap, done = client.fetch(since, wait_s=2.0)

@@ -55,12 +55,16 @@ class WeightBoard:
         return -1 if snap is None else snap.version
 
     def wait_newer(self, since_version: int, timeout_s: float) -> WeightSnapshot | None:
-        """The newest snapshot if its version > since_version, waiting up to timeout_s; else None."""
+        """The newest snapshot once its version differs from since_version, waiting up to timeout_s; else None.
+
+        "Differs", not "is greater": a trainer group restarted from a checkpoint can be behind its players,
+        who must then take its weights at once rather than wait for it to catch up.
+        """
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cond:
             while True:
                 snap = self._snap
-                if snap is not None and snap.version > since_version:
+                if snap is not None and snap.version != since_version:
                     return snap
                 remaining = deadline - time.monotonic()
                 if self._done or remaining <= 0:
