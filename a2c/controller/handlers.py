@@ -55,7 +55,7 @@ class Reconciler:
         metrics.bind(name, "controller", 0)
         try:
             job = self.kube.get(jobspec.API_VERSION, jobspec.KIND, namespace, name)
-        except kube.NotFound:
+        except kube.NotFoundError:
             return "gone"  # deleted: its children go with it (ownerReferences), nothing to do
         job["metadata"].setdefault("namespace", namespace)
         try:

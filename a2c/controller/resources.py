@@ -64,7 +64,8 @@ def labels(name: str, component: str | None = None) -> dict[str, str]:
 
 def selector(name: str, component: str) -> dict[str, str]:
     """Selectors are immutable: only name + instance + component."""
-    return {"app.kubernetes.io/name": "a2c", "app.kubernetes.io/instance": name, "app.kubernetes.io/component": component}
+    return {"app.kubernetes.io/name": "a2c", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": component}
 
 
 def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +115,8 @@ def configmap(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 def checkpoint_pvc(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     ckpt = spec["checkpoint"]
-    pvc_spec: dict[str, Any] = {"accessModes": [ckpt["accessMode"]], "resources": {"requests": {"storage": ckpt["size"]}}}
+    pvc_spec: dict[str, Any] = {"accessModes": [ckpt["accessMode"]],
+                                "resources": {"requests": {"storage": ckpt["size"]}}}
     if ckpt.get("storageClassName"):
         pvc_spec["storageClassName"] = ckpt["storageClassName"]
     meta = _meta(job, f"{job['metadata']['name']}-checkpoints", "checkpoints")
@@ -128,10 +130,13 @@ def trainer_service(job: dict[str, Any]) -> dict[str, Any]:
              {"name": "metrics", "port": jobspec.METRICS_PORT, "targetPort": "metrics"}]
     svc_spec = {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector(name, "trainer"),
                 "ports": ports}
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(job, f"{name}-trainer", "trainer"), "spec": svc_spec}
+    meta = _meta(job, f"{name}-trainer", "trainer")
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": svc_spec}
 
 
-def _statefulset(job: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str) -> dict[str, Any]:
+def _statefulset(
+    job: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str
+) -> dict[str, Any]:
     name = job["metadata"]["name"]
     template = {
         "metadata": {"labels": labels(name, component), "annotations": {"a2c.dev/config-hash": digest}},

@@ -116,7 +116,8 @@ def decide(job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] |
         d.events.append(("Normal", "Created", f"created {want} trainers and {players} players"))
     elif int(old["trainerReplicas"]) != want:
         status.update(phase=RESTARTING, reason="Reforming", trainerReplicas=want, playerReplicas=players,
-                      trainerPods={}, message=f"trainers {old['trainerReplicas']} -> {want}: re-forming from the checkpoint")
+                      trainerPods={},
+                      message=f"trainers {old['trainerReplicas']} -> {want}: re-forming from the checkpoint")
         d.trainers, d.restart_gang = want, True
         d.events.append(("Normal", "Reforming", status["message"]))
     else:

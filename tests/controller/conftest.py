@@ -40,7 +40,7 @@ class KMockServer:
         self._stop = self.loop.create_future()
         async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
             for res in RESOURCES:
-                handler.resources[res] = {}
+                handler.resources[res] = kmock.ResourceInfo()
             self.handler, self.url = handler, str(server.url).rstrip("/")
             self.ready.set()
             await self._stop
@@ -50,17 +50,26 @@ class KMockServer:
         assert self.ready.wait(10), "kmock did not start"
         return self
 
+    def writes(self) -> int:
+        """POST/PATCH/DELETE requests served so far (kmock logs every request)."""
+        return sum(len(self.handler[method]) for method in ("post", "patch", "delete"))
+
     def __exit__(self, *exc: object) -> None:
         self.loop.call_soon_threadsafe(lambda: self._stop.set_result(None) if self._stop else None)
         self.thread.join(10)
 
 
 @pytest.fixture
-def api() -> Iterator[kube.Kube]:
+def kmock_server() -> Iterator[KMockServer]:
     with KMockServer() as server:
-        cfg = client.Configuration(host=server.url)
-        with client.ApiClient(cfg) as api_client:
-            yield kube.Kube(api_client, timeout_s=5.0)
+        yield server
+
+
+@pytest.fixture
+def api(kmock_server: KMockServer) -> Iterator[kube.Kube]:
+    cfg = client.Configuration(host=kmock_server.url)
+    with client.ApiClient(cfg) as api_client:
+        yield kube.Kube(api_client, timeout_s=5.0)
 
 
 class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
@@ -70,7 +79,9 @@ class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         self.reply = trainer_pb2.TrainerStatus(phase=trainer_pb2.TrainerStatus.STARTING, world_size=1)
         self.calls = 0
 
-    def Status(self, request: trainer_pb2.StatusRequest, context: grpc.ServicerContext) -> trainer_pb2.TrainerStatus:
+    def Status(  # noqa: N802 (the generated servicer names it)
+        self, request: trainer_pb2.StatusRequest, context: grpc.ServicerContext
+    ) -> trainer_pb2.TrainerStatus:
         self.calls += 1
         return self.reply
 

@@ -138,6 +138,7 @@ def test_rendered_trainer_command_parses_to_the_config_the_spec_means(name: str)
         assert role == "trainer" and cfg == expected
         assert isinstance(cfg, config.TrainerConfig) and cfg.resolved_rank() == ordinal
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert isinstance(cfg, config.TrainerConfig)
     assert ports == {"grpc": cfg.port, "ddp": cfg.master_port, "metrics": cfg.metrics_port}
 
 
@@ -184,7 +185,8 @@ def test_spec_values_reach_the_flags() -> None:
     cfg = jobspec.trainer_config("cp", "ml", jobspec.with_defaults(spec))
     assert (cfg.algo.lr, cfg.algo.hidden(), cfg.algo.shared_extractor, cfg.algo.optimizer) == (
         0.0007, (256, 128), True, "adam")
-    assert (cfg.env.env_id, cfg.env.kwargs(), cfg.env.seed, cfg.env.num_envs) == ("LunarLander-v3", {"continuous": False}, 7, 4)
+    env = (cfg.env.env_id, cfg.env.kwargs(), cfg.env.seed, cfg.env.num_envs)
+    assert env == ("LunarLander-v3", {"continuous": False}, 7, 4)
     assert cfg.stop.target_return == 200.0 and cfg.stop.return_window == 100
 
 
@@ -192,7 +194,8 @@ def test_player_scaling_leaves_the_trainers_untouched() -> None:
     one = by_kind(resources.render(job(players={"replicasPerTrainer": 1}, trainers={"replicas": 2})))
     three = by_kind(resources.render(job(players={"replicasPerTrainer": 3}, trainers={"replicas": 2})))
     assert one["StatefulSet/cp-trainer"] == three["StatefulSet/cp-trainer"]
-    assert (one["StatefulSet/cp-player"]["spec"]["replicas"], three["StatefulSet/cp-player"]["spec"]["replicas"]) == (2, 6)
+    replicas = (one["StatefulSet/cp-player"]["spec"]["replicas"], three["StatefulSet/cp-player"]["spec"]["replicas"])
+    assert replicas == (2, 6)
     assert one["StatefulSet/cp-player"]["spec"]["template"] == three["StatefulSet/cp-player"]["spec"]["template"]
 
 
