@@ -78,7 +78,7 @@ class Reconciler:
         pods = trainer_pods(self.kube.list("v1", "Pod", meta["namespace"], selector))
         terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
         report = None if terminal else probe.trainer_status(self.address(job), self.probe_timeout_s)
-        decision = status.decide(job, pods, report, now)
+        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job))
 
         changed = [self.kube.apply(obj) for obj in resources.render(job, decision.stopped, decision.trainers)]
         if decision.restart_gang:

@@ -135,7 +135,7 @@ def trainer_service(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _statefulset(
-    job: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str
+    job: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str, strategy: str
 ) -> dict[str, Any]:
     name = job["metadata"]["name"]
     template = {
@@ -145,6 +145,7 @@ def _statefulset(
     sts_spec = {
         "serviceName": f"{name}-{component}", "replicas": replicas, "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": selector(name, component)}, "template": template,
+        "updateStrategy": {"type": strategy},
     }
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(job, f"{name}-{component}", component),
             "spec": sts_spec}
@@ -192,7 +193,9 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
     if gpus > 0 and not trainers.get("tolerations"):
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     trainer_env = {k: v for k, v in env_vars(cfg).items() if k not in TRAINER_HASH_EXCLUDES}
-    return _statefulset(job, "trainer", replicas, pod, _digest(trainer_env))
+    # OnDelete: the StatefulSet never rolls trainers one by one (a half-updated DDP group cannot train);
+    # the controller restarts the whole gang when the template changes (see trainer_template_hash).
+    return _statefulset(job, "trainer", replicas, pod, _digest(trainer_env), "OnDelete")
 
 
 def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -213,7 +216,14 @@ def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int)
         "securityContext": pod_sec, "containers": [container], "terminationGracePeriodSeconds": 10,
         "volumes": [{"name": "tmp", "emptyDir": {}}], **_placement(spec["players"]),
     }
-    return _statefulset(job, "player", replicas, pod, _digest(env_vars(cfg)))
+    return _statefulset(job, "player", replicas, pod, _digest(env_vars(cfg)), "RollingUpdate")
+
+
+def trainer_template_hash(job: dict[str, Any]) -> str:
+    """Identifies what trainer pods run; when it changes the controller re-forms the whole group."""
+    spec = jobspec.with_defaults(job.get("spec"))
+    template = trainer_statefulset(job, spec, int(spec["trainers"]["replicas"]))["spec"]["template"]
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def trainer_args(cfg: config.TrainerConfig) -> list[str]:

@@ -146,8 +146,11 @@ def test_spec_changes_scale_players_alone_and_reform_trainers(api: kube.Kube, re
     assert st["trainerReplicas"] == 3 and st["gangRestarts"] == 0 and ("Normal", "Reforming") in events(api)
 
     # a removed field is removed from the child too (merge patch from the last-applied rendering)
+    start_trainer_pods(api, 3, tag="b")
+    assert reconciler.reconcile(NS, "cp") == "changed"  # the re-formed group is recorded
     change_spec(api, "cp", {"trainers": {"nodeSelector": {"pool": "big"}}})
-    reconciler.reconcile(NS, "cp")
+    assert reconciler.reconcile(NS, "cp") == "restarted"  # a new trainer template re-forms the group too
+    assert pod_names(api) == [] and get_job(api)["status"]["gangRestarts"] == 0
     assert sts(api, "cp-trainer")["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "big"}
     change_spec(api, "cp", {"trainers": {"nodeSelector": None}})
     reconciler.reconcile(NS, "cp")

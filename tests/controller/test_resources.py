@@ -83,6 +83,7 @@ def test_headless_service_and_trainer_statefulset_form_a_ddp_group() -> None:
     assert svc["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
     assert set(svc["spec"]["selector"].items()) <= set(sts["spec"]["template"]["metadata"]["labels"].items())
     assert sts["spec"]["serviceName"] == "cp-trainer" and sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}  # the controller restarts the gang, not the STS
     assert sts["spec"]["replicas"] == 3
     pod = sts["spec"]["template"]["spec"]
     (c,) = pod["containers"]
