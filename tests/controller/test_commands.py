@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import signal
 import subprocess
 import sys
+import time
+from typing import Any
 
 import kubernetes_validate
 import yaml
@@ -54,3 +57,35 @@ def test_the_controller_never_imports_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_a2c_controller_runs_against_an_api_server_and_stops_on_sigterm(kmock_server: Any, tmp_path: Any) -> None:
+    """The operator's entrypoint as a process: kubeconfig -> watch -> children -> SIGTERM -> exit 0."""
+    from kubernetes import client
+
+    from a2c.controller import kube
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": kmock_server.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u"}}],
+    }))
+    api = kube.Kube(client.ApiClient(client.Configuration(host=kmock_server.url)))
+    proc = subprocess.Popen([sys.executable, "-m", "a2c", "controller", "--kubeconfig", str(kubeconfig),
+                             "--metrics-port", "0", "--resync-s", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        api.request("POST", kube.path("a2c.dev/v1alpha1", "A2CJob", "ml"), body={
+            "apiVersion": "a2c.dev/v1alpha1", "kind": "A2CJob", "spec": {},
+            "metadata": {"name": "cp", "namespace": "ml", "uid": "u-1", "generation": 1}})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(api.list("apps/v1", "StatefulSet", "ml", {})) < 2:
+            time.sleep(0.2)
+        assert sorted(o["metadata"]["name"] for o in api.list("apps/v1", "StatefulSet", "ml", {})) == [
+            "cp-player", "cp-trainer"]
+        assert api.get("a2c.dev/v1alpha1", "A2CJob", "ml", "cp")["status"]["phase"] == "Pending"  # nobody answers
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
