@@ -129,14 +129,15 @@ class Kube:
         }
         self.request("POST", path("v1", "Event", meta["namespace"]), body=event)
 
-    def watch(self, api_version: str, kind: str, namespace: str | None, timeout_s: float,
+    def watch(self, api_version: str, kind: str, namespace: str | None, timeout_s: float, selector: str = "",
               opened: Callable[[Any], None] = lambda _: None) -> Iterator[dict[str, Any]]:
         """Watch events until the server closes the stream or `timeout_s` passes without a byte.
 
         `opened` gets the raw urllib3 response, so another thread can shut the stream down.
         """
         response = self.request("GET", path(api_version, kind, namespace), stream=True, timeout_s=timeout_s,
-                                query={"watch": "true", "allowWatchBookmarks": "false"})
+                                query={"watch": "true", "allowWatchBookmarks": "false",
+                                       **({"labelSelector": selector} if selector else {})})
         opened(response.response)
         try:
             buffer = b""

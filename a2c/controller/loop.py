@@ -48,11 +48,11 @@ class Loop:
             self._pending.add(key)
             self._wake.notify()
 
-    def _watch(self, api_version: str, kind: str, key_of: Any) -> None:
+    def _watch(self, api_version: str, kind: str, key_of: Any, selector: str = "") -> None:
         while not self.stop.is_set():
             try:
                 events = self.kube.watch(api_version, kind, self.namespace, timeout_s=self.resync_s,
-                                         opened=self._streams.append)
+                                         selector=selector, opened=self._streams.append)
                 for event in events:
                     key = key_of(event.get("object") or {})
                     if key is not None:
@@ -77,7 +77,7 @@ class Loop:
         """Reconcile until `stop` is set."""
         watches = [
             ("a2cjobs", (jobspec.API_VERSION, jobspec.KIND, _job_key)),
-            ("pods", ("v1", "Pod", _pod_key)),
+            ("pods", ("v1", "Pod", _pod_key, "app.kubernetes.io/managed-by=a2c-controller")),
         ]
         for name, args in watches:
             threading.Thread(target=self._watch, args=args, name=f"watch-{name}", daemon=True).start()

@@ -44,6 +44,7 @@ def start_trainer_pods(api: kube.Kube, n: int, job: str = "cp", tag: str = "a") 
     """What the StatefulSet controller and the kubelet would do: trainer pods, running and ready."""
     for i in range(n):
         labels = {"app.kubernetes.io/name": "a2c", "app.kubernetes.io/instance": job,
+                  "app.kubernetes.io/managed-by": "a2c-controller",
                   "app.kubernetes.io/component": "trainer", "a2c.dev/job": job}
         api.request("POST", kube.path("v1", "Pod", NS), body={
             "apiVersion": "v1", "kind": "Pod",
