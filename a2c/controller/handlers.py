@@ -86,14 +86,15 @@ class Reconciler:
                 self.kube.delete("v1", "Pod", meta["namespace"], pod.name)
         for type_, reason, message in decision.events:
             self.kube.event(job, type_, reason, message, now)
-        if decision.status != (job.get("status") or {}):
+        status_changed = decision.status != (job.get("status") or {})
+        if status_changed:
             self.kube.patch_status(job, decision.status)
         phase = decision.status.get("phase", "")
         for p in PHASES:
             metrics.labels(metrics.CONTROLLER_JOBS, phase=p).set(1 if p == phase else 0)
         if decision.restart_gang:
             return "restarted"
-        return "changed" if any(c != "unchanged" for c in changed) or decision.events else "unchanged"
+        return "changed" if status_changed or any(c != "unchanged" for c in changed) else "unchanged"
 
     def _invalid(self, job: dict[str, Any], why: str, now: str) -> str:
         old = job.get("status") or {}

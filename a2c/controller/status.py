@@ -109,9 +109,8 @@ def decide(
     players = want * int(spec["players"]["replicasPerTrainer"])
     d = Decision(status=status, trainers=int(old.get("trainerReplicas") or want))
 
-    if old.get("phase") in TERMINAL:
+    if old.get("phase") in TERMINAL:  # final: keep it scaled down, leave the record as it was
         d.stopped = True
-        _conditions(d, pods, report, now, gen)
         return d
 
     if "trainerReplicas" not in old:

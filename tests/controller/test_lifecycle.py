@@ -117,8 +117,9 @@ def test_create_progress_gang_restart_success(api: kube.Kube, reconciler: handle
     assert cond(job, "Succeeded") == "True" and cond(job, "Progressing") == "False"
     assert sts(api, "cp-player")["spec"]["replicas"] == 0 and sts(api, "cp-trainer")["spec"]["replicas"] == 0
     assert api.get("v1", "PersistentVolumeClaim", NS, "cp-checkpoints")
-    calls = fake.calls
-    assert reconciler.reconcile(NS, "cp") == "unchanged" and fake.calls == calls
+    calls, writes = fake.calls, kmock_server.writes()
+    assert reconciler.reconcile(NS, "cp") == "unchanged" and fake.calls == calls  # final: no more polling
+    assert kmock_server.writes() == writes
 
 
 def test_spec_changes_scale_players_alone_and_reform_trainers(api: kube.Kube, reconciler: handlers.Reconciler,
