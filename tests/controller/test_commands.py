@@ -85,6 +85,13 @@ def test_a2c_controller_runs_against_an_api_server_and_stops_on_sigterm(kmock_se
         assert sorted(o["metadata"]["name"] for o in api.list("apps/v1", "StatefulSet", "ml", {})) == [
             "cp-player", "cp-trainer"]
         assert api.get("a2c.dev/v1alpha1", "A2CJob", "ml", "cp")["status"]["phase"] == "Pending"  # nobody answers
+        # the kubeconfig's credentials are sent, and the pod watch asks only for our pods
+        writes = [r for method in ("post", "patch") for r in kmock_server.handler[method]]
+        ours = [r for r in writes if r.resource.plural != "a2cjobs" or r.subresource == "status"]  # not the test's
+        assert len(ours) >= 4 and all(r.headers.get("Authorization") == "Bearer t" for r in ours)
+        watches = [r for r in kmock_server.handler["get"] if r.params.get("watch") == "true"]
+        assert {r.params.get("labelSelector") for r in watches if "/pods" in str(r.url)} == {
+            "app.kubernetes.io/managed-by=a2c-controller"}
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
