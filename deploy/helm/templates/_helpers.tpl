@@ -40,8 +40,14 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* <fullname>-<suffix> within 63 characters, the suffix kept whole: (dict "ctx" $ "suffix" "x"). */}}
+{{- define "a2c.suffixedName" -}}
+{{- $room := sub 62 (len .suffix) | int }}
+{{- printf "%s-%s" (include "a2c.fullname" .ctx | trunc $room | trimSuffix "-") .suffix }}
+{{- end }}
+
 {{- define "a2c.controller.fullname" -}}
-{{- printf "%s-controller" (include "a2c.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- include "a2c.suffixedName" (dict "ctx" . "suffix" "controller") }}
 {{- end }}
 
 {{- define "a2c.serviceAccountName" -}}
