@@ -127,7 +127,9 @@ def test_values_schema_covers_exactly_the_crd_spec() -> None:
     """Every CRD spec field is settable through job.* (image and pull policy come from image.*), and
     job.* holds nothing the CRD would drop."""
     with helm.Chart.load(chartlib.CHART) as chart:
-        job_schema = chart.schema["properties"]["job"]["properties"]
+        schema = chart.schema
+    assert schema is not None
+    job_schema = schema["properties"]["job"]["properties"]
     crd_spec = JOB_SCHEMA["properties"]["spec"]["properties"]
     assert set(job_schema) - {"enabled", "name"} == set(crd_spec) - {"image", "imagePullPolicy"}
     for key, sub in crd_spec.items():
@@ -144,11 +146,17 @@ def test_crd_is_the_controller_file_as_is_plus_keep(rendered_cases) -> None:
     assert crd == CRD
 
 
-@pytest.mark.parametrize(("values", "present", "kept"), [
-    ({"crds": {"install": False}}, False, False),
-    ({"crds": {"install": True, "keep": False}}, True, False),
+def test_crd_text_is_verbatim_without_keep() -> None:
+    with helm.Chart.load(chartlib.CHART) as chart:
+        text = chart.render({"crds": {"keep": False}}, name=RELEASE, namespace=NAMESPACE)["a2c/templates/crd.yaml"]
+    assert text.strip() == chartlib.CRD_FILE.read_text().strip()
+
+
+@pytest.mark.parametrize(("values", "present"), [
+    ({"crds": {"install": False}}, False),
+    ({"crds": {"install": True, "keep": False}}, True),
 ])
-def test_crd_flags(values: dict[str, Any], present: bool, kept: bool) -> None:
+def test_crd_flags(values: dict[str, Any], present: bool) -> None:
     crds = of_kind(chartlib.render(values), "CustomResourceDefinition")
     assert len(crds) == int(present)
     if present:

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,11 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from . import chartlib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest brings tomli on 3.10
+    import tomli as tomllib
 
 ROOT = chartlib.ROOT
 DOCKERFILE = ROOT / "Dockerfile"

@@ -114,6 +114,7 @@ def run_e2e(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str
 def test_e2e_steps_in_order(tmp_path: Path) -> None:
     proc, calls = run_e2e(tmp_path)
     assert proc.returncode == 0, proc.stderr
+
     def index(prefix: str) -> int:
         return next(i for i, c in enumerate(calls) if c.startswith(prefix))
     build, load = index("docker build"), index("kind load docker-image a2c:0.1.0-kind --name a2c")
@@ -152,7 +153,9 @@ def test_e2e_refuses_to_run_without_its_tools(tmp_path: Path) -> None:
     bare = tmp_path / "bare"  # a PATH with the script's helpers but none of docker, kind, kubectl, helm
     bare.mkdir()
     for tool in ("dirname", "date"):
-        (bare / tool).symlink_to(shutil.which(tool))
+        found = shutil.which(tool)
+        assert found
+        (bare / tool).symlink_to(found)
     bash = shutil.which("bash")
     assert bash
     proc = subprocess.run([bash, str(E2E)], capture_output=True, text=True, timeout=30,
