@@ -264,6 +264,8 @@ def _health_server(status: int) -> tuple[grpc.Server, int]:
 def _test_pod(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     pod = one(rendered, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    # hook-succeeded would delete the pod before `helm test --logs` reads it
+    assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation"
     return pod
 
 
