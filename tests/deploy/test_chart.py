@@ -501,3 +501,44 @@ def test_notes_say_what_to_run_next(rendered_cases) -> None:
     text = chartlib.notes(rendered_cases["defaults"])
     assert f"helm test {RELEASE} -n {NAMESPACE}" in text
     assert "kubectl -n a2c get a2cjobs" in text
+
+
+SWITCHES = {
+    "no-controller": {"controller": {"enabled": False}, "networkPolicy": {"enabled": True}},
+    "own-service-account": {"controller": {"serviceAccount": {"create": False, "name": "ops"},
+                                           "rbac": {"create": False}}},
+    "no-extras": {"tests": {"enabled": False}, "podDisruptionBudget": {"enabled": False},
+                  "crds": {"install": False}},
+    "named-job": {"job": {"name": "cartpole", "checkpoint": {"persistent": True, "storageClassName": "fast"}},
+                  "nameOverride": "rl", "imagePullSecrets": [{"name": "regcred"}]},
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_switches_render_valid_objects(switch: str) -> None:
+    values = SWITCHES[switch]
+    rendered = chartlib.render(values)
+    for obj in chartlib.objects(rendered):
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, chartlib.KUBE_VERSIONS[-1], strict=True)
+    report = helm.lint(chartlib.CHART, values, strict=True, namespace=NAMESPACE)
+    assert not [m for m in report["messages"] if m["severity"] >= 2]
+    if switch == "no-controller":
+        assert not of_kind(rendered, "Deployment") and not of_kind(rendered, "Role")
+        assert {p["metadata"]["name"] for p in of_kind(rendered, "NetworkPolicy")} == {
+            "demo-a2c-trainers", "demo-a2c-players", "demo-a2c-test"}
+    if switch == "own-service-account":
+        assert not of_kind(rendered, "ServiceAccount") and not of_kind(rendered, "RoleBinding")
+        assert one(rendered, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    if switch == "no-extras":
+        for kind in ("Pod", "PodDisruptionBudget", "CustomResourceDefinition"):
+            assert not of_kind(rendered, kind), kind
+    if switch == "named-job":
+        job = one(rendered, "A2CJob")
+        assert job["metadata"]["name"] == "cartpole"
+        assert job["spec"]["checkpoint"]["storageClassName"] == "fast"
+        jsonschema.Draft4Validator(JOB_SCHEMA).validate(job)
+        assert one(rendered, "Deployment")["metadata"]["name"] == "demo-rl-controller"
+        pod = one(rendered, "Pod")["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["containers"][0]["args"][2].startswith("cartpole-trainer-0.cartpole-trainer.")
