@@ -503,7 +503,7 @@ def test_notes_say_what_to_run_next(rendered_cases) -> None:
     assert "kubectl -n a2c get a2cjobs" in text
 
 
-SWITCHES = {
+SWITCHES: dict[str, dict[str, Any]] = {
     "no-controller": {"controller": {"enabled": False}, "networkPolicy": {"enabled": True}},
     "own-service-account": {"controller": {"serviceAccount": {"create": False, "name": "ops"},
                                            "rbac": {"create": False}}},
