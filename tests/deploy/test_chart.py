@@ -24,7 +24,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from a2c import cli, config
-from a2c.controller import probe, resources
+from a2c.controller import kube, probe, resources
 
 from . import chartlib
 from .chartlib import NAMESPACE, RELEASE, of_kind, one
@@ -376,6 +376,10 @@ def test_rbac_is_namespaced_and_minimal(rendered_cases) -> None:
     assert {"create", "patch", "delete"} <= granted[("apps", "statefulsets")]
     assert "create" not in granted[("", "pods")]  # pods come from StatefulSets
     assert ("", "secrets") not in granted
+    # Every kind the controller's API client addresses is granted (a2c/controller/kube.py).
+    for (api_version, _kind), plural in kube.PLURALS.items():
+        group = api_version.rpartition("/")[0]
+        assert (group, plural) in granted, (group, plural)
     binding = one(rendered, "RoleBinding")
     sa = one(rendered, "ServiceAccount")["metadata"]["name"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
