@@ -43,7 +43,8 @@ def render_file(text: str, namespace: str = "") -> list[dict[str, Any]]:
         if not doc:
             continue
         if doc.get("apiVersion") != jobspec.API_VERSION or doc.get("kind") != jobspec.KIND:
-            raise ValueError(f"not an {jobspec.KIND} ({jobspec.API_VERSION}): {doc.get('apiVersion')}/{doc.get('kind')}")
+            found = f"{doc.get('apiVersion')}/{doc.get('kind')}"
+            raise ValueError(f"not an {jobspec.KIND} ({jobspec.API_VERSION}): {found}")
         doc.setdefault("metadata", {}).setdefault("namespace", namespace or "default")
         out.extend(resources.render(doc))
     return out
@@ -51,7 +52,11 @@ def render_file(text: str, namespace: str = "") -> list[dict[str, Any]]:
 
 def run_render(args: argparse.Namespace) -> int:
     try:
-        text = sys.stdin.read() if args.job == "-" else open(args.job, encoding="utf-8").read()
+        if args.job == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.job, encoding="utf-8") as f:
+                text = f.read()
         objects = render_file(text, args.namespace)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"a2c render: {exc}", file=sys.stderr)
@@ -75,10 +80,10 @@ def run_controller(args: argparse.Namespace) -> int:
     metrics.bind("all", "controller", 0)
     metrics.serve(args.metrics_port)
     runner = loop.Loop(handlers.Reconciler(kube.Kube()), args.namespace or None, args.resync_s)
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: runner.shutdown())
     log.info("a2c controller: watching %s", args.namespace or "all namespaces")
     try:
         runner.run()
     except KeyboardInterrupt:
-        runner.stop.set()
+        runner.shutdown()
     return 0

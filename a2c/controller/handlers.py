@@ -55,7 +55,7 @@ class Reconciler:
         metrics.bind(name, "controller", 0)
         try:
             job = self.kube.get(jobspec.API_VERSION, jobspec.KIND, namespace, name)
-        except kube.NotFound:
+        except kube.NotFoundError:
             return "gone"  # deleted: its children go with it (ownerReferences), nothing to do
         job["metadata"].setdefault("namespace", namespace)
         try:
@@ -78,7 +78,7 @@ class Reconciler:
         pods = trainer_pods(self.kube.list("v1", "Pod", meta["namespace"], selector))
         terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
         report = None if terminal else probe.trainer_status(self.address(job), self.probe_timeout_s)
-        decision = status.decide(job, pods, report, now)
+        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job))
 
         changed = [self.kube.apply(obj) for obj in resources.render(job, decision.stopped, decision.trainers)]
         if decision.restart_gang:
@@ -86,14 +86,15 @@ class Reconciler:
                 self.kube.delete("v1", "Pod", meta["namespace"], pod.name)
         for type_, reason, message in decision.events:
             self.kube.event(job, type_, reason, message, now)
-        if decision.status != (job.get("status") or {}):
+        status_changed = decision.status != (job.get("status") or {})
+        if status_changed:
             self.kube.patch_status(job, decision.status)
         phase = decision.status.get("phase", "")
         for p in PHASES:
             metrics.labels(metrics.CONTROLLER_JOBS, phase=p).set(1 if p == phase else 0)
         if decision.restart_gang:
             return "restarted"
-        return "changed" if any(c != "unchanged" for c in changed) or decision.events else "unchanged"
+        return "changed" if status_changed or any(c != "unchanged" for c in changed) else "unchanged"
 
     def _invalid(self, job: dict[str, Any], why: str, now: str) -> str:
         old = job.get("status") or {}

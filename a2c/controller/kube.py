@@ -11,9 +11,10 @@ from that annotation, so fields removed from the rendering are removed from the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client
@@ -28,7 +29,7 @@ PLURALS = {
 }
 
 
-class NotFound(Exception):
+class NotFoundError(Exception):
     pass
 
 
@@ -70,7 +71,7 @@ class Kube:
             return response
         data = response.read()
         if response.status == 404:
-            raise NotFound(url)
+            raise NotFoundError(url)
         if response.status >= 400:
             raise client.ApiException(status=response.status, reason=response.reason, body=data)
         return json.loads(data or b"{}")
@@ -92,7 +93,7 @@ class Kube:
         url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         try:
             live = self.request("GET", url)
-        except NotFound:
+        except NotFoundError:
             self.request("POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=desired)
             return "created"
         last = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
@@ -104,10 +105,8 @@ class Kube:
         return "patched"
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        try:
+        with contextlib.suppress(NotFoundError):  # already gone is what we wanted
             self.request("DELETE", path(api_version, kind, namespace, name))
-        except NotFound:
-            pass
 
     def patch_status(self, job: dict[str, Any], status: dict[str, Any]) -> None:
         """Bring the status subresource from what `job` holds to `status` (removed keys are nulled)."""
@@ -130,10 +129,16 @@ class Kube:
         }
         self.request("POST", path("v1", "Event", meta["namespace"]), body=event)
 
-    def watch(self, api_version: str, kind: str, namespace: str | None, timeout_s: float) -> Iterator[dict[str, Any]]:
-        """Watch events until the server closes the stream or `timeout_s` passes without a byte."""
+    def watch(self, api_version: str, kind: str, namespace: str | None, timeout_s: float, selector: str = "",
+              opened: Callable[[Any], None] = lambda _: None) -> Iterator[dict[str, Any]]:
+        """Watch events until the server closes the stream or `timeout_s` passes without a byte.
+
+        `opened` gets the raw urllib3 response, so another thread can shut the stream down.
+        """
         response = self.request("GET", path(api_version, kind, namespace), stream=True, timeout_s=timeout_s,
-                                query={"watch": "true", "allowWatchBookmarks": "false"})
+                                query={"watch": "true", "allowWatchBookmarks": "false",
+                                       **({"labelSelector": selector} if selector else {})})
+        opened(response.response)
         try:
             buffer = b""
             for chunk in response.response.stream(4096, decode_content=True):

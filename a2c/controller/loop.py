@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from a2c.controller import handlers, kube
+from a2c.controller import handlers
 from a2c.controller import spec as jobspec
 
 log = logging.getLogger(__name__)
@@ -30,16 +30,30 @@ class Loop:
         self.stop = threading.Event()
         self._pending: set[Key] = set()
         self._wake = threading.Condition()
+        self._streams: list[Any] = []
+
+    def shutdown(self) -> None:
+        """Stop the loop and close the open watch streams (so their threads and connections end now)."""
+        self.stop.set()
+        with self._wake:
+            self._wake.notify()
+        for stream in list(self._streams):
+            try:
+                stream.shutdown() if hasattr(stream, "shutdown") else stream.close()
+            except Exception as exc:
+                log.debug("closing a watch stream: %s", exc)
 
     def enqueue(self, key: Key) -> None:
         with self._wake:
             self._pending.add(key)
             self._wake.notify()
 
-    def _watch(self, api_version: str, kind: str, key_of: Any) -> None:
+    def _watch(self, api_version: str, kind: str, key_of: Any, selector: str = "") -> None:
         while not self.stop.is_set():
             try:
-                for event in self.kube.watch(api_version, kind, self.namespace, timeout_s=self.resync_s):
+                events = self.kube.watch(api_version, kind, self.namespace, timeout_s=self.resync_s,
+                                         selector=selector, opened=self._streams.append)
+                for event in events:
                     key = key_of(event.get("object") or {})
                     if key is not None:
                         self.enqueue(key)
@@ -48,6 +62,8 @@ class Loop:
             except Exception as exc:  # timeouts and dropped connections: reconnect
                 log.debug("watch %s ended: %s", kind, exc)
                 self.stop.wait(0.5)
+            finally:
+                self._streams[:] = [s for s in self._streams if not getattr(s, "closed", False)]
 
     def _resync(self) -> None:
         labels: dict[str, str] = {}
@@ -61,7 +77,7 @@ class Loop:
         """Reconcile until `stop` is set."""
         watches = [
             ("a2cjobs", (jobspec.API_VERSION, jobspec.KIND, _job_key)),
-            ("pods", ("v1", "Pod", _pod_key)),
+            ("pods", ("v1", "Pod", _pod_key, "app.kubernetes.io/managed-by=a2c-controller")),
         ]
         for name, args in watches:
             threading.Thread(target=self._watch, args=args, name=f"watch-{name}", daemon=True).start()

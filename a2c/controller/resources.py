@@ -64,7 +64,8 @@ def labels(name: str, component: str | None = None) -> dict[str, str]:
 
 def selector(name: str, component: str) -> dict[str, str]:
     """Selectors are immutable: only name + instance + component."""
-    return {"app.kubernetes.io/name": "a2c", "app.kubernetes.io/instance": name, "app.kubernetes.io/component": component}
+    return {"app.kubernetes.io/name": "a2c", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": component}
 
 
 def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +115,8 @@ def configmap(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 def checkpoint_pvc(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     ckpt = spec["checkpoint"]
-    pvc_spec: dict[str, Any] = {"accessModes": [ckpt["accessMode"]], "resources": {"requests": {"storage": ckpt["size"]}}}
+    pvc_spec: dict[str, Any] = {"accessModes": [ckpt["accessMode"]],
+                                "resources": {"requests": {"storage": ckpt["size"]}}}
     if ckpt.get("storageClassName"):
         pvc_spec["storageClassName"] = ckpt["storageClassName"]
     meta = _meta(job, f"{job['metadata']['name']}-checkpoints", "checkpoints")
@@ -128,10 +130,13 @@ def trainer_service(job: dict[str, Any]) -> dict[str, Any]:
              {"name": "metrics", "port": jobspec.METRICS_PORT, "targetPort": "metrics"}]
     svc_spec = {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector(name, "trainer"),
                 "ports": ports}
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(job, f"{name}-trainer", "trainer"), "spec": svc_spec}
+    meta = _meta(job, f"{name}-trainer", "trainer")
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": svc_spec}
 
 
-def _statefulset(job: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str) -> dict[str, Any]:
+def _statefulset(
+    job: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str, strategy: str
+) -> dict[str, Any]:
     name = job["metadata"]["name"]
     template = {
         "metadata": {"labels": labels(name, component), "annotations": {"a2c.dev/config-hash": digest}},
@@ -140,6 +145,7 @@ def _statefulset(job: dict[str, Any], component: str, replicas: int, pod: dict[s
     sts_spec = {
         "serviceName": f"{name}-{component}", "replicas": replicas, "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": selector(name, component)}, "template": template,
+        "updateStrategy": {"type": strategy},
     }
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(job, f"{name}-{component}", component),
             "spec": sts_spec}
@@ -187,7 +193,9 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
     if gpus > 0 and not trainers.get("tolerations"):
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     trainer_env = {k: v for k, v in env_vars(cfg).items() if k not in TRAINER_HASH_EXCLUDES}
-    return _statefulset(job, "trainer", replicas, pod, _digest(trainer_env))
+    # OnDelete: the StatefulSet never rolls trainers one by one (a half-updated DDP group cannot train);
+    # the controller restarts the whole gang when the template changes (see trainer_template_hash).
+    return _statefulset(job, "trainer", replicas, pod, _digest(trainer_env), "OnDelete")
 
 
 def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -208,7 +216,14 @@ def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int)
         "securityContext": pod_sec, "containers": [container], "terminationGracePeriodSeconds": 10,
         "volumes": [{"name": "tmp", "emptyDir": {}}], **_placement(spec["players"]),
     }
-    return _statefulset(job, "player", replicas, pod, _digest(env_vars(cfg)))
+    return _statefulset(job, "player", replicas, pod, _digest(env_vars(cfg)), "RollingUpdate")
+
+
+def trainer_template_hash(job: dict[str, Any]) -> str:
+    """Identifies what trainer pods run; when it changes the controller re-forms the whole group."""
+    spec = jobspec.with_defaults(job.get("spec"))
+    template = trainer_statefulset(job, spec, int(spec["trainers"]["replicas"]))["spec"]["template"]
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def trainer_args(cfg: config.TrainerConfig) -> list[str]:

@@ -93,8 +93,13 @@ def _conditions(d: Decision, pods: list[TrainerPod], report: dict[str, Any] | No
                   message if phase == FAILED else "", now, gen)
 
 
-def decide(job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] | None, now: str) -> Decision:
-    """The new status of `job` and the actions that make the cluster match it."""
+def decide(
+    job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] | None, now: str, template: str
+) -> Decision:
+    """The new status of `job` and the actions that make the cluster match it.
+
+    `template` identifies the trainer pod template the spec renders (`resources.trainer_template_hash`).
+    """
     spec = jobspec.with_defaults(job.get("spec"))
     gen = int(job["metadata"].get("generation") or 0)
     old = job.get("status") or {}
@@ -104,19 +109,23 @@ def decide(job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] |
     players = want * int(spec["players"]["replicasPerTrainer"])
     d = Decision(status=status, trainers=int(old.get("trainerReplicas") or want))
 
-    if old.get("phase") in TERMINAL:
+    if old.get("phase") in TERMINAL:  # final: keep it scaled down, leave the record as it was
         d.stopped = True
-        _conditions(d, pods, report, now, gen)
         return d
 
     if "trainerReplicas" not in old:
         status.update(phase=PENDING, reason="Created", message="children created", startTime=now,
-                      trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerPods={})
+                      trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerPods={},
+                      trainerTemplate=template)
         d.trainers = want
         d.events.append(("Normal", "Created", f"created {want} trainers and {players} players"))
-    elif int(old["trainerReplicas"]) != want:
+    elif int(old["trainerReplicas"]) != want or old.get("trainerTemplate", template) != template:
+        resized = int(old["trainerReplicas"]) != want
+        what = f"trainers {old['trainerReplicas']} -> {want}" if resized else "trainer spec changed"
+        persistent = spec["checkpoint"]["persistent"]
+        resume = "from the checkpoint" if persistent else "from scratch (no persistent checkpoint)"
         status.update(phase=RESTARTING, reason="Reforming", trainerReplicas=want, playerReplicas=players,
-                      trainerPods={}, message=f"trainers {old['trainerReplicas']} -> {want}: re-forming from the checkpoint")
+                      trainerPods={}, trainerTemplate=template, message=f"{what}: re-forming the group {resume}")
         d.trainers, d.restart_gang = want, True
         d.events.append(("Normal", "Reforming", status["message"]))
     else:
@@ -136,6 +145,7 @@ def decide(job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] |
             d.restart_gang = True
             d.events.append(("Warning", "GangRestart", status["message"]))
         else:
+            status["trainerTemplate"] = template
             status["trainerPods"] = {p.name: {"uid": p.uid, "restarts": p.restarts}
                                      for p in pods if not p.deleting and 0 <= p.ordinal < d.trainers}
 
