@@ -20,7 +20,7 @@ from a2c import config
 API_VERSION = "a2c.dev/v1alpha1"
 KIND = "A2CJob"
 GROUP, VERSION, PLURAL = "a2c.dev", "v1alpha1", "a2cjobs"
-IMAGE = "ghcr.io/a2c-dev/a2c:0.1.0"
+IMAGE = "a2c:0.1.0"
 GRPC_PORT = 50051
 METRICS_PORT = 9090
 DDP_PORT = 29500
