@@ -35,7 +35,7 @@ def opt(default: Any, help: str, env: str | None = None, choices: tuple[str, ...
 class EnvConfig:
     env_id: str = opt("CartPole-v1", "gymnasium environment id")
     env_kwargs: str = opt("{}", "JSON object of keyword arguments for gymnasium.make")
-    num_envs: int = opt(16, "environment copies per player (one vectorized environment)")
+    num_envs: int = opt(8, "environment copies per player (one vectorized environment)")
     seed: int = opt(0, "base random seed; player j uses seed + 1000 * j")
 
     def kwargs(self) -> dict[str, Any]:
