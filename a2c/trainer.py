@@ -88,7 +88,8 @@ class Trainer:
         p = self.progress
         return trainer_pb2.TrainerStatus(
             iteration=p.version, env_steps=p.env_steps, mean_return=p.mean_return(), episodes=p.episodes,
-            world_size=self.cfg.world_size, rank=self.rank, phase=Phase.Name(self.phase), target_return=self.cfg.stop.target_return,
+            world_size=self.cfg.world_size, rank=self.rank, phase=Phase.Name(self.phase),
+            target_return=self.cfg.stop.target_return,
             elapsed_s=p.elapsed_before + time.monotonic() - self.started, steps_per_second=self.steps_per_s,
             active_players=self.active_players, message=self.message,
         )
