@@ -95,7 +95,7 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
         tc = config.TrainerConfig(
             rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port, host="127.0.0.1",
             port=grpc_ports[rank], metrics_port=free_port(), players_per_trainer=p, run_dir=str(run_dir),
-            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=0.5,
+            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=5.0,
             backend=cfg.backend, device=cfg.device, env=cfg.env, algo=cfg.algo, stop=cfg.stop,
         )
         children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
@@ -137,13 +137,13 @@ def run(cfg: config.LocalConfig) -> int:
     (run_dir / "config.json").write_text(json.dumps(_asdict(cfg), indent=1))
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    if ctx.get_start_method() == "fork":
-        # torch's optimizers import torch._dynamo on first use (seconds): once here, not once per trainer.
-        import torch._dynamo  # noqa: F401
     if cfg.plot:  # matplotlib's import overlaps training instead of delaying the end of the run
         threading.Thread(target=curve.preload, daemon=True).start()
     start = time.monotonic()
-    for c in children:
+    if ctx.get_start_method() == "fork":
+        # torch's optimizers import torch._dynamo on first use (seconds): once here, not once per trainer.
+        import torch._dynamo  # noqa: F401
+    for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
     write_targets(run_dir, children, os.environ.get("A2C_JOB", "local"))
     write_pids(run_dir, children)

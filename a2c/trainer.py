@@ -115,6 +115,7 @@ class Trainer:
             self._resume(group)
             self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
             running.set_serving(True)
+            log.info("trainer %d ready: weights version %d published", self.rank, self.progress.version)
             ended = self._ended()
             if ended is not None:  # resumed from the checkpoint of a run that had already ended
                 self.phase, self.message = ended[0], f"{ended[1]} (before this start)"
@@ -130,7 +131,8 @@ class Trainer:
         finally:
             self.board.finish()
             if self.phase != Phase.FAILED:
-                time.sleep(cfg.linger_s)  # players hear "done" from Upload/Fetch
+                # players hear "done" from Upload/Fetch; keep serving until they all did, or linger_s
+                self.board.wait_told(set(self.inbox.active), cfg.linger_s)
             running.stop(grace_s=1.0)
             distributed.teardown()
 

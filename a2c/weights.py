@@ -33,6 +33,7 @@ class WeightBoard:
         self._cond = threading.Condition()
         self._snap: WeightSnapshot | None = None
         self._done = False
+        self._told: set[int] = set()
 
     def publish(self, snap: WeightSnapshot) -> None:
         with self._cond:
@@ -44,6 +45,23 @@ class WeightBoard:
         with self._cond:
             self._done = True
             self._cond.notify_all()
+
+    def told(self, player_id: int) -> None:
+        """A player has been answered `done`."""
+        with self._cond:
+            self._told.add(player_id)
+            self._cond.notify_all()
+
+    def wait_told(self, players: set[int], timeout_s: float) -> bool:
+        """Wait until every one of `players` has been answered `done` (True), or timeout_s (False)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not players <= self._told:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
 
     @property
     def done(self) -> bool:
