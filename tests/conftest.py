@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import torch
 
 from a2c import inbox, rollout, weights
 from a2c.service import client, server, servicers
 from a2c.v1 import trainer_pb2
+
+torch.set_num_threads(1)  # the build machines' cores are shared; these tests use tiny tensors
 
 T, E = 5, 3
 OBS_SHAPE = (4,)
@@ -48,6 +51,18 @@ def make_rollout() -> Callable[..., rollout.Rollout]:
     return cartpole_rollout
 
 
+class WatchedBoard(weights.WeightBoard):
+    """A WeightBoard that signals when a fetcher starts waiting on it (to publish "during" a long-poll)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait_newer(self, since_version: int, timeout_s: float) -> weights.WeightSnapshot | None:
+        self.waiting.set()
+        return super().wait_newer(since_version, timeout_s)
+
+
 @dataclass
 class Trainer:
     """What a test needs of a live server: the client, the address, and the objects behind the servicers."""
@@ -56,7 +71,7 @@ class Trainer:
     address: str
     running: server.Running
     box: inbox.Inbox
-    board: weights.WeightBoard
+    board: WatchedBoard
     version: list[int]  # the inbox's idea of the current version, settable by the test
     status_calls: threading.Event
 
@@ -67,7 +82,7 @@ def trainer() -> Iterator[Trainer]:
     version = [0]
     box = inbox.Inbox(SPEC, rank=0, world_size=2, expected_players=2, max_policy_lag=1, max_queue=4,
                       version=lambda: version[0])
-    board = weights.WeightBoard()
+    board = WatchedBoard()
     called = threading.Event()
 
     def status() -> trainer_pb2.TrainerStatus:
