@@ -149,7 +149,7 @@ def test_every_field_has_help_and_a_flag() -> None:
     for cls in (config.TrainerConfig, config.PlayerConfig, config.LocalConfig):
         for f in config._leaves(cls):
             assert f.metadata.get("help"), f.name
-    # every leaf is reachable by its flag: parse_role accepts each one (values taken from to_flags above)
+    # every leaf has a flag (its dest is the field name)
     ns = cli.build_parser().parse_args(["trainer"])
     assert {f.name for f in config._leaves(config.TrainerConfig)} <= set(vars(ns))
     assert dataclasses.fields(config.TrainerConfig)[0].metadata["env"] == "RANK"
