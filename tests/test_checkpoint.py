@@ -42,6 +42,23 @@ def test_atomic_write_leaves_only_the_final_file(tmp_path: Path) -> None:
     assert names(tmp_path) == ["ckpt-000000001.pt", "ckpt-000000002.pt"]
 
 
+def test_nothing_appears_under_the_final_name_until_the_write_is_complete(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trainer killed mid-write (no exception handler runs) must leave no torn ckpt-*.pt behind."""
+    during: list[list[str]] = []
+    real_save = torch.save
+
+    def spy(obj: object, f: Any) -> None:
+        during.append(names(tmp_path))
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", spy)
+    checkpoint.save(tmp_path, 7, state())
+    (listing,) = during
+    assert len(listing) == 1 and not checkpoint.PATTERN.match(listing[0]), listing  # one temp file, same folder
+    assert names(tmp_path) == ["ckpt-000000007.pt"]
+
+
 def test_a_failed_write_leaves_no_temp_file_and_the_previous_checkpoint(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     checkpoint.save(tmp_path, 1, state())

@@ -50,6 +50,13 @@ def assert_serves_a_good_upload(trainer: Trainer, player_id: int = 0) -> None:
     assert result.accepted
 
 
+def _start_on(trainer: Trainer, port: int) -> server.Running:
+    """Another server over the fixture's inbox and board."""
+    return server.start(servicers.RolloutServicer(trainer.box, trainer.board, 1 << 20),
+                        servicers.WeightServicer(trainer.board), servicers.TrainerServicer(trainer_pb2.TrainerStatus),
+                        "127.0.0.1", port, 1 << 20, workers=1)
+
+
 # --- upload ------------------------------------------------------------------------------------------------
 
 
@@ -108,6 +115,39 @@ def test_chunked_upload_above_one_mib_goes_through(trainer: Trainer) -> None:
         trainer.client.upload(r)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "obs has shape (6, 3, 4, 84, 336)" in info.value.details
+
+
+def test_client_gives_up_on_a_full_queue_with_resource_exhausted(trainer: Trainer) -> None:
+    impatient = client.TrainerClient(trainer.address, max_message_bytes=4 << 20, retry_for_s=0.2)
+    try:
+        for _ in range(4):
+            assert impatient.upload(cartpole_rollout()).accepted
+        with pytest.raises(grpc.RpcError) as info:
+            impatient.upload(cartpole_rollout())
+        assert not isinstance(info.value, client.Refused), "a full queue is retryable, not a refusal"
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        impatient.close()
+
+
+def test_client_retries_until_the_trainer_is_up(trainer: Trainer) -> None:
+    """A player may start before its trainer: upload keeps retrying UNAVAILABLE until the server answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    early = client.TrainerClient(f"127.0.0.1:{port}", max_message_bytes=4 << 20, retry_for_s=60.0)
+    result: list[object] = []
+    th = threading.Thread(target=lambda: result.append(early.upload(cartpole_rollout(), timeout_s=5.0)))
+    th.start()
+    late = _start_on(trainer, port)
+    try:
+        th.join(timeout=60)
+        assert not th.is_alive()
+        (reply,) = result
+        assert isinstance(reply, client.UploadResult) and reply.accepted
+    finally:
+        early.close()
+        late.stop(0)
 
 
 MALFORMED = [
@@ -271,12 +311,6 @@ def test_stop_refuses_new_calls(trainer: Trainer) -> None:
     with pytest.raises(grpc.RpcError) as info:
         trainer.client.status(timeout_s=2.0)
     assert info.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def _start_on(trainer: Trainer, port: int) -> server.Running:
-    return server.start(servicers.RolloutServicer(trainer.box, trainer.board, 1 << 20),
-                        servicers.WeightServicer(trainer.board), servicers.TrainerServicer(trainer_pb2.TrainerStatus),
-                        "127.0.0.1", port, 1 << 20, workers=1)
 
 
 @pytest.mark.xfail(strict=True, raises=RuntimeError, reason="BUG: grpcio >= 1.5x raises RuntimeError from "
