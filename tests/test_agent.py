@@ -17,6 +17,11 @@ DISCRETE = gym.spaces.Discrete(3)
 BOX = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
 
 
+def head(m: torch.nn.Module) -> torch.nn.Linear:
+    assert isinstance(m, torch.nn.Linear)
+    return m
+
+
 def make(action_space: gym.Space, seed: int = 0, **algo: object) -> agent.Agent:
     torch.manual_seed(seed)
     return agent.Agent(OBS, action_space, config.AlgoConfig(**algo))  # type: ignore[arg-type]
@@ -66,7 +71,7 @@ def test_box_agent_logprob_entropy_matches_normal() -> None:
 def test_act_deterministic_is_argmax_for_discrete() -> None:
     model = make(DISCRETE)
     with torch.no_grad():  # make the preferred action depend on the observation
-        model.actor.weight.normal_()
+        head(model.actor).weight.normal_()
     obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
     actions, logp, values = model.act(obs, deterministic=True)
     logits, v = model(torch.as_tensor(obs))
@@ -99,8 +104,8 @@ def test_act_stochastic_logprob_is_that_of_the_sampled_action() -> None:
 def test_stochastic_discrete_actions_follow_the_policy() -> None:
     model = make(gym.spaces.Discrete(2))
     with torch.no_grad():
-        model.actor.weight.zero_()
-        model.actor.bias.copy_(torch.tensor([0.0, math.log(3.0)]))  # p(1) = 0.75
+        head(model.actor).weight.zero_()
+        head(model.actor).bias.copy_(torch.tensor([0.0, math.log(3.0)]))  # p(1) = 0.75
     torch.manual_seed(3)
     actions, _, _ = model.act(np.zeros((4000, 4), np.float32))
     assert 0.72 < actions.mean() < 0.78
@@ -144,9 +149,9 @@ def test_orthogonal_init_with_reference_gains() -> None:
     for m in hidden:
         assert _orthogonal_with_gain(m.weight, math.sqrt(2))
         assert torch.count_nonzero(m.bias) == 0
-    assert _orthogonal_with_gain(model.actor.weight, 0.01)  # small policy head: near-uniform first policy
-    assert _orthogonal_with_gain(model.critic.weight, 1.0)
-    assert torch.count_nonzero(model.actor.bias) == 0 and torch.count_nonzero(model.critic.bias) == 0
+    assert _orthogonal_with_gain(head(model.actor).weight, 0.01)  # small policy head: near-uniform first policy
+    assert _orthogonal_with_gain(head(model.critic).weight, 1.0)
+    assert torch.count_nonzero(head(model.actor).bias) == 0 and torch.count_nonzero(head(model.critic).bias) == 0
     # the near-uniform policy that gain buys
     _, ent, _ = model.evaluate(torch.randn(10, 4), torch.zeros(10, dtype=torch.int64))
     assert torch.allclose(ent, torch.full((10,), math.log(3)), atol=1e-3)
@@ -159,7 +164,7 @@ def test_separate_and_shared_extractors() -> None:
     assert shared.critic_features is shared.actor_features
     relu = make(DISCRETE, hidden_sizes="32", activation="relu")
     assert any(isinstance(m, torch.nn.ReLU) for m in relu.modules())
-    assert relu.actor.weight.shape == (3, 32)
+    assert head(relu.actor).weight.shape == (3, 32)
 
 
 def test_nature_cnn_for_uint8_frames() -> None:

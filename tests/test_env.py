@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -40,7 +42,7 @@ def test_cartpole_native_vector_env_marks_the_reset_step_invalid() -> None:
         e.close()
 
 
-def _reference(env_id: str, seed: int, **kwargs: object) -> gym.Env:
+def _reference(env_id: str, seed: int, **kwargs: Any) -> gym.Env:
     ref = gym.make(env_id, **kwargs)
     ref.reset(seed=seed)
     return ref

@@ -40,12 +40,13 @@ def test_gradients_by_hand_and_targets_are_detached() -> None:
     terms = loss.a2c_loss(b["logprobs"], b["entropy"], b["values"], b["advantages"], b["returns"],
                           normalizer=4.0, vf_coef=0.5, ent_coef=0.01)
     terms.total.backward()
+    grad = {k: v.grad for k, v in b.items()}
     # d total / d logprob_i = -adv_i / 4
-    assert torch.allclose(b["logprobs"].grad, torch.tensor([-0.5, 0.75]))
+    assert grad["logprobs"] is not None and torch.allclose(grad["logprobs"], torch.tensor([-0.5, 0.75]))
     # d total / d value_i = 0.5 * -2 (ret_i - v_i) / 4 = -(ret_i - v_i) / 4
-    assert torch.allclose(b["values"].grad, torch.tensor([-0.5, 0.25]))
+    assert grad["values"] is not None and torch.allclose(grad["values"], torch.tensor([-0.5, 0.25]))
     # d total / d entropy_i = -0.01 / 4
-    assert torch.allclose(b["entropy"].grad, torch.full((2,), -0.0025))
+    assert grad["entropy"] is not None and torch.allclose(grad["entropy"], torch.full((2,), -0.0025))
     # advantages and returns are targets: no gradient flows into them
     assert b["advantages"].grad is None and b["returns"].grad is None
 
@@ -55,10 +56,12 @@ def test_normalizer_is_the_job_wide_count_so_shards_sum_to_the_whole() -> None:
     rng = np.random.default_rng(0)
     parts = {k: torch.tensor(rng.normal(size=4), dtype=torch.float64) for k in
              ("logprobs", "entropy", "values", "advantages", "returns")}
-    args = ("logprobs", "entropy", "values", "advantages", "returns")
-    whole = loss.a2c_loss(*(parts[k] for k in args), normalizer=4.0, vf_coef=0.5, ent_coef=0.01)
-    a = loss.a2c_loss(*(parts[k][:1] for k in args), normalizer=4.0, vf_coef=0.5, ent_coef=0.01)
-    b = loss.a2c_loss(*(parts[k][1:] for k in args), normalizer=4.0, vf_coef=0.5, ent_coef=0.01)
+    def terms(rows: slice) -> loss.LossTerms:
+        p = {k: v[rows] for k, v in parts.items()}
+        return loss.a2c_loss(p["logprobs"], p["entropy"], p["values"], p["advantages"], p["returns"],
+                             normalizer=4.0, vf_coef=0.5, ent_coef=0.01)
+
+    whole, a, b = terms(slice(None)), terms(slice(0, 1)), terms(slice(1, None))
     for w, x, y in zip(whole, a, b, strict=True):
         assert torch.allclose(w, x + y)
     # and it is a sum / count, i.e. the mean when the normalizer is the local count

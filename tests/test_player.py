@@ -47,7 +47,7 @@ def test_same_step_rollouts_replay_exactly_on_reference_envs() -> None:
                     obs, rew, term, trunc, _ = ref.step(int(r.actions[step, i]))
                     assert r.rewards[step, i] == rew
                     assert (r.terminated[step, i], r.truncated[step, i]) == (term, trunc)
-                    ep_ret[i] += rew
+                    ep_ret[i] += float(rew)
                     ep_len[i] += 1
                     if term or trunc:
                         assert np.array_equal(finals.pop(step * 2 + i), obs)
@@ -122,7 +122,8 @@ def test_box_actions_rollout_validates() -> None:
         rollout.validate(r, spec_for(c.env, t))
         assert r.actions.dtype == np.float32 and r.actions.shape == (t, 2, 1)
         # the unclipped sample is what is recorded (its log-prob is the behaviour log-prob)
-        lp, _, _ = c.model.evaluate(torch.as_tensor(r.obs[:t].reshape(-1, 3)), torch.as_tensor(r.actions.reshape(-1, 1)))
+        lp, _, _ = c.model.evaluate(torch.as_tensor(r.obs[:t].reshape(-1, 3)),
+                                    torch.as_tensor(r.actions.reshape(-1, 1)))
         assert np.allclose(r.logprobs.reshape(-1), lp.detach().numpy(), atol=1e-5)
     finally:
         c.env.close()

@@ -41,7 +41,7 @@ def test_num_samples_counts_valid_steps_only() -> None:
     assert r.num_samples == 12
 
 
-def _set(name: str, value: Callable[[rollout.Rollout], np.ndarray]) -> Mutation:
+def _set(name: str, value: Callable[[rollout.Rollout], object]) -> Mutation:
     def mutate(r: rollout.Rollout) -> None:
         setattr(r, name, value(r))
     return mutate
@@ -69,7 +69,6 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("logprobs float64", _set("logprobs", lambda r: r.logprobs.astype(np.float64)), r"logprobs has dtype float64"),
     ("values wrong shape", _set("values", lambda r: r.values[:4]), r"values has shape"),
     ("final_obs count differs", _set("final_obs", lambda r: r.final_obs[:1]), r"final_obs has shape"),
-    ("final_index 2-D", _set("final_index", lambda r: r.final_index[None]), r"final_index has shape|final_obs has shape"),
     ("final_index int32", _set("final_index", lambda r: r.final_index.astype(np.int32)), r"final_index has dtype"),
     ("NaN reward", _poke("rewards", (2, 1), np.nan), r"rewards holds NaN or infinite"),
     ("inf obs", _poke("obs", (5, 0, 3), np.inf), r"obs holds NaN or infinite"),
@@ -110,4 +109,13 @@ def test_refuses_negative_discrete_actions() -> None:
     r = cartpole_rollout()
     r.actions[0, 0] = -1
     with pytest.raises(rollout.RolloutError, match="actions"):
+        rollout.validate(r, SPEC)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a 2-D final_index makes validate compute K = -1 and blame final_obs: "
+                   "'final_obs has shape (2, 4), expected (-1, 4)'")
+def test_two_dimensional_final_index_is_named_in_the_message() -> None:
+    r = cartpole_rollout()
+    r.final_index = r.final_index[None]
+    with pytest.raises(rollout.RolloutError, match=r"final_index has shape \(1, 2\)"):
         rollout.validate(r, SPEC)

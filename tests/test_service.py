@@ -12,7 +12,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from a2c import agent, rollout, weights
 from a2c.service import client, codec, server, servicers
@@ -275,7 +274,11 @@ def test_done_propagates_to_fetch_and_upload(trainer: Trainer) -> None:
 def test_done_wakes_a_waiting_fetch(trainer: Trainer) -> None:
     trainer.board.publish(snapshot(0))
     trainer.board.waiting.clear()
-    th = threading.Thread(target=lambda: trainer.board.waiting.wait(timeout=30) and trainer.board.finish())
+    def finish_when_waited_on() -> None:
+        assert trainer.board.waiting.wait(timeout=30)
+        trainer.board.finish()
+
+    th = threading.Thread(target=finish_when_waited_on)
     th.start()
     assert trainer.client.fetch(0, wait_s=25.0) == (None, True)
     th.join()
