@@ -47,7 +47,8 @@ def cartpole_rollout(seed: int = 0, t: int = T, e: int = E, player_id: int = 0, 
 
 
 @pytest.fixture
-def make_rollout() -> Callable[..., rollout.Rollout]:
+def rollout_factory() -> Callable[..., rollout.Rollout]:
+    """`cartpole_rollout` as a fixture: rollout_factory(seed=0, t=5, e=3, player_id=0, version=0)."""
     return cartpole_rollout
 
 

@@ -13,9 +13,10 @@ from tests.conftest import SPEC, cartpole_rollout
 Mutation = Callable[[rollout.Rollout], None]
 
 
-def test_accepts_a_good_rollout() -> None:
-    r = cartpole_rollout()
+def test_accepts_a_good_rollout(rollout_factory: Callable[..., rollout.Rollout]) -> None:
+    r = rollout_factory()
     rollout.validate(r, SPEC)
+    rollout.validate(rollout_factory(seed=3, e=1, player_id=4, version=2), SPEC)
     assert (r.num_steps, r.num_envs, r.num_samples) == (5, 3, 15)
     assert r.nbytes() == sum(a.nbytes for a in r.arrays().values())
 
