@@ -1,0 +1,148 @@
+"""checkpoint: atomic save, keep the newest N, fall back past a corrupt newest one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from a2c import agent, checkpoint, config
+
+
+def state(seed: int = 0) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    model = agent.Agent(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2), config.AlgoConfig())
+    opt = agent.make_optimizer(model, config.AlgoConfig())
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "progress": {"env_steps": 123 + seed}}
+
+
+def names(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    s = state()
+    path = checkpoint.save(tmp_path, 42, s)
+    assert path == tmp_path / "checkpoints" / "ckpt-000000042.pt" == checkpoint.path_for(tmp_path, 42)
+    back = checkpoint.load_latest(tmp_path)
+    assert back is not None and back["version"] == 42 and back["progress"] == {"env_steps": 123}
+    assert back["model"].keys() == s["model"].keys()
+    assert all(torch.equal(back["model"][k], v) for k, v in s["model"].items())
+    assert back["optimizer"]["param_groups"] == s["optimizer"]["param_groups"]
+
+
+def test_atomic_write_leaves_only_the_final_file(tmp_path: Path) -> None:
+    for v in (1, 2):
+        checkpoint.save(tmp_path, v, state())
+    assert names(tmp_path) == ["ckpt-000000001.pt", "ckpt-000000002.pt"]
+
+
+def test_nothing_appears_under_the_final_name_until_the_write_is_complete(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trainer killed mid-write (no exception handler runs) must leave no torn ckpt-*.pt behind."""
+    during: list[list[str]] = []
+    real_save = torch.save
+
+    def spy(obj: object, f: Any) -> None:
+        during.append(names(tmp_path))
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", spy)
+    checkpoint.save(tmp_path, 7, state())
+    (listing,) = during
+    assert len(listing) == 1 and not checkpoint.PATTERN.match(listing[0]), listing  # one temp file, same folder
+    assert names(tmp_path) == ["ckpt-000000007.pt"]
+
+
+def test_a_failed_write_leaves_no_temp_file_and_the_previous_checkpoint(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint.save(tmp_path, 1, state())
+
+    def dies_halfway(obj: object, f: Any) -> None:
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(tmp_path, 2, state())
+    assert names(tmp_path) == ["ckpt-000000001.pt"]
+    monkeypatch.undo()
+    back = checkpoint.load_latest(tmp_path)
+    assert back is not None and back["version"] == 1
+
+
+def test_keeps_the_newest_n(tmp_path: Path) -> None:
+    s = state()
+    for v in (9, 10, 11, 100, 1000):  # numeric, not lexicographic, order
+        checkpoint.save(tmp_path, v, s, keep=3)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
+        "ckpt-000000011.pt", "ckpt-000000100.pt", "ckpt-000001000.pt"]
+    back = checkpoint.load_latest(tmp_path)
+    assert back is not None and back["version"] == 1000
+
+
+def test_keep_zero_keeps_everything(tmp_path: Path) -> None:
+    for v in range(4):
+        checkpoint.save(tmp_path, v, {"model": {}}, keep=0)
+    assert len(checkpoint.list_checkpoints(tmp_path)) == 4
+
+
+def test_corrupt_newest_falls_back_to_the_previous_with_a_warning(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    checkpoint.save(tmp_path, 1, state(1))
+    newest = checkpoint.save(tmp_path, 2, state(2))
+    newest.write_bytes(newest.read_bytes()[:100])  # torn
+    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+        back = checkpoint.load_latest(tmp_path)
+    assert back is not None and back["version"] == 1 and back["progress"] == {"env_steps": 124}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(newest) in warnings[0].getMessage()
+    assert "unreadable" in warnings[0].getMessage()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    checkpoint.save(tmp_path, 1, state())
+    torch.save({"weights": 1}, checkpoint.path_for(tmp_path, 5))
+    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+        back = checkpoint.load_latest(tmp_path)
+    assert back is not None and back["version"] == 1
+    assert "is not an a2c checkpoint" in caplog.text
+    with pytest.raises(ValueError, match="is not an a2c checkpoint"):
+        checkpoint.load(checkpoint.path_for(tmp_path, 5))
+
+
+def test_all_corrupt_gives_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    checkpoint.path_for(tmp_path, 1).parent.mkdir(parents=True)
+    checkpoint.path_for(tmp_path, 1).write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+        assert checkpoint.load_latest(tmp_path) is None
+    assert "ckpt-000000001.pt" in caplog.text
+
+
+def test_no_checkpoints_gives_none(tmp_path: Path) -> None:
+    assert checkpoint.load_latest(tmp_path) is None  # no folder
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".ckpt-abc.tmp").write_bytes(b"leftover temp file")
+    (tmp_path / "checkpoints" / "notes.txt").write_text("not a checkpoint")
+    (tmp_path / "checkpoints" / "ckpt-1.pt").write_text("wrong name pattern")
+    assert checkpoint.list_checkpoints(tmp_path) == []
+    assert checkpoint.load_latest(tmp_path) is None
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: save prunes by file-name order (list_checkpoints(...)[:-keep]), so when "
+                   "a newer, unreadable checkpoint exists it deletes the file it has just written")
+def test_save_never_deletes_the_checkpoint_it_just_wrote(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torn = checkpoint.save(tmp_path, 3, state(), keep=1)
+    torn.write_bytes(b"torn")
+    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+        assert checkpoint.load_latest(tmp_path) is None  # nothing to resume from: training starts over
+    # ... and reaches version 2, older than the torn file's name
+    written = checkpoint.save(tmp_path, 2, state(), keep=1)
+    assert written.exists(), "the checkpoint just written was pruned"
+    back = checkpoint.load_latest(tmp_path)
+    assert back is not None and back["version"] == 2

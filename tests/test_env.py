@@ -1,0 +1,138 @@
+"""env.Env: one step contract over gymnasium's next-step (CartPole's native vector env) and same-step
+(sync vector env) autoreset modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+from a2c import config, env
+
+
+def test_cartpole_native_vector_env_marks_the_reset_step_invalid() -> None:
+    e = env.Env(config.EnvConfig(num_envs=2))
+    try:
+        assert e.mode == AutoresetMode.NEXT_STEP
+        assert not isinstance(e.vec, gym.vector.SyncVectorEnv)
+        obs = e.reset(seed=0)
+        assert obs.shape == (2, 4) and obs.dtype == np.float32
+        pushes = np.ones(2, np.int64)  # always push right: the pole falls within a few dozen steps
+        ended_at = None
+        for t in range(100):
+            s = e.step(pushes)
+            assert s.final_obs == {}, "next-step mode has no final_obs: obs[t+1] is the final obs itself"
+            if ended_at is None and s.terminated.any():
+                ended_at, i = t, int(np.flatnonzero(s.terminated)[0])
+                assert s.valid[i]
+                # the returned observation is the terminal one: the pole is beyond 12 degrees or the cart out
+                assert abs(s.obs[i, 2]) > 0.2095 or abs(s.obs[i, 0]) > 2.4
+            elif ended_at is not None and t == ended_at + 1:
+                assert not s.valid[i], "the step after the end only resets the env: not a transition"
+                assert not s.terminated[i] and not s.truncated[i]
+                assert np.all(np.abs(s.obs[i]) <= 0.05), "a fresh CartPole start state"
+            elif ended_at is not None and t == ended_at + 2:
+                assert s.valid[i]
+                break
+        assert ended_at is not None
+    finally:
+        e.close()
+
+
+def _reference(env_id: str, seed: int, **kwargs: Any) -> gym.Env:
+    ref = gym.make(env_id, **kwargs)
+    ref.reset(seed=seed)
+    return ref
+
+
+def test_truncation_in_same_step_mode_fills_final_obs() -> None:
+    e = env.Env(config.EnvConfig(num_envs=2, env_kwargs='{"max_episode_steps": 5}'))
+    refs = [_reference("CartPole-v1", 10 + i, max_episode_steps=5) for i in range(2)]
+    try:
+        assert isinstance(e.vec, gym.vector.SyncVectorEnv), "kwargs force the sync vector env"
+        assert e.mode == AutoresetMode.SAME_STEP
+        e.reset(seed=10)  # the sync vector env seeds copy i with 10 + i, like the references
+        actions = np.array([0, 1], np.int64)
+        for t in range(5):
+            s = e.step(actions)
+            expected = [ref.step(int(a)) for ref, a in zip(refs, actions, strict=True)]
+            assert s.valid.all()
+            assert not s.terminated.any()
+            if t < 4:
+                assert not s.truncated.any() and s.final_obs == {}
+                assert np.array_equal(s.obs, np.stack([x[0] for x in expected]))
+        assert s.truncated.all()
+        assert sorted(s.final_obs) == [0, 1]
+        for i in range(2):
+            assert np.array_equal(s.final_obs[i], expected[i][0]), "final obs = the obs the time limit cut"
+            reset_obs, _ = refs[i].reset()
+            assert np.array_equal(s.obs[i], reset_obs), "same step: obs is already the next episode's first"
+        s = e.step(actions)
+        assert s.valid.all() and not s.truncated.any() and s.final_obs == {}
+    finally:
+        e.close()
+        for ref in refs:
+            ref.close()
+
+
+def test_termination_in_same_step_mode() -> None:
+    e = env.Env(config.EnvConfig(num_envs=3, env_kwargs='{"max_episode_steps": 500}'))
+    try:
+        assert e.mode == AutoresetMode.SAME_STEP
+        e.reset(seed=3)
+        for _ in range(100):
+            s = e.step(np.ones(3, np.int64))
+            assert s.valid.all()
+            assert set(s.final_obs) == set(np.flatnonzero(s.terminated | s.truncated).tolist())
+            if s.terminated.any():
+                break
+        assert s.terminated.any() and not s.truncated.any()
+        for i, final in s.final_obs.items():
+            assert abs(final[2]) > 0.2095 or abs(final[0]) > 2.4
+            assert np.all(np.abs(s.obs[i]) <= 0.05)
+    finally:
+        e.close()
+
+
+def test_box_actions_are_clipped_to_the_space() -> None:
+    e = env.Env(config.EnvConfig(env_id="Pendulum-v1", num_envs=1))
+    ref = _reference("Pendulum-v1", 5)
+    try:
+        assert isinstance(e.action_space, gym.spaces.Box)
+        e.reset(seed=5)
+        s = e.step(np.array([[10.0]], np.float32))  # far beyond the max torque of 2
+        obs, reward, *_ = ref.step(np.array([2.0], np.float32))
+        assert np.allclose(s.obs[0], obs) and s.rewards[0] == pytest.approx(reward, rel=1e-6)
+        assert s.rewards.dtype == np.float32
+    finally:
+        e.close()
+        ref.close()
+
+
+def test_pendulum_time_limit_truncates_with_final_obs() -> None:
+    e = env.Env(config.EnvConfig(env_id="Pendulum-v1", num_envs=2))
+    try:
+        assert e.mode == AutoresetMode.SAME_STEP
+        e.reset(seed=0)
+        for t in range(200):
+            s = e.step(np.zeros((2, 1), np.float32))
+            assert s.truncated.all() == (t == 199)
+        assert not s.terminated.any() and sorted(s.final_obs) == [0, 1]
+    finally:
+        e.close()
+
+
+def test_spaces_and_describe() -> None:
+    obs_space, act_space = env.spaces(config.EnvConfig())
+    assert obs_space.shape == (4,) and act_space == gym.spaces.Discrete(2)
+    assert env.describe(config.EnvConfig()) == "CartPole-v1"
+    assert env.describe(config.EnvConfig(env_kwargs='{"max_episode_steps": 5}')) == \
+        'CartPole-v1 {"max_episode_steps": 5}'
+
+
+def test_env_kwargs_must_be_a_json_object() -> None:
+    with pytest.raises(ValueError, match="--env-kwargs must be a JSON object"):
+        env.Env(config.EnvConfig(env_kwargs="[1, 2]"))

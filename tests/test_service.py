@@ -1,0 +1,469 @@
+"""The trainer's gRPC services over a REAL server on port 0: TrainerClient and raw generated stubs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from a2c import agent, rollout, weights
+from a2c.service import client, codec, server, servicers
+from a2c.v1 import rollout_pb2, rollout_pb2_grpc, tensor_pb2, trainer_pb2, weights_pb2, weights_pb2_grpc
+from tests.conftest import Trainer, cartpole_rollout
+
+# Codes a trainer may answer an upload with; anything else (UNKNOWN, INTERNAL) means a servicer crashed.
+REFUSAL_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                 grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@pytest.fixture
+def channel(trainer: Trainer) -> Iterator[grpc.Channel]:
+    ch = grpc.insecure_channel(trainer.address, options=server.channel_options(16 << 20))
+    yield ch
+    ch.close()
+
+
+@pytest.fixture
+def upload_stub(channel: grpc.Channel) -> rollout_pb2_grpc.RolloutServiceStub:
+    return rollout_pb2_grpc.RolloutServiceStub(channel)
+
+
+def raw_upload(stub: rollout_pb2_grpc.RolloutServiceStub,
+               chunks: list[rollout_pb2.RolloutChunk]) -> rollout_pb2.UploadReply | grpc.RpcError:
+    try:
+        return stub.Upload(iter(chunks), timeout=20)
+    except grpc.RpcError as err:
+        return err
+
+
+def assert_serves_a_good_upload(trainer: Trainer, player_id: int = 0) -> None:
+    trainer.box.take_round(trainer.version[0], timeout_s=0.0)  # drain the queue
+    result = trainer.client.upload(cartpole_rollout(player_id=player_id, version=trainer.version[0]))
+    assert result.accepted
+
+
+def _start_on(trainer: Trainer, port: int) -> server.Running:
+    """Another server over the fixture's inbox and board."""
+    return server.start(servicers.RolloutServicer(trainer.box, trainer.board, 1 << 20),
+                        servicers.WeightServicer(trainer.board), servicers.TrainerServicer(trainer_pb2.TrainerStatus),
+                        "127.0.0.1", port, 1 << 20, workers=1)
+
+
+# --- upload ------------------------------------------------------------------------------------------------
+
+
+def test_upload_is_accepted_and_queued_intact(trainer: Trainer) -> None:
+    trainer.version[0] = 3
+    sent = cartpole_rollout(player_id=2, version=3)
+    result = trainer.client.upload(sent)
+    assert (result.accepted, result.trainer_version, result.done) == (True, 3, False)
+    assert result.bytes > sent.nbytes()
+    rnd = trainer.box.take_round(3, timeout_s=0.0)
+    (got,) = rnd.rollouts
+    assert (got.player_id, got.policy_version, got.episode_returns) == (2, 3, sent.episode_returns)
+    for name in rollout.ARRAY_FIELDS:
+        assert np.array_equal(getattr(got, name), getattr(sent, name)), name
+
+
+@pytest.mark.parametrize(("kwargs", "setup_version", "code", "details"), [
+    ({"player_id": 1}, 0, grpc.StatusCode.INVALID_ARGUMENT, "player 1 does not belong to trainer 0"),
+    ({"version": 4}, 2, grpc.StatusCode.INVALID_ARGUMENT, "policy_version 4 is newer than the trainer's 2"),
+    ({"version": 1}, 5, grpc.StatusCode.FAILED_PRECONDITION, "fetch newer weights"),
+])
+def test_refused_uploads_get_a_status_and_the_server_keeps_serving(
+        trainer: Trainer, kwargs: dict[str, int], setup_version: int, code: grpc.StatusCode, details: str) -> None:
+    trainer.version[0] = setup_version
+    with pytest.raises(client.Refused) as info:
+        trainer.client.upload(cartpole_rollout(**{"version": setup_version, **kwargs}))
+    assert info.value.code == code and details in info.value.details
+    assert_serves_a_good_upload(trainer)
+
+
+def test_invalid_rollout_is_refused_with_the_reason(trainer: Trainer) -> None:
+    r = cartpole_rollout()
+    r.obs = r.obs[:, :, :3].copy()
+    with pytest.raises(client.Refused) as info:
+        trainer.client.upload(r)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details == "invalid rollout: obs has shape (6, 3, 3), expected (6, 3, 4)"
+    assert_serves_a_good_upload(trainer)
+
+
+def test_full_queue_is_resource_exhausted(trainer: Trainer, upload_stub: rollout_pb2_grpc.RolloutServiceStub) -> None:
+    chunks = list(codec.rollout_chunks(cartpole_rollout()))
+    for _ in range(4):
+        assert raw_upload(upload_stub, chunks).accepted
+    err = raw_upload(upload_stub, chunks)
+    assert isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue is full (4)" in err.details()
+    assert_serves_a_good_upload(trainer)
+
+
+def test_chunked_upload_above_one_mib_goes_through(trainer: Trainer) -> None:
+    """5 MiB of pixels against a 4 MiB message limit: chunking carries it; the trainer then refuses the shape."""
+    r = cartpole_rollout()
+    r.obs = np.zeros((6, 3, 4, 84, 84 * 4), np.float32)  # ~5.8 MiB
+    with pytest.raises(client.Refused) as info:
+        trainer.client.upload(r)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "obs has shape (6, 3, 4, 84, 336)" in info.value.details
+
+
+def test_client_gives_up_on_a_full_queue_with_resource_exhausted(trainer: Trainer) -> None:
+    impatient = client.TrainerClient(trainer.address, max_message_bytes=4 << 20, retry_for_s=0.2)
+    try:
+        for _ in range(4):
+            assert impatient.upload(cartpole_rollout()).accepted
+        with pytest.raises(grpc.RpcError) as info:
+            impatient.upload(cartpole_rollout())
+        assert not isinstance(info.value, client.Refused), "a full queue is retryable, not a refusal"
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        impatient.close()
+
+
+def test_client_retries_until_the_trainer_is_up(trainer: Trainer) -> None:
+    """A player may start before its trainer: upload keeps retrying UNAVAILABLE until the server answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    early = client.TrainerClient(f"127.0.0.1:{port}", max_message_bytes=4 << 20, retry_for_s=60.0)
+    result: list[object] = []
+    th = threading.Thread(target=lambda: result.append(early.upload(cartpole_rollout(), timeout_s=5.0)))
+    th.start()
+    late = _start_on(trainer, port)
+    try:
+        th.join(timeout=60)
+        assert not th.is_alive()
+        (reply,) = result
+        assert isinstance(reply, client.UploadResult) and reply.accepted
+    finally:
+        early.close()
+        late.stop(0)
+
+
+MALFORMED = [
+    ("garbage bytes only", [rollout_pb2.RolloutChunk(seq=0, data=b"\x00garbage")], "must start with a header"),
+    ("empty stream", [], "empty rollout stream"),
+    ("out of order", "swap", "chunk 3 arrived where chunk 2 was expected"),
+    ("truncated", "truncate", "payload is truncated"),
+    ("over the byte limit", "huge", "exceeds the limit"),
+    ("unknown dtype", "dtype", "unsupported dtype 'complex64'"),
+]
+
+
+@pytest.mark.parametrize(("chunks", "details"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_streams_are_invalid_argument(trainer: Trainer, upload_stub: rollout_pb2_grpc.RolloutServiceStub,
+                                                chunks: object, details: str) -> None:
+    good = list(codec.rollout_chunks(cartpole_rollout(), chunk_bytes=32))
+    if chunks == "swap":
+        good[2], good[3] = good[3], good[2]
+        chunks = good
+    elif chunks == "truncate":
+        chunks = good[:-2]
+    elif chunks == "huge":
+        good[0].header.payload_bytes = 1 << 40
+        chunks = good
+    elif chunks == "dtype":
+        good[0].header.tensors[0].dtype = "complex64"
+        chunks = good
+    err = raw_upload(upload_stub, chunks)  # type: ignore[arg-type]
+    assert isinstance(err, grpc.RpcError), err
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("malformed rollout: ") and details in err.details()
+    assert_serves_a_good_upload(trainer)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a shape whose element count overflows int64 makes codec._decode raise "
+                   "ValueError (not CodecError), which the servicer does not catch: the client gets UNKNOWN")
+def test_overflowing_shape_is_invalid_argument(upload_stub: rollout_pb2_grpc.RolloutServiceStub) -> None:
+    chunks = list(codec.rollout_chunks(cartpole_rollout()))
+    spec = chunks[0].header.tensors[0]
+    del spec.shape[:]
+    spec.shape.extend([2**62, 16])
+    spec.nbytes = 0
+    err = raw_upload(upload_stub, chunks)
+    assert isinstance(err, grpc.RpcError) and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- fetch -------------------------------------------------------------------------------------------------
+
+
+def snapshot(version: int, done: bool = False) -> weights.WeightSnapshot:
+    rng = np.random.default_rng(version)
+    return weights.WeightSnapshot(version=version, done=done, tensors={
+        "w": rng.normal(size=(64, 4)).astype(np.float32), "b": np.arange(3, dtype=np.int64)})
+
+
+def test_fetch_returns_the_current_snapshot_bit_exact(trainer: Trainer) -> None:
+    sent = snapshot(4)
+    trainer.board.publish(sent)
+    got, done = trainer.client.fetch(-1, wait_s=5.0)
+    assert got is not None and got.version == 4 and not done
+    assert set(got.tensors) == {"w", "b"}
+    assert all(np.array_equal(got.tensors[k], sent.tensors[k]) and got.tensors[k].dtype == sent.tensors[k].dtype
+               for k in sent.tensors)
+
+
+def test_fetch_of_real_agent_weights_over_one_mib(trainer: Trainer) -> None:
+    import gymnasium as gym
+
+    from a2c import config
+
+    model = agent.Agent(gym.spaces.Box(-1, 1, (8,), np.float32), gym.spaces.Discrete(4),
+                        config.AlgoConfig(hidden_sizes="400,400"))
+    snap = agent.snapshot(model, 1)
+    assert snap.nbytes() > codec.CHUNK_BYTES
+    trainer.board.publish(snap)
+    got, _ = trainer.client.fetch(0, wait_s=5.0)
+    assert got is not None
+    other = agent.Agent(gym.spaces.Box(-1, 1, (8,), np.float32), gym.spaces.Discrete(4),
+                        config.AlgoConfig(hidden_sizes="400,400"))
+    agent.load_snapshot(other, got)
+    obs = np.ones((2, 8), np.float32)
+    assert all(np.array_equal(x, y) for x, y in zip(model.act(obs, True), other.act(obs, True), strict=True))
+
+
+def test_fetch_long_poll_returns_when_a_newer_version_is_published(trainer: Trainer) -> None:
+    trainer.board.publish(snapshot(0))
+
+    def publish_when_waited_on() -> None:
+        assert trainer.board.waiting.wait(timeout=30)
+        trainer.board.publish(snapshot(1))
+
+    th = threading.Thread(target=publish_when_waited_on)
+    trainer.board.waiting.clear()
+    th.start()
+    got, done = trainer.client.fetch(0, wait_s=25.0)
+    th.join()
+    assert got is not None and got.version == 1 and not done
+
+
+def test_fetch_returns_unchanged_after_wait_s(trainer: Trainer, channel: grpc.Channel) -> None:
+    trainer.board.publish(snapshot(2))
+    assert trainer.client.fetch(2, wait_s=0.1) == (None, False)
+    # on the wire: one header chunk, unchanged, carrying the trainer's version
+    reply = list(weights_pb2_grpc.WeightServiceStub(channel).Fetch(
+        weights_pb2.FetchRequest(since_version=2, wait_s=0.05), timeout=10))
+    assert len(reply) == 1 and reply[0].header.unchanged and reply[0].header.version == 2
+
+
+def test_fetch_before_any_weights_is_unchanged_with_version_minus_one(channel: grpc.Channel) -> None:
+    reply = list(weights_pb2_grpc.WeightServiceStub(channel).Fetch(
+        weights_pb2.FetchRequest(since_version=-1, wait_s=0.0), timeout=10))
+    assert len(reply) == 1 and reply[0].header.unchanged and reply[0].header.version == -1
+
+
+def test_done_propagates_to_fetch_and_upload(trainer: Trainer) -> None:
+    trainer.board.publish(snapshot(3))
+    trainer.version[0] = 3
+    trainer.board.finish()
+    assert trainer.client.fetch(3, wait_s=20.0) == (None, True)
+    result = trainer.client.upload(cartpole_rollout(version=3))
+    assert (result.accepted, result.done, result.trainer_version) == (False, True, 3)
+    assert trainer.box.take_round(3, timeout_s=0.0).rollouts == [], "nothing is queued after the end"
+
+
+def test_done_wakes_a_waiting_fetch(trainer: Trainer) -> None:
+    trainer.board.publish(snapshot(0))
+    trainer.board.waiting.clear()
+    def finish_when_waited_on() -> None:
+        assert trainer.board.waiting.wait(timeout=30)
+        trainer.board.finish()
+
+    th = threading.Thread(target=finish_when_waited_on)
+    th.start()
+    assert trainer.client.fetch(0, wait_s=25.0) == (None, True)
+    th.join()
+
+
+# --- status and health -------------------------------------------------------------------------------------
+
+
+def test_status_comes_from_the_callback(trainer: Trainer) -> None:
+    trainer.version[0] = 9
+    status = trainer.client.status()
+    assert trainer.status_calls.is_set()
+    assert (status.iteration, status.world_size, status.phase) == (9, 2, trainer_pb2.TrainerStatus.TRAINING)
+
+
+def test_health_is_not_serving_until_set_serving(trainer: Trainer, channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    names = ("", *server.SERVICES)
+    for name in names:
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING, name
+    trainer.running.set_serving(True)
+    for name in names:
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+    with pytest.raises(grpc.RpcError) as info:
+        health.Check(health_pb2.HealthCheckRequest(service="a2c.v1.Nope"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_stop_refuses_new_calls(trainer: Trainer) -> None:
+    trainer.running.stop(0)
+    with pytest.raises(grpc.RpcError) as info:
+        trainer.client.status(timeout_s=2.0)
+    assert info.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="BUG: grpcio >= 1.5x raises RuntimeError from "
+                   "add_insecure_port on a bind failure instead of returning 0, so server.start's OSError is never "
+                   "raised")
+def test_binding_a_port_in_use_raises_oserror(trainer: Trainer) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot bind the gRPC server to 127.0.0.1:{port}"):
+            _start_on(trainer, port)
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="BUG: grpc servers set SO_REUSEPORT by "
+                   "default, so a second trainer binds a port already in use and the kernel splits connections "
+                   "between the two; server options lack ('grpc.so_reuseport', 0)")
+def test_a_second_server_cannot_take_a_port_in_use(trainer: Trainer) -> None:
+    try:
+        second = _start_on(trainer, trainer.running.port)
+    except OSError:
+        return
+    second.stop(0)
+    pytest.fail(f"a second server bound port {trainer.running.port}, which the trainer's server holds")
+
+
+# --- fuzz: nothing a client sends may crash a servicer -------------------------------------------------------
+
+
+def _mangle(chunks: list[rollout_pb2.RolloutChunk], data: st.DataObject) -> list[rollout_pb2.RolloutChunk]:
+    for _ in range(data.draw(st.integers(0, 3))):
+        if not chunks:
+            break
+        i = data.draw(st.integers(0, len(chunks) - 1))
+        action = data.draw(st.sampled_from(["drop", "dup", "seq", "data", "spec", "size", "header"]))
+        c = chunks[i]
+        if action == "drop":
+            del chunks[i]
+        elif action == "dup":
+            chunks.insert(i, c)
+        elif action == "seq":
+            c.seq = data.draw(st.integers(-2**63, 2**63 - 1))
+        elif action == "data":
+            chunks[i] = rollout_pb2.RolloutChunk(seq=c.seq, data=data.draw(st.binary(max_size=64)))
+        elif action == "header":
+            chunks[i] = rollout_pb2.RolloutChunk(seq=c.seq, header=rollout_pb2.RolloutHeader(
+                player_id=data.draw(st.integers(-2**63, 2**63 - 1)),
+                policy_version=data.draw(st.integers(-2**63, 2**63 - 1)),
+                payload_bytes=data.draw(st.integers(-1, 100)),
+                episode_returns=data.draw(st.lists(st.floats(), max_size=3)),
+                episode_lengths=data.draw(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3))))
+        elif action == "size" and c.WhichOneof("part") == "header":
+            c.header.payload_bytes = data.draw(st.integers(-2**63, 2**63 - 1))
+        elif action == "spec" and c.WhichOneof("part") == "header" and c.header.tensors:
+            s = c.header.tensors[data.draw(st.integers(0, len(c.header.tensors) - 1))]
+            s.CopyFrom(tensor_pb2.TensorSpec(
+                name=data.draw(st.sampled_from([*rollout.ARRAY_FIELDS, "zzz"])),
+                dtype=data.draw(st.sampled_from([*codec.DTYPES, "complex64", "object", "V8", "U3", "f"])),
+                shape=data.draw(st.lists(st.integers(-1, 64), max_size=9)),
+                offset=data.draw(st.integers(-8, 2048)), nbytes=data.draw(st.integers(-8, 2048))))
+    return chunks
+
+
+def _check_reply(reply: rollout_pb2.UploadReply | grpc.RpcError) -> None:
+    if isinstance(reply, grpc.RpcError):
+        assert reply.code() in REFUSAL_CODES, (reply.code(), reply.details())
+        assert reply.details()
+    else:
+        assert reply.accepted
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_chunk_streams(trainer: Trainer, upload_stub: rollout_pb2_grpc.RolloutServiceStub,
+                            data: st.DataObject) -> None:
+    trainer.box.take_round(0, timeout_s=0.0)
+    good = list(codec.rollout_chunks(cartpole_rollout(), chunk_bytes=data.draw(st.integers(16, 512))))
+    _check_reply(raw_upload(upload_stub, _mangle(good, data)))
+    assert_serves_a_good_upload(trainer)
+
+
+ARRAY_DTYPES = ["float32", "float64", "int64", "int32", "uint8", "bool"]
+
+
+@st.composite
+def random_rollouts(draw: st.DrawFn) -> rollout.Rollout:
+    """Rollouts of random (often wrong) shapes, dtypes and values; numpy fills them from a drawn seed (fast)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    t, e, k = draw(st.integers(0, 6)), draw(st.integers(0, 3)), draw(st.integers(0, 2))
+
+    def arr(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        how = draw(st.sampled_from(["ok", "ok", "ok", "shape", "dtype", "poison"]))
+        if how == "shape":
+            shape = tuple(draw(st.lists(st.integers(0, 4), max_size=4)))
+        elif how == "dtype":
+            dtype = draw(st.sampled_from(ARRAY_DTYPES))
+        a = (rng.normal(size=shape) * 3).astype(dtype)
+        if how == "poison" and a.size and a.dtype.kind in "fi":
+            bad = [np.nan, np.inf, -np.inf] if a.dtype.kind == "f" else [-1, np.iinfo(a.dtype).max]
+            a.flat[rng.integers(a.size)] = draw(st.sampled_from(bad))
+        return a
+
+    return rollout.Rollout(
+        player_id=draw(st.integers(-2, 5)), policy_version=draw(st.integers(-1, 2)),
+        obs=arr((t + 1, e, 4), "float32"), actions=arr((t, e), "int64"), rewards=arr((t, e), "float32"),
+        terminated=arr((t, e), "bool"), truncated=arr((t, e), "bool"), valid=arr((t, e), "bool"),
+        logprobs=arr((t, e), "float32"), values=arr((t, e), "float32"), final_obs=arr((k, 4), "float32"),
+        final_index=arr((k,), "int64"),
+        episode_returns=draw(st.lists(st.floats(), max_size=3)),
+        episode_lengths=draw(st.lists(st.integers(-5, 500), max_size=3)),
+    )
+
+
+def encode(r: rollout.Rollout) -> list[rollout_pb2.RolloutChunk]:
+    """A well-formed stream for ANY arrays (codec.rollout_chunks needs [T, E] rewards for num_steps/num_envs)."""
+    specs, payload = [], b""
+    for name, a in r.arrays().items():
+        data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+        specs.append(tensor_pb2.TensorSpec(name=name, dtype=a.dtype.name, shape=list(a.shape), offset=len(payload),
+                                           nbytes=len(data)))
+        payload += data
+    header = rollout_pb2.RolloutHeader(player_id=r.player_id, policy_version=r.policy_version, tensors=specs,
+                                       episode_returns=r.episode_returns, episode_lengths=r.episode_lengths,
+                                       payload_bytes=len(payload))
+    return [rollout_pb2.RolloutChunk(seq=0, header=header),
+            *(rollout_pb2.RolloutChunk(seq=i + 1, data=payload[o:o + 4096])
+              for i, o in enumerate(range(0, len(payload), 4096)))]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(r=random_rollouts())
+def test_fuzz_random_rollouts(trainer: Trainer, upload_stub: rollout_pb2_grpc.RolloutServiceStub,
+                              r: rollout.Rollout) -> None:
+    trainer.box.take_round(0, timeout_s=0.0)
+    trainer.version[0] = 1
+    _check_reply(raw_upload(upload_stub, encode(r)))
+    assert_serves_a_good_upload(trainer)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(since=st.integers(-2**63, 2**63 - 1), wait=st.one_of(st.floats(-1e9, 0.02), st.just(float("nan"))),
+       player=st.integers(-2**63, 2**63 - 1))
+def test_fuzz_fetch_requests(trainer: Trainer, channel: grpc.Channel, since: int, wait: float, player: int) -> None:
+    if trainer.board.version < 0:
+        trainer.board.publish(snapshot(5))
+    reply = list(weights_pb2_grpc.WeightServiceStub(channel).Fetch(
+        weights_pb2.FetchRequest(since_version=since, wait_s=wait, player_id=player), timeout=20))
+    snap, done = codec.weights_from_chunks(iter(reply), 1 << 30)
+    assert not done
+    if since < 5:
+        assert snap is not None and snap.version == 5
+    else:
+        assert snap is None and reply[0].header.version == 5
