@@ -43,7 +43,8 @@ def save(run_dir: Path, version: int, state: dict[str, Any], keep: int = 3) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(final.parent)
-    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    others = [p for p in list_checkpoints(run_dir) if p != final]
+    for old in others[: max(0, len(others) - (keep - 1))] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return final
 

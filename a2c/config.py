@@ -213,6 +213,9 @@ def from_namespace(cls: type[T], ns: argparse.Namespace, environ: dict[str, str]
                     value = _TYPES[str(f.type)](environ[env])
                 except (ValueError, argparse.ArgumentTypeError) as exc:
                     raise ValueError(f"environment variable {env}={environ[env]!r}: {exc}") from exc
+                choices = f.metadata.get("choices")
+                if choices is not None and value not in choices:
+                    raise ValueError(f"environment variable {env}={environ[env]!r}: expected one of {list(choices)}")
         if value is not None:
             values[f.name] = value
     return cls(**values)
@@ -228,5 +231,6 @@ def to_flags(obj: Any, skip_defaults: bool = True) -> list[str]:
             continue
         if skip_defaults and value == f.default:
             continue
-        out.extend([_flag(f.name), str(value).lower() if isinstance(value, bool) else str(value)])
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        out.append(f"{_flag(f.name)}={text}")  # one token: values like -1e-05 must not read as flags
     return out

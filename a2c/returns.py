@@ -27,8 +27,8 @@ def gae(
     lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (advantages, returns), both [T, E]; lam = 1 gives n-step returns (the A2C paper's)."""
-    not_terminal = 1.0 - terminated.float()
-    carries = (1.0 - torch.logical_or(terminated, truncated).float()) * gamma * lam
+    not_terminal = 1.0 - terminated.to(rewards.dtype)
+    carries = (1.0 - torch.logical_or(terminated, truncated).to(rewards.dtype)) * gamma * lam
     deltas = rewards + gamma * next_values * not_terminal - values
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])

@@ -78,6 +78,7 @@ class Spec:
     action_dtype: np.dtype
     num_steps: int
     max_envs: int = 4096
+    num_actions: int = 0  # Discrete(n): actions must lie in [0, n); 0 for continuous actions
 
 
 def validate(r: Rollout, spec: Spec) -> None:
@@ -89,7 +90,9 @@ def validate(r: Rollout, spec: Spec) -> None:
         raise RolloutError(f"rollout has {t} steps, the trainer expects {spec.num_steps}")
     if not 1 <= e <= spec.max_envs:
         raise RolloutError(f"rollout has {e} environments, expected 1..{spec.max_envs}")
-    k = int(r.final_index.shape[0]) if r.final_index.ndim == 1 else -1
+    if r.final_index.ndim != 1:
+        raise RolloutError(f"final_index has shape {tuple(r.final_index.shape)}, expected one dimension (K,)")
+    k = int(r.final_index.shape[0])
     expected: dict[str, tuple[tuple[int, ...], tuple[np.dtype, ...]]] = {
         "obs": ((t + 1, e, *spec.obs_shape), (spec.obs_dtype,)),
         "actions": ((t, e, *spec.action_shape), (spec.action_dtype,)),
@@ -110,6 +113,10 @@ def validate(r: Rollout, spec: Spec) -> None:
             raise RolloutError(f"{name} has dtype {arr.dtype}, expected {dtypes[0]}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise RolloutError(f"{name} holds NaN or infinite values")
+    if r.actions.dtype.kind in "iu" and r.actions.size:
+        low, high = int(r.actions.min()), int(r.actions.max())
+        if low < 0 or (spec.num_actions and high >= spec.num_actions):
+            raise RolloutError(f"actions must lie in [0, {spec.num_actions or 'n'}), got values in [{low}, {high}]")
     if k and (r.final_index.min() < 0 or r.final_index.max() >= t * e):
         raise RolloutError(f"final_index out of range [0, {t * e})")
     if len(r.episode_returns) != len(r.episode_lengths):

@@ -74,7 +74,7 @@ class Trainer:
             obs_shape=tuple(obs_space.shape or ()), obs_dtype=np.dtype(obs_space.dtype),
             action_shape=tuple(act_space.shape or ()),
             action_dtype=np.dtype(np.int64) if act_space.shape == () else np.dtype(np.float32),
-            num_steps=cfg.algo.n_steps,
+            num_steps=cfg.algo.n_steps, num_actions=int(getattr(act_space, "n", 0)),
         )
         self.model = agent_mod.Agent(obs_space, act_space, cfg.algo)
         max_queue = cfg.max_queue or 4 * max(1, cfg.players_per_trainer) * (1 + cfg.algo.max_policy_lag)

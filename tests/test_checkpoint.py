@@ -134,8 +134,6 @@ def test_no_checkpoints_gives_none(tmp_path: Path) -> None:
     assert checkpoint.load_latest(tmp_path) is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: save prunes by file-name order (list_checkpoints(...)[:-keep]), so when "
-                   "a newer, unreadable checkpoint exists it deletes the file it has just written")
 def test_save_never_deletes_the_checkpoint_it_just_wrote(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     torn = checkpoint.save(tmp_path, 3, state(), keep=1)
     torn.write_bytes(b"torn")

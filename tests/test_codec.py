@@ -259,8 +259,6 @@ def test_refuses_malformed_weight_streams() -> None:
         codec.weights_from_chunks(iter([bad, *chunks[1:]]), LIMIT)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: codec._decode computes the element count with np.prod(dtype=int64), "
-                   "which wraps for huge shapes; the reshape then raises a plain ValueError, not CodecError")
 def test_refuses_a_shape_whose_element_count_overflows_int64() -> None:
     chunks = small_chunks()
     _set_shape("obs", [2**62, 4, 0 + 4])(chunks[0].header)  # 2**66 elements: wraps to 0 in int64

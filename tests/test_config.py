@@ -64,8 +64,6 @@ def test_bad_environment_value_is_a_clear_value_error(name: str, value: str, mes
         trainer([], {name: value})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: config.from_namespace checks an env var's type but not the field's "
-                   "`choices`, so A2C_OPTIMIZER=sgd is accepted (and make_optimizer then silently uses RMSprop)")
 def test_environment_value_outside_the_choices_is_refused() -> None:
     with pytest.raises(ValueError, match="A2C_OPTIMIZER"):
         trainer([], {"A2C_OPTIMIZER": "sgd"})
@@ -138,8 +136,6 @@ def test_to_flags_round_trip_property(seed: int, target: float, shared: bool, ru
     assert trainer(config.to_flags(cfg)) == cfg
 
 
-@pytest.mark.xfail(strict=True, raises=SystemExit, reason="BUG: to_flags emits '--flag', '-1e-05'; argparse does not "
-                   "take '-1e-05' (or any value starting with '-' that is not a plain negative number) as a value")
 def test_to_flags_round_trips_negative_scientific_floats() -> None:
     cfg = config.TrainerConfig(stop=config.StopConfig(target_return=-1e-05))
     assert trainer(config.to_flags(cfg)) == cfg

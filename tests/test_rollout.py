@@ -104,8 +104,6 @@ def test_rollout_error_is_a_value_error() -> None:
     assert issubclass(rollout.RolloutError, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validate accepts negative discrete actions; the trainer's "
-                   "log_softmax(...).gather(actions) then raises in the DDP step")
 def test_refuses_negative_discrete_actions() -> None:
     r = cartpole_rollout()
     r.actions[0, 0] = -1
@@ -113,8 +111,6 @@ def test_refuses_negative_discrete_actions() -> None:
         rollout.validate(r, SPEC)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a 2-D final_index makes validate compute K = -1 and blame final_obs: "
-                   "'final_obs has shape (2, 4), expected (-1, 4)'")
 def test_two_dimensional_final_index_is_named_in_the_message() -> None:
     r = cartpole_rollout()
     r.final_index = r.final_index[None]

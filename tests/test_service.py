@@ -181,8 +181,6 @@ def test_malformed_streams_are_invalid_argument(trainer: Trainer, upload_stub: r
     assert_serves_a_good_upload(trainer)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a shape whose element count overflows int64 makes codec._decode raise "
-                   "ValueError (not CodecError), which the servicer does not catch: the client gets UNKNOWN")
 def test_overflowing_shape_is_invalid_argument(upload_stub: rollout_pb2_grpc.RolloutServiceStub) -> None:
     chunks = list(codec.rollout_chunks(cartpole_rollout()))
     spec = chunks[0].header.tensors[0]
@@ -316,9 +314,6 @@ def test_stop_refuses_new_calls(trainer: Trainer) -> None:
     assert info.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="BUG: grpcio >= 1.5x raises RuntimeError from "
-                   "add_insecure_port on a bind failure instead of returning 0, so server.start's OSError is never "
-                   "raised")
 def test_binding_a_port_in_use_raises_oserror(trainer: Trainer) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -328,9 +323,6 @@ def test_binding_a_port_in_use_raises_oserror(trainer: Trainer) -> None:
             _start_on(trainer, port)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="BUG: grpc servers set SO_REUSEPORT by "
-                   "default, so a second trainer binds a port already in use and the kernel splits connections "
-                   "between the two; server options lack ('grpc.so_reuseport', 0)")
 def test_a_second_server_cannot_take_a_port_in_use(trainer: Trainer) -> None:
     try:
         second = _start_on(trainer, trainer.running.port)
@@ -463,7 +455,7 @@ def test_fuzz_fetch_requests(trainer: Trainer, channel: grpc.Channel, since: int
         weights_pb2.FetchRequest(since_version=since, wait_s=wait, player_id=player), timeout=20))
     snap, done = codec.weights_from_chunks(iter(reply), 1 << 30)
     assert not done
-    if since < 5:
+    if since != 5:  # any other version is news: a restarted trainer group can be behind its players
         assert snap is not None and snap.version == 5
     else:
         assert snap is None and reply[0].header.version == 5

@@ -8,6 +8,7 @@ header describes them, payload chunks of at most CHUNK_BYTES follow, numbered fr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -52,7 +53,7 @@ def _decode(specs: Iterable[tensor_pb2.TensorSpec], payload: bytes, allowed: set
         if any(d < 0 for d in s.shape) or len(s.shape) > 8:
             raise CodecError(f"tensor {s.name!r} has invalid shape {list(s.shape)}")
         dtype = np.dtype(s.dtype).newbyteorder("<")
-        count = int(np.prod(s.shape, dtype=np.int64)) if len(s.shape) else 1
+        count = math.prod(int(d) for d in s.shape)  # Python ints: no wrap-around on absurd shapes
         if count * dtype.itemsize != s.nbytes or s.offset < 0 or s.offset + s.nbytes > len(payload):
             raise CodecError(f"tensor {s.name!r}: {s.nbytes} bytes at offset {s.offset} do not match shape "
                              f"{list(s.shape)} of {s.dtype} within a payload of {len(payload)} bytes")

@@ -54,16 +54,25 @@ class Running:
 def start(rollouts: servicers.RolloutServicer, weights: servicers.WeightServicer,
           trainer: servicers.TrainerServicer, host: str, port: int, max_message_bytes: int,
           workers: int) -> Running:
+    # No SO_REUSEPORT: a second trainer on a port in use must fail, not share its connections.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                         options=channel_options(max_message_bytes))
+                         options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)])
     rollout_pb2_grpc.add_RolloutServiceServicer_to_server(rollouts, server)
     weights_pb2_grpc.add_WeightServiceServicer_to_server(weights, server)
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(trainer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        bound = 0
+        cause: Exception | None = exc
+    else:
+        cause = None
     if bound == 0:
-        raise OSError(f"cannot bind the gRPC server to {host}:{port}")
+        server.stop(None)
+        raise OSError(f"cannot bind the gRPC server to {address} (in use?)") from cause
     server.start()
     running = Running(server, bound, health_servicer)
     running.set_serving(False)

@@ -84,7 +84,7 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
         snap = self.board.wait_newer(request.since_version, wait)
         if self.board.done:
             self.board.told(request.player_id)
-        if snap is None:
+        if snap is None or self.board.done:
             return iter([codec.unchanged_chunk(self.board.version, self.board.done)])
         return iter(codec.weight_chunks(snap))
 
