@@ -3,13 +3,16 @@ and every metric a dashboard or alert rule names is one the code exports, under 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from typing import Any
 
 import promql
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from a2c import metrics  # noqa: F401 - registers every a2c_ metric with prometheus_client's registry
 
@@ -17,15 +20,21 @@ BOARDS = promql.dashboards()
 QUERIES = promql.dashboard_queries() + promql.rule_queries()
 
 
+@functools.cache
 def exposed_names() -> dict[str, str]:
-    """Sample name -> metric family, as prometheus_client exposes them (counters: _total, histograms: _bucket...)."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",),
-                "summary": ("_sum", "_count", ""), "info": ("_info",)}
-    out = {}
-    for family in REGISTRY.collect():
-        for suffix in suffixes.get(family.type, ("",)):
-            out[family.name + suffix] = family.name
-    return out
+    """Sample name -> metric family, exactly as prometheus_client exposes them (counters get _total, histograms
+    _bucket/_count and _sum only without negative buckets): one probe series per metric is rendered, then removed."""
+    wrappers = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    probes = [(m, ["probe"] * len(m._labelnames)) for m in wrappers]  # labelled metrics show no samples until used
+    for m, values in probes:
+        m.labels(*values)
+    try:
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        for m, values in probes:
+            m.remove(*values)
+    return {s.name: f.name for f in text_string_to_metric_families(text) for s in f.samples
+            if not f.name.endswith("_created")}  # creation timestamps, no dashboard's business
 
 
 def test_generated_dashboards_are_up_to_date() -> None:
