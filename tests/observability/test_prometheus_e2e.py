@@ -52,7 +52,7 @@ def wait_for(what: str, check: Any, timeout_s: float, procs: dict[str, subproces
         time.sleep(0.5)
 
 
-def tails(logs: Path, lines: int = 15) -> str:
+def tails(logs: Path, lines: int = 6) -> str:
     out = []
     for path in sorted(logs.rglob("*.log")):
         text = path.read_text(errors="replace").splitlines()[-lines:]
@@ -127,7 +127,7 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
         procs["a2c local"] = subprocess.Popen(
             [*a2c, "local", "--run-dir", str(run_dir), "--trainers", "2", "--players-per-trainer", "1",
              "--num-envs", "4", "--max-env-steps", "100000000", "--target-return", "1e9",
-             "--checkpoint-interval", "20", "--progress", "false", "--plot", "false"],
+             "--checkpoint-interval", "100", "--progress", "false", "--plot", "false"],
             cwd=promql.ROOT, env=env, stdout=(logs / "local.log").open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
         procs["prometheus"] = subprocess.Popen(
