@@ -1,3 +1,5 @@
-from a2c.cli import main
 import sys
+
+from a2c.cli import main
+
 sys.exit(main())

@@ -25,7 +25,8 @@ from a2c import config, weights
 def _init(layer: nn.Module, gain: float) -> nn.Module:
     if isinstance(layer, nn.Linear | nn.Conv2d):
         nn.init.orthogonal_(layer.weight, gain)
-        nn.init.zeros_(layer.bias)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
     return layer
 
 
@@ -86,7 +87,7 @@ class Agent(nn.Module):
         if self.discrete:
             self.actor = _init(nn.Linear(dim, int(action_space.n)), 0.01)  # type: ignore[attr-defined]
         else:
-            n = int(np.prod(action_space.shape))
+            n = int(np.prod(action_space.shape or ()))
             self.actor = _init(nn.Linear(dim, n), 0.01)
             self.log_std = nn.Parameter(torch.zeros(n))
         self.critic = _init(nn.Linear(dim, 1), 1.0)

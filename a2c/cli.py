@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ROLES:
         cls, module, _ = ROLES[args.command]
         try:
-            cfg = config.from_namespace(cls, args)
+            cfg: object = config.from_namespace(cls, args)
         except ValueError as exc:
             print(f"a2c {args.command}: {exc}", file=sys.stderr)
             return 2

@@ -107,7 +107,8 @@ class PlayerConfig:
     player_index: int = opt(-1, "this player's index j (-1: from the pod ordinal in the hostname)")
     num_trainers: int = opt(1, "number of trainers N; player j uploads to trainer j mod N")
     trainer_address: str = opt(
-        "127.0.0.1:50051", "trainer gRPC address; '{trainer}' is replaced by j mod N (e.g. job-trainer-{trainer}.svc:50051)"
+        "127.0.0.1:50051",
+        "trainer gRPC address; '{trainer}' is replaced by j mod N (e.g. job-trainer-{trainer}.svc:50051)",
     )
     metrics_port: int = opt(9090, "Prometheus /metrics port (0 picks a free one, -1 disables)")
     connect_timeout_s: float = opt(300.0, "seconds to keep retrying an unreachable trainer before giving up")
@@ -132,6 +133,8 @@ class LocalConfig:
     plot: bool = opt(True, "write learning_curve.png at the end")
     max_player_restarts: int = opt(3, "times a lost player process is restarted")
     round_timeout_s: float = opt(5.0, "seconds a round waits for its players")
+    backend: str = opt("auto", "torch.distributed backend of the trainers", choices=("auto", "gloo", "nccl"))
+    device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=("auto", "cpu", "cuda"))
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     stop: StopConfig = field(default_factory=StopConfig)

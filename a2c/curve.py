@@ -9,7 +9,7 @@ from typing import Any
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
     """Rows of metrics.jsonl; a torn last line (a killed writer) is skipped."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not path.exists():
         return rows
     for line in path.read_text().splitlines():

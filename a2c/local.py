@@ -93,8 +93,8 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
         tc = config.TrainerConfig(
             rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port, host="127.0.0.1",
             port=grpc_ports[rank], metrics_port=free_port(), players_per_trainer=p, run_dir=str(run_dir),
-            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s,
-            env=cfg.env, algo=cfg.algo, stop=cfg.stop,
+            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=0.5,
+            backend=cfg.backend, device=cfg.device, env=cfg.env, algo=cfg.algo, stop=cfg.stop,
         )
         children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
     for j in range(n * p):
@@ -117,6 +117,14 @@ def write_targets(run_dir: Path, children: list[Child], job: str) -> Path:
     return path
 
 
+def write_pids(run_dir: Path, children: list[Child]) -> None:
+    """<run_dir>/processes.json: name -> pid of every child (for people and tests that kill one)."""
+    path = run_dir / "processes.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({c.name: c.process.pid for c in children if c.process is not None}, indent=1))
+    os.replace(tmp, path)
+
+
 def default_run_dir(cfg: config.LocalConfig) -> Path:
     return Path("runs") / f"{cfg.env.env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -131,7 +139,12 @@ def run(cfg: config.LocalConfig) -> int:
     for c in children:
         c.start(ctx)
     write_targets(run_dir, children, os.environ.get("A2C_JOB", "local"))
-    outcome = supervisor.supervise(cfg, run_dir, children, ctx, start)
+    write_pids(run_dir, children)
+    def restart(child: Child) -> None:
+        child.start(ctx)
+        write_pids(run_dir, children)
+
+    outcome = supervisor.supervise(cfg, run_dir, children, restart, start)
     if cfg.plot and (run_dir / "metrics.jsonl").exists():
         png = curve.plot(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", cfg.stop.target_return,
                          f"a2c {cfg.env.env_id}: {cfg.trainers} trainers x {cfg.players_per_trainer} players")

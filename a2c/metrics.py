@@ -29,11 +29,15 @@ PLAYER_EPISODE_LENGTH = Histogram(
     "a2c_player_episode_length", "Lengths of finished episodes", BASE,
     buckets=(10, 20, 50, 100, 200, 300, 400, 500, 1000, 2000, 10000, 100000),
 )
-PLAYER_STEPS_PER_SECOND = Gauge("a2c_player_steps_per_second", "Environment steps per second, last rollout", BASE)
+PLAYER_STEPS_PER_SECOND = Gauge(
+    "a2c_player_steps_per_second", "Environment steps per second, last rollout", BASE
+)
 PLAYER_UPLOAD_SECONDS = Histogram("a2c_player_upload_seconds", "Rollout upload latency", BASE, buckets=_LATENCY)
 PLAYER_UPLOAD_BYTES = Counter("a2c_player_upload_bytes", "Rollout bytes uploaded", BASE)
 PLAYER_UPLOAD_ERRORS = Counter("a2c_player_upload_errors", "Rollout uploads that failed", BASE + ("code",))
-PLAYER_FETCH_SECONDS = Histogram("a2c_player_fetch_seconds", "Weight fetch latency (incl. long-poll wait)", BASE, buckets=_LATENCY)
+PLAYER_FETCH_SECONDS = Histogram(
+    "a2c_player_fetch_seconds", "Weight fetch latency (incl. long-poll wait)", BASE, buckets=_LATENCY
+)
 PLAYER_POLICY_LAG = Gauge("a2c_player_policy_lag", "Trainer's policy version minus the version acted with", BASE)
 PLAYER_POLICY_VERSION = Gauge("a2c_player_policy_version", "Policy version the player acts with", BASE)
 
@@ -56,8 +60,12 @@ TRAINER_ROLLOUTS_REFUSED = Counter("a2c_trainer_rollouts_refused", "Rollouts ref
 TRAINER_QUEUE_DEPTH = Gauge("a2c_trainer_queue_depth", "Rollouts waiting to be trained on", BASE)
 TRAINER_ACTIVE_PLAYERS = Gauge("a2c_trainer_active_players", "Players that delivered in the last round", BASE)
 TRAINER_CHECKPOINTS = Counter("a2c_trainer_checkpoints", "Checkpoints written", BASE)
-GRPC_REQUESTS = Counter("a2c_grpc_requests", "gRPC requests served, by method and status code", BASE + ("method", "code"))
-GRPC_REQUEST_SECONDS = Histogram("a2c_grpc_request_seconds", "gRPC request latency", BASE + ("method",), buckets=_LATENCY)
+GRPC_REQUESTS = Counter(
+    "a2c_grpc_requests", "gRPC requests served, by method and status code", BASE + ("method", "code")
+)
+GRPC_REQUEST_SECONDS = Histogram(
+    "a2c_grpc_request_seconds", "gRPC request latency", BASE + ("method",), buckets=_LATENCY
+)
 
 # --- controller --------------------------------------------------------------------------------------
 CONTROLLER_RECONCILES = Counter("a2c_controller_reconciles", "Reconciles, by result", BASE + ("result",))

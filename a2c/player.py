@@ -63,17 +63,19 @@ class Collector:
                 final_index.append(step * n + i)
             self.ep_return += np.where(out.valid, out.rewards, 0.0)
             self.ep_length += out.valid
-            for i in np.flatnonzero(out.terminated | out.truncated):
-                returns.append(float(self.ep_return[i]))
-                lengths.append(int(self.ep_length[i]))
-                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            for k in np.flatnonzero(out.terminated | out.truncated):
+                returns.append(float(self.ep_return[k]))
+                lengths.append(int(self.ep_length[k]))
+                self.ep_return[k] = 0.0
+                self.ep_length[k] = 0
             self.obs = out.obs
         obs[t] = self.obs
         shape = self.obs.shape[1:]
         return rollout.Rollout(
             player_id=self.player_id, policy_version=version, obs=obs, actions=actions, rewards=rewards,
             terminated=terminated, truncated=truncated, valid=valid, logprobs=logprobs, values=values,
-            final_obs=np.stack(final_obs).astype(self.obs.dtype) if final_obs else np.zeros((0, *shape), self.obs.dtype),
+            final_obs=(np.stack(final_obs).astype(self.obs.dtype) if final_obs
+                       else np.zeros((0, *shape), self.obs.dtype)),
             final_index=np.asarray(final_index, dtype=np.int64),
             episode_returns=returns, episode_lengths=lengths,
         )

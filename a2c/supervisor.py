@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from a2c import config
@@ -55,7 +57,8 @@ def _stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
                 c.process.join(2.0)
 
 
-def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], ctx: Any, start: float) -> int:
+def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], restart: Callable[[Any], object],
+              start: float) -> int:
     console = Console(stderr=True)
     journal = Journal(run_dir / "metrics.jsonl")
     trainers = [c for c in children if c.role == "trainer"]
@@ -80,7 +83,7 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], ctx: 
                 if failed:
                     t = failed[0]
                     console.print(f"[red]{t.name} failed (exit code {t.process.exitcode}); its log "
-                                  f"({t.log_path}):[/red]\n{t.tail()}")
+                                  f"({escape(str(t.log_path))}):[/red]\n{escape(t.tail())}")
                     outcome = 1
                     break
                 if all(t.process.exitcode == 0 for t in trainers):
@@ -91,13 +94,13 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], ctx: 
                         continue
                     if p.restarts >= cfg.max_player_restarts:
                         console.print(f"[red]{p.name} failed {p.restarts + 1} times (exit code {code}); its log:"
-                                      f"[/red]\n{p.tail()}")
+                                      f"[/red]\n{escape(p.tail())}")
                         outcome = 1
                         break
                     p.restarts += 1
                     console.print(f"[yellow]{p.name} exited with code {code}; restarting it "
                                   f"({p.restarts}/{cfg.max_player_restarts})[/yellow]")
-                    p.start(ctx)
+                    restart(p)
                 if outcome:
                     break
                 time.sleep(0.1)
@@ -114,5 +117,5 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], ctx: 
         console.print(
             f"{'solved' if solved else 'stopped'}: {cfg.env.env_id} mean return "
             f"{'-' if mean is None else f'{mean:.1f}'} after {row['env_steps']:,} env steps, "
-            f"{row['iteration']:,} iterations, {elapsed:.1f} s wall time; run directory {run_dir}")
+            f"{row['iteration']:,} iterations, {elapsed:.1f} s wall time; run directory {escape(str(run_dir))}")
     return outcome

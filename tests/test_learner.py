@@ -1,0 +1,114 @@
+"""The update: one process without a group, and the same code across two gloo processes (DDP)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from a2c import agent, config, distributed, learner
+from tests.helpers_rollouts import make_rollout
+
+OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+ACT = gym.spaces.Discrete(2)
+
+
+def _learner(algo: config.AlgoConfig) -> learner.Learner:
+    torch.manual_seed(0)
+    return learner.Learner(agent.Agent(OBS, ACT, algo), algo, torch.device("cpu"))
+
+
+def _params(lrn: learner.Learner) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in lrn.model.parameters()]
+
+
+def test_update_moves_weights_and_reports_terms() -> None:
+    lrn = _learner(config.AlgoConfig())
+    before = _params(lrn)
+    batch = lrn.batch([make_rollout(1), make_rollout(2)])
+    stats = lrn.update(batch, int(batch["adv"].numel()))
+    assert stats.samples == int(make_rollout(1).valid.sum() + make_rollout(2).valid.sum())
+    assert stats.grad_norm > 0 and np.isfinite(stats.value_loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
+
+
+def test_only_valid_samples_are_trained_on() -> None:
+    lrn = _learner(config.AlgoConfig())
+    r = make_rollout(3)
+    batch = lrn.batch([r])
+    assert batch["obs"].shape[0] == r.valid.sum()
+    assert torch.equal(batch["obs"], torch.as_tensor(r.obs[:-1][r.valid]))
+
+
+def test_empty_batch_contributes_zero_gradient() -> None:
+    lrn = _learner(config.AlgoConfig(max_grad_norm=0))
+    empty = lrn.empty_batch((4,), np.dtype(np.float32), (), np.dtype(np.int64))
+    before = _params(lrn)
+    stats = lrn.update(empty, 10)
+    assert stats.samples == 0 and stats.grad_norm == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
+
+
+def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str) -> None:
+    torch.set_num_threads(1)
+    distributed.setup(rank, 2, "127.0.0.1", port, "gloo", "cpu", 60)
+    try:
+        algo = config.AlgoConfig()
+        lrn = _learner(algo)
+        rollouts = [make_rollout(s) for s in seeds_per_rank[rank]]
+        batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch((4,), np.dtype(np.float32), (),
+                                                                    np.dtype(np.int64))
+        totals = distributed.exchange(int(batch["adv"].numel()), 0, [], [], False, torch.device("cpu"))
+        lrn.update(batch, totals.samples)
+        torch.save({"params": _params(lrn), "samples": totals.samples_per_rank}, f"{out}-{rank}.pt")
+    finally:
+        distributed.teardown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", [[[1], [2]], [[1, 2], []], [[], [1, 2]]], ids=["split", "rank1-empty", "rank0-empty"])
+def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[int]]) -> None:
+    """Sample-count-weighted averaging: however the samples are spread over trainers (even none on one),
+    the DDP step equals one process training on all of them; every replica ends identical."""
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, port, split, str(tmp_path / "out"))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    single = _learner(config.AlgoConfig())
+    batch = single.batch([make_rollout(1), make_rollout(2)])
+    single.update(batch, int(batch["adv"].numel()))
+    expected = _params(single)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"out-{rank}.pt")
+        assert sum(got["samples"]) == int(batch["adv"].numel())
+        for a, b in zip(got["params"], expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (checked on a lent GPU machine)")
+def test_update_on_cuda_matches_cpu() -> None:
+    cpu = _learner(config.AlgoConfig())
+    torch.manual_seed(0)
+    algo = config.AlgoConfig()
+    gpu = learner.Learner(agent.Agent(OBS, ACT, algo), algo, torch.device("cuda", 0))
+    rollouts = [make_rollout(1), make_rollout(2)]
+    for lrn in (cpu, gpu):
+        batch = lrn.batch(rollouts)
+        lrn.update(batch, int(batch["adv"].numel()))
+    for a, b in zip(_params(cpu), _params(gpu), strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,123 @@
+"""`a2c local` as a user runs it: real trainer and player processes, gRPC on loopback, DDP over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from a2c import curve
+
+
+def _launch(run_dir: Path, *flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "a2c", "local", "--run-dir", str(run_dir), "--progress", "false", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _iteration(run_dir: Path) -> int:
+    rows = curve.read_journal(run_dir / "metrics.jsonl")
+    return int(rows[-1]["iteration"]) if rows else 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purpose
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _finish(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"a2c local did not finish in {timeout_s} s:\n{out}") from None
+    return out
+
+
+@pytest.mark.slow
+def test_local_defaults_learn_cartpole(tmp_path: Path) -> None:
+    """The embedded default learns: CartPole's mean return over the last 100 episodes goes from ~20
+    (random) to at least 400 within 400k env steps (it normally stops at the 475 target far earlier)."""
+    proc = _launch(tmp_path, "--max-env-steps", "400000", "--seed", "3")
+    out = _finish(proc, 420)
+    assert proc.returncode == 0, out
+    rows = curve.read_journal(tmp_path / "metrics.jsonl")
+    assert {"iteration", "env_steps", "mean_return", "time_s"} <= set(rows[-1])
+    first = next(r["mean_return"] for r in rows if r["mean_return"] is not None)
+    assert first < 100, "an untrained policy should not balance the pole"
+    assert rows[-1]["mean_return"] >= 400, out
+    assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
+    assert (tmp_path / "checkpoints").is_dir() and list((tmp_path / "checkpoints").glob("ckpt-*.pt"))
+    png = tmp_path / "learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    targets = json.loads((tmp_path / "prometheus_targets.json").read_text())
+    assert sorted(t["labels"]["role"] for t in targets) == ["player", "player", "trainer", "trainer"]
+    assert "solved" in out
+
+
+@pytest.mark.slow
+def test_killed_player_is_restarted_and_trainers_keep_going(tmp_path: Path) -> None:
+    proc = _launch(tmp_path, "--max-env-steps", "60000", "--target-return", "10000", "--round-timeout-s", "1")
+    try:
+        _wait_for(lambda: _iteration(tmp_path) >= 20, 120, "training to start")
+        pids = json.loads((tmp_path / "processes.json").read_text())
+        os.kill(pids["player-1"], signal.SIGKILL)
+        at_kill = _iteration(tmp_path)
+        _wait_for(lambda: _iteration(tmp_path) >= at_kill + 30, 60, "rounds to continue after the kill")
+        _wait_for(lambda: json.loads((tmp_path / "processes.json").read_text())["player-1"] != pids["player-1"], 30,
+                  "the player to be restarted")
+    finally:
+        out = _finish(proc, 180)
+    assert proc.returncode == 0, out
+    assert "player-1 exited with code -9; restarting it" in out
+    rows = curve.read_journal(tmp_path / "metrics.jsonl")
+    assert rows[-1]["env_steps"] >= 60000
+
+
+@pytest.mark.slow
+def test_killed_trainer_ends_the_run_with_its_error_and_no_orphans(tmp_path: Path) -> None:
+    proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000")
+    _wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
+    pids = json.loads((tmp_path / "processes.json").read_text())
+    os.kill(pids["trainer-1"], signal.SIGKILL)
+    out = _finish(proc, 60)
+    assert proc.returncode == 1
+    assert "trainer-1 failed (exit code -9)" in out or "trainer-0 failed" in out, out
+    _wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> None:
+    proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000")
+    _wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
+    pids = json.loads((tmp_path / "processes.json").read_text())
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole process group
+    out = _finish(proc, 60)
+    assert proc.returncode == 130, out
+    _wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
+    final = max(int(p.name[5:14]) for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
+    assert final == _iteration(tmp_path), "the final checkpoint holds the last iteration"
