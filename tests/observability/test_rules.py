@@ -58,3 +58,10 @@ def test_a_broken_expectation_makes_promtool_fail(tmp_path: Any) -> None:
     done = promtool("test", "rules", str(broken))
     assert done.returncode != 0
     assert "A2CTrainerDown" in done.stdout + done.stderr
+
+
+def test_the_example_local_prometheus_config_is_valid_and_loads_the_rules() -> None:
+    config = promql.ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    done = promtool("check", "config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(ALERTS)} rules found" in done.stdout
