@@ -8,13 +8,13 @@ import importlib.util
 import sys
 from typing import Any
 
-import promql
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from a2c import metrics  # noqa: F401 - registers every a2c_ metric with prometheus_client's registry
+from tests.observability import promql
 
 BOARDS = promql.dashboards()
 QUERIES = promql.dashboard_queries() + promql.rule_queries()

@@ -23,9 +23,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import promql
 import pytest
 import yaml
+
+from tests.observability import promql
 
 JOB = "local"
 DEADLINE_S = 75.0

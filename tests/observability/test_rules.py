@@ -6,8 +6,9 @@ import shutil
 import subprocess
 from typing import Any
 
-import promql
 import yaml
+
+from tests.observability import promql
 
 ALERTS = {"A2CTrainingStalled", "A2CReturnCollapsed", "A2CRolloutsRefused", "A2CTrainerDown"}
 
