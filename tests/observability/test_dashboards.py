@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from a2c import metrics  # noqa: F401 - registers every a2c_ metric with prometheus_client's registry
+from a2c import metrics
 from tests.observability import promql
 
 BOARDS = promql.dashboards()
