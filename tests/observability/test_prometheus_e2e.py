@@ -184,10 +184,19 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
             assert found, f"{name}: unexpected job variable query {variable['query']}"
             values = api(base, f"/api/v1/label/{found.group(2)}/values", **{"match[]": found.group(1)})
             assert JOB in values["data"], f"{name}: the $job variable would not offer {JOB!r}"
-        rules = [r for g in api(base, "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
-        assert len(rules) == len(promql.rules())
-        for rule in rules:
-            assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+        def rule_states() -> dict[str, str] | None:
+            rules = [r for g in api(base, "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+            assert len(rules) == len(promql.rules())
+            for rule in rules:
+                assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+            states = {r["name"]: r["state"] for r in rules}
+            return states if states["A2CRolloutsRefused"] != "inactive" else None
+
+        # The misconfigured player's refusals trip the refusal alert (pending: it waits 10m before firing);
+        # the healthy trainers are neither stalled nor down. (A2CReturnCollapsed may see early learning noise.)
+        states = wait_for("A2CRolloutsRefused to go pending", rule_states, 30, procs, tmp_path)
+        assert states["A2CTrainingStalled"] == "inactive"
+        assert states["A2CTrainerDown"] == "inactive"
     finally:
         for name in ("misconfigured player", "a2c local", "prometheus"):
             if name in procs:
