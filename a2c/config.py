@@ -35,7 +35,7 @@ def opt(default: Any, help: str, env: str | None = None, choices: tuple[str, ...
 class EnvConfig:
     env_id: str = opt("CartPole-v1", "gymnasium environment id")
     env_kwargs: str = opt("{}", "JSON object of keyword arguments for gymnasium.make")
-    num_envs: int = opt(16, "environment copies per player (one vectorized environment)")
+    num_envs: int = opt(8, "environment copies per player (one vectorized environment)")
     seed: int = opt(0, "base random seed; player j uses seed + 1000 * j")
 
     def kwargs(self) -> dict[str, Any]:
@@ -132,6 +132,7 @@ class LocalConfig:
     progress: bool = opt(True, "show a progress bar")
     plot: bool = opt(True, "write learning_curve.png at the end")
     max_player_restarts: int = opt(3, "times a lost player process is restarted")
+    max_trainer_restarts: int = opt(2, "times the trainer group is restarted from its checkpoint after a failure")
     round_timeout_s: float = opt(5.0, "seconds a round waits for its players")
     backend: str = opt("auto", "torch.distributed backend of the trainers", choices=("auto", "gloo", "nccl"))
     device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=("auto", "cpu", "cuda"))

@@ -20,6 +20,13 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def preload() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
 def plot(journal: Path, out: Path, target: float | None = None, title: str = "") -> Path:
     """Mean return of the last episodes against env steps and wall time; returns the PNG's path."""
     import matplotlib

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -19,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +95,7 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
         tc = config.TrainerConfig(
             rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port, host="127.0.0.1",
             port=grpc_ports[rank], metrics_port=free_port(), players_per_trainer=p, run_dir=str(run_dir),
-            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=0.5,
+            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=5.0,
             backend=cfg.backend, device=cfg.device, env=cfg.env, algo=cfg.algo, stop=cfg.stop,
         )
         children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
@@ -135,16 +137,33 @@ def run(cfg: config.LocalConfig) -> int:
     (run_dir / "config.json").write_text(json.dumps(_asdict(cfg), indent=1))
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    if cfg.plot:  # matplotlib's import overlaps training instead of delaying the end of the run
+        threading.Thread(target=curve.preload, daemon=True).start()
     start = time.monotonic()
-    for c in children:
+    if ctx.get_start_method() == "fork":
+        # torch's optimizers import torch._dynamo on first use (seconds): once here, not once per trainer.
+        import torch._dynamo  # noqa: F401
+    for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
     write_targets(run_dir, children, os.environ.get("A2C_JOB", "local"))
     write_pids(run_dir, children)
-    def restart(child: Child) -> None:
+    def restart_player(child: Child) -> None:
         child.start(ctx)
         write_pids(run_dir, children)
 
-    outcome = supervisor.supervise(cfg, run_dir, children, restart, start)
+    def restart_trainers() -> None:
+        """The gang rule: all trainers go, all come back on a fresh rendezvous port, resuming from rank 0's
+        newest checkpoint; players keep their gRPC addresses and re-sync their weights."""
+        trainers = [c for c in children if c.role == "trainer"]
+        supervisor.stop_all(trainers, grace_s=5.0)
+        port = free_port()
+        for t in trainers:
+            t.cfg = dataclasses.replace(t.cfg, master_port=port)
+            t.restarts += 1
+            t.start(ctx)
+        write_pids(run_dir, children)
+
+    outcome = supervisor.supervise(cfg, run_dir, children, restart_player, restart_trainers, start)
     if cfg.plot and (run_dir / "metrics.jsonl").exists():
         png = curve.plot(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", cfg.stop.target_return,
                          f"a2c {cfg.env.env_id}: {cfg.trainers} trainers x {cfg.players_per_trainer} players")
@@ -153,6 +172,4 @@ def run(cfg: config.LocalConfig) -> int:
 
 
 def _asdict(obj: Any) -> Any:
-    import dataclasses
-
     return dataclasses.asdict(obj)

@@ -113,7 +113,7 @@ def metrics_job() -> str:
 
 def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: agent_mod.Agent,
           client: client_mod.TrainerClient, seed: int, stop: threading.Event) -> int:
-    snap, done = _wait_weights(client, -1, stop)
+    snap, done = _wait_weights(client, -1, stop, index)
     if snap is None:
         return 0
     agent_mod.load_snapshot(model, snap)
@@ -146,8 +146,8 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
         metrics.labels(metrics.PLAYER_POLICY_LAG).set(max(0, trainer_version - version))
         if done:
             break
-        if trainer_version > version or uploads_at_version > cfg.algo.max_policy_lag:
-            snap, done = _wait_weights(client, version, stop)
+        if trainer_version != version or uploads_at_version > cfg.algo.max_policy_lag:
+            snap, done = _wait_weights(client, version, stop, index)
             if snap is not None:
                 agent_mod.load_snapshot(model, snap)
                 version, uploads_at_version = snap.version, 0
@@ -155,12 +155,12 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
     return 0
 
 
-def _wait_weights(client: client_mod.TrainerClient, since: int,
-                  stop: threading.Event) -> tuple[agent_mod.weights.WeightSnapshot | None, bool]:
-    """Long-poll for a version newer than `since` until one arrives, training ends or we are stopped."""
+def _wait_weights(client: client_mod.TrainerClient, since: int, stop: threading.Event,
+                  player_id: int) -> tuple[agent_mod.weights.WeightSnapshot | None, bool]:
+    """Long-poll for a version other than `since` until one arrives, training ends or we are stopped."""
     while not stop.is_set():
         t0 = time.perf_counter()
-        snap, done = client.fetch(since, wait_s=2.0)
+        snap, done = client.fetch(since, wait_s=2.0, player_id=player_id)
         metrics.labels(metrics.PLAYER_FETCH_SECONDS).observe(time.perf_counter() - t0)
         if snap is not None or done:
             return snap, done

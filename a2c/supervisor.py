@@ -44,7 +44,8 @@ class Journal:
         return self.last
 
 
-def _stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
+def stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM every live child, then SIGKILL what is still alive after grace_s."""
     for c in children:
         if c.process is not None and c.process.is_alive():
             c.process.terminate()
@@ -57,9 +58,10 @@ def _stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
                 c.process.join(2.0)
 
 
-def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], restart: Callable[[Any], object],
-              start: float) -> int:
-    console = Console(stderr=True)
+def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], restart_player: Callable[[Any], object],
+              restart_trainers: Callable[[], object], start: float) -> int:
+    """Watch the run until the trainers end; returns the launcher's exit code."""
+    console = Console(stderr=True, soft_wrap=True)
     journal = Journal(run_dir / "metrics.jsonl")
     trainers = [c for c in children if c.role == "trainer"]
     players = [c for c in children if c.role == "player"]
@@ -82,10 +84,17 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
                 failed = [t for t in trainers if t.process.exitcode not in (None, 0)]
                 if failed:
                     t = failed[0]
-                    console.print(f"[red]{t.name} failed (exit code {t.process.exitcode}); its log "
-                                  f"({escape(str(t.log_path))}):[/red]\n{escape(t.tail())}")
-                    outcome = 1
-                    break
+                    gang_restarts = trainers[0].restarts
+                    if gang_restarts >= cfg.max_trainer_restarts:
+                        console.print(f"[red]{t.name} failed (exit code {t.process.exitcode}); its log "
+                                      f"({escape(str(t.log_path))}):[/red]\n{escape(t.tail())}")
+                        outcome = 1
+                        break
+                    console.print(f"[yellow]{t.name} exited with code {t.process.exitcode}; restarting every trainer "
+                                  f"from the newest checkpoint ({gang_restarts + 1}/{cfg.max_trainer_restarts})"
+                                  "[/yellow]")
+                    restart_trainers()
+                    continue
                 if all(t.process.exitcode == 0 for t in trainers):
                     break
                 for p in players:
@@ -100,7 +109,7 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
                     p.restarts += 1
                     console.print(f"[yellow]{p.name} exited with code {code}; restarting it "
                                   f"({p.restarts}/{cfg.max_player_restarts})[/yellow]")
-                    restart(p)
+                    restart_player(p)
                 if outcome:
                     break
                 time.sleep(0.1)
@@ -108,7 +117,7 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
         console.print("[yellow]interrupted: stopping every process (trainers write a final checkpoint)[/yellow]")
         outcome = 130
     finally:
-        _stop_all(children)
+        stop_all(children)
     row = journal.poll()
     elapsed = time.monotonic() - start
     if row is not None:

@@ -64,7 +64,7 @@ class Trainer:
         self.cfg, self.rank = cfg, rank
         self.run_dir = Path(cfg.run_dir)
         self.stop_requested = threading.Event()
-        self.phase = Phase.STARTING
+        self.phase: int = Phase.STARTING
         self.message = ""
         self.started = time.monotonic()
         self.progress = Progress(cfg.stop.return_window)
@@ -88,7 +88,8 @@ class Trainer:
         p = self.progress
         return trainer_pb2.TrainerStatus(
             iteration=p.version, env_steps=p.env_steps, mean_return=p.mean_return(), episodes=p.episodes,
-            world_size=self.cfg.world_size, rank=self.rank, phase=self.phase, target_return=self.cfg.stop.target_return,
+            world_size=self.cfg.world_size, rank=self.rank, phase=Phase.Name(self.phase),
+            target_return=self.cfg.stop.target_return,
             elapsed_s=p.elapsed_before + time.monotonic() - self.started, steps_per_second=self.steps_per_s,
             active_players=self.active_players, message=self.message,
         )
@@ -114,6 +115,11 @@ class Trainer:
             self._resume(group)
             self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
             running.set_serving(True)
+            log.info("trainer %d ready: weights version %d published", self.rank, self.progress.version)
+            ended = self._ended()
+            if ended is not None:  # resumed from the checkpoint of a run that had already ended
+                self.phase, self.message = ended[0], f"{ended[1]} (before this start)"
+                return 0
             self.phase = Phase.TRAINING
             self._train(group)
             if self.rank == 0:
@@ -125,7 +131,8 @@ class Trainer:
         finally:
             self.board.finish()
             if self.phase != Phase.FAILED:
-                time.sleep(cfg.linger_s)  # players hear "done" from Upload/Fetch
+                # players hear "done" from Upload/Fetch; keep serving until they all did, or linger_s
+                self.board.wait_told(set(self.inbox.active), cfg.linger_s)
             running.stop(grace_s=1.0)
             distributed.teardown()
 
@@ -195,15 +202,22 @@ class Trainer:
                     journal.write(json.dumps(self._journal_row(stats)) + "\n")
                 if self.rank == 0 and p.version % cfg.checkpoint_interval == 0:
                     self._checkpoint()
-                if len(p.returns) == cfg.stop.return_window and p.mean_return() >= cfg.stop.target_return:
-                    self.phase, self.message = Phase.SUCCEEDED, f"mean return {p.mean_return():.1f} reached the target"
-                    return
-                if p.env_steps >= cfg.stop.max_env_steps:
-                    self.phase, self.message = Phase.FINISHED, "step budget spent"
+                ended = self._ended()
+                if ended is not None:
+                    self.phase, self.message = ended
                     return
         finally:
             if journal is not None:
                 journal.close()
+
+    def _ended(self) -> tuple[int, str] | None:
+        """(phase, why) once the target return is reached or the step budget spent; else None."""
+        p, stop = self.progress, self.cfg.stop
+        if len(p.returns) == stop.return_window and p.mean_return() >= stop.target_return:
+            return Phase.SUCCEEDED, f"mean return {p.mean_return():.1f} reached the target {stop.target_return:g}"
+        if p.env_steps >= stop.max_env_steps:
+            return Phase.FINISHED, f"step budget of {stop.max_env_steps:,} env steps spent"
+        return None
 
     def _observe(self, hist: dict[str, Any], wait_s: float, sync_s: float, stats: learner.UpdateStats,
                  publish_s: float, samples: int) -> None:

@@ -33,6 +33,7 @@ class WeightBoard:
         self._cond = threading.Condition()
         self._snap: WeightSnapshot | None = None
         self._done = False
+        self._told: set[int] = set()
 
     def publish(self, snap: WeightSnapshot) -> None:
         with self._cond:
@@ -45,6 +46,23 @@ class WeightBoard:
             self._done = True
             self._cond.notify_all()
 
+    def told(self, player_id: int) -> None:
+        """A player has been answered `done`."""
+        with self._cond:
+            self._told.add(player_id)
+            self._cond.notify_all()
+
+    def wait_told(self, players: set[int], timeout_s: float) -> bool:
+        """Wait until every one of `players` has been answered `done` (True), or timeout_s (False)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not players <= self._told:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
     @property
     def done(self) -> bool:
         return self._done
@@ -55,12 +73,16 @@ class WeightBoard:
         return -1 if snap is None else snap.version
 
     def wait_newer(self, since_version: int, timeout_s: float) -> WeightSnapshot | None:
-        """The newest snapshot if its version > since_version, waiting up to timeout_s; else None."""
+        """The newest snapshot once its version differs from since_version, waiting up to timeout_s; else None.
+
+        "Differs", not "is greater": a trainer group restarted from a checkpoint can be behind its players,
+        who must then take its weights at once rather than wait for it to catch up.
+        """
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cond:
             while True:
                 snap = self._snap
-                if snap is not None and snap.version > since_version:
+                if snap is not None and snap.version != since_version:
                     return snap
                 remaining = deadline - time.monotonic()
                 if self._done or remaining <= 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import curve
+from a2c import checkpoint, curve
 
 
 def _launch(run_dir: Path, *flags: str) -> subprocess.Popen[str]:
@@ -99,8 +99,33 @@ def test_killed_player_is_restarted_and_trainers_keep_going(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_killed_trainer_ends_the_run_with_its_error_and_no_orphans(tmp_path: Path) -> None:
-    proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000")
+def test_killed_trainer_group_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    """The gang rule: one trainer lost -> every trainer restarts from rank 0's newest checkpoint; the run
+    completes and redoes at most the iterations since that checkpoint; no checkpoint is left torn."""
+    proc = _launch(tmp_path, "--max-env-steps", "60000", "--target-return", "10000", "--checkpoint-interval", "20")
+    try:
+        _wait_for(lambda: _iteration(tmp_path) >= 45, 120, "training to pass two checkpoints")
+        pids = json.loads((tmp_path / "processes.json").read_text())
+        os.kill(pids["trainer-1"], signal.SIGKILL)
+    finally:
+        out = _finish(proc, 240)
+    assert proc.returncode == 0, out
+    assert "restarting every trainer from the newest checkpoint (1/2)" in out
+    rows = curve.read_journal(tmp_path / "metrics.jsonl")
+    its = [r["iteration"] for r in rows]
+    back = [(a, b) for a, b in zip(its, its[1:], strict=False) if b != a + 1]
+    assert len(back) == 1, back
+    before, after = back[0]
+    assert after - 1 == (before // 20) * 20, "resumed from the newest checkpoint"
+    assert rows[-1]["env_steps"] >= 60000
+    for ckpt in (tmp_path / "checkpoints").glob("*"):
+        assert ckpt.name.startswith("ckpt-") and ckpt.suffix == ".pt", f"left behind: {ckpt.name}"
+        checkpoint.load(ckpt)
+
+
+@pytest.mark.slow
+def test_failed_trainer_ends_the_run_with_its_error_and_no_orphans(tmp_path: Path) -> None:
+    proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000", "--max-trainer-restarts", "0")
     _wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
     pids = json.loads((tmp_path / "processes.json").read_text())
     os.kill(pids["trainer-1"], signal.SIGKILL)

@@ -62,7 +62,7 @@ class TrainerClient:
                     raise
                 log.debug("%s to %s: %s; retrying in %.2fs", what, self.address, code.name, delay)
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 0.5)
 
     def upload(self, r: rollout.Rollout, timeout_s: float = 60.0) -> UploadResult:
         """Upload one rollout; raises Refused for a permanent refusal (invalid, stale)."""
@@ -76,9 +76,10 @@ class TrainerClient:
             raise Refused(err.code(), err.details()) from None  # type: ignore[attr-defined]
         return UploadResult(reply.accepted, reply.trainer_version, reply.done, size)
 
-    def fetch(self, since_version: int, wait_s: float) -> tuple[weights.WeightSnapshot | None, bool]:
-        """(newer snapshot or None, training done); waits up to wait_s for a newer version."""
-        request = weights_pb2.FetchRequest(since_version=since_version, wait_s=wait_s)
+    def fetch(self, since_version: int, wait_s: float,
+              player_id: int = -1) -> tuple[weights.WeightSnapshot | None, bool]:
+        """(another snapshot or None, training done); waits up to wait_s for a version other than since_version."""
+        request = weights_pb2.FetchRequest(since_version=since_version, wait_s=wait_s, player_id=player_id)
         return self._retry("fetch", lambda: codec.weights_from_chunks(
             self.weights.Fetch(request, timeout=wait_s + 30.0), self.max_bytes))  # type: ignore[no-any-return]
 

@@ -54,6 +54,9 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     def Upload(self, request_iterator: Iterator[rollout_pb2.RolloutChunk],  # noqa: N802 - gRPC's name
                context: grpc.ServicerContext) -> rollout_pb2.UploadReply:
         if self.board.done:
+            first = next(iter(request_iterator), None)
+            if first is not None and first.WhichOneof("part") == "header":
+                self.board.told(first.header.player_id)
             return rollout_pb2.UploadReply(accepted=False, trainer_version=self.board.version, done=True)
         try:
             r = codec.rollout_from_chunks(request_iterator, self.max_bytes)
@@ -79,6 +82,8 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
         if remaining is not None:
             wait = min(wait, max(0.0, remaining - 0.5))
         snap = self.board.wait_newer(request.since_version, wait)
+        if self.board.done:
+            self.board.told(request.player_id)
         if snap is None:
             return iter([codec.unchanged_chunk(self.board.version, self.board.done)])
         return iter(codec.weight_chunks(snap))

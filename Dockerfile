@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+# The a2c image: controller, trainer, player and the helm test hook all run it.
+#
+#   CPU (default):  docker build -t a2c:0.1.0 .
+#     Pass --build-arg TORCH_INDEX_URL=<PyTorch's CPU-only wheel index> for a much smaller image;
+#     without it pip takes torch from the default index (CUDA-enabled wheels on x86_64).
+#   CUDA:           docker build -t a2c:0.1.0-cuda \
+#                     --build-arg BASE_IMAGE=pytorch/pytorch:<version>-cuda<x.y>-cudnn9-runtime \
+#                     --build-arg TORCH_VERSION= .
+#     (the base image brings Python and a CUDA build of torch; TORCH_VERSION= keeps that torch).
+#
+# BASE_IMAGE must provide python3 (>= 3.10) with the venv module. Both stages use it, so the
+# virtual environment built in the first one runs unchanged in the second.
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+# The torch release pinned into the image; empty keeps the torch the base image already has.
+ARG TORCH_VERSION="2.13.0"
+ARG TORCH_INDEX_URL=""
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# --system-site-packages: a CUDA base image's own torch stays visible inside the venv.
+RUN python3 -m venv --system-site-packages /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# torch first (its own index, its own pin), so `pip install .` finds the requirement satisfied.
+RUN if [ -n "$TORCH_VERSION" ]; then \
+        if [ -n "$TORCH_INDEX_URL" ]; then export PIP_INDEX_URL="$TORCH_INDEX_URL"; fi; \
+        pip install "torch==${TORCH_VERSION}"; \
+    fi
+WORKDIR /src
+COPY . .
+RUN pip install /src && rm -rf /src
+
+FROM ${BASE_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="a2c" \
+      org.opencontainers.image.description="Distributed Advantage Actor-Critic, Kubernetes-native" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/venv /opt/venv
+# HOME and caches under /tmp: the pods run with a read-only root filesystem and an emptyDir on /tmp.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib
+WORKDIR /tmp
+# A numeric non-root user, so Kubernetes can verify runAsNonRoot.
+USER 10001:10001
+EXPOSE 50051 29500 9090
+ENTRYPOINT ["a2c"]
+CMD ["--help"]

@@ -1,0 +1,89 @@
+"""`a2c controller` (the operator) and `a2c render JOB.yaml` (the children a job would get, as YAML).
+
+Data flow: `a2c.cli` imports this module and calls `register(subparsers)`; each command's function gets
+the parsed arguments. `render` is pure (`resources.render` over every A2CJob in the file); `controller`
+loads the cluster credentials, serves metrics and runs `loop.Loop` until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+import yaml
+
+from a2c import metrics
+from a2c.controller import resources
+from a2c.controller import spec as jobspec
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("controller", help="run the operator that turns A2CJobs into pods",
+                       description="Watch A2CJobs and keep their children and status true.")
+    p.add_argument("--namespace", default="", help="watch only this namespace (default: all)")
+    p.add_argument("--resync-s", type=float, default=10.0, help="seconds between full resyncs and status polls")
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (-1 disables)")
+    p.add_argument("--kubeconfig", default="", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    p.set_defaults(func=run_controller)
+    r = sub.add_parser("render", help="print the Kubernetes objects an A2CJob would get",
+                       description="Print, as a YAML stream, the children of every A2CJob in the file.")
+    r.add_argument("job", help="YAML file with one or more A2CJobs ('-' reads stdin)")
+    r.add_argument("--namespace", default="", help="namespace for jobs that name none (default: default)")
+    r.set_defaults(func=run_render)
+
+
+def render_file(text: str, namespace: str = "") -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for doc in yaml.safe_load_all(text):
+        if not doc:
+            continue
+        if doc.get("apiVersion") != jobspec.API_VERSION or doc.get("kind") != jobspec.KIND:
+            found = f"{doc.get('apiVersion')}/{doc.get('kind')}"
+            raise ValueError(f"not an {jobspec.KIND} ({jobspec.API_VERSION}): {found}")
+        doc.setdefault("metadata", {}).setdefault("namespace", namespace or "default")
+        out.extend(resources.render(doc))
+    return out
+
+
+def run_render(args: argparse.Namespace) -> int:
+    try:
+        if args.job == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.job, encoding="utf-8") as f:
+                text = f.read()
+        objects = render_file(text, args.namespace)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"a2c render: {exc}", file=sys.stderr)
+        return 2
+    yaml.safe_dump_all(objects, sys.stdout, sort_keys=False)
+    return 0
+
+
+def run_controller(args: argparse.Namespace) -> int:
+    from kubernetes import config as kubeconfig
+
+    from a2c.controller import handlers, kube, loop
+
+    if args.kubeconfig:
+        kubeconfig.load_kube_config(args.kubeconfig)
+    else:
+        try:
+            kubeconfig.load_incluster_config()
+        except kubeconfig.ConfigException:
+            kubeconfig.load_kube_config()
+    metrics.bind("all", "controller", 0)
+    metrics.serve(args.metrics_port)
+    runner = loop.Loop(handlers.Reconciler(kube.Kube()), args.namespace or None, args.resync_s)
+    signal.signal(signal.SIGTERM, lambda *_: runner.shutdown())
+    log.info("a2c controller: watching %s", args.namespace or "all namespaces")
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        runner.shutdown()
+    return 0

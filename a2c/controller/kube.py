@@ -1,0 +1,151 @@
+"""The few Kubernetes API calls the controller makes, as plain dicts over the official client.
+
+Data flow: `handlers` reads jobs and trainer pods, applies rendered children, deletes trainer pods for a
+gang restart, patches job status and creates Events, all through `Kube`. Objects stay dicts end to end
+(they were rendered as dicts), so the REST paths are built here from apiVersion + kind.
+
+Apply is idempotent without server-side apply: each child carries the JSON it was last applied from
+(`a2c.dev/last-applied`); an unchanged child costs one GET, a changed one a JSON merge patch computed
+from that annotation, so fields removed from the rendering are removed from the object too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kubernetes import client
+
+from a2c.controller import spec as jobspec
+
+LAST_APPLIED = "a2c.dev/last-applied"
+PLURALS = {
+    ("v1", "ConfigMap"): "configmaps", ("v1", "Service"): "services", ("v1", "Pod"): "pods",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims", ("v1", "Event"): "events",
+    ("apps/v1", "StatefulSet"): "statefulsets", (jobspec.API_VERSION, jobspec.KIND): jobspec.PLURAL,
+}
+
+
+class NotFoundError(Exception):
+    pass
+
+
+def path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    ns = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{ns}/{PLURALS[(api_version, kind)]}" + (f"/{name}" if name else "")
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch turning `old` into `new` (None deletes a key; lists are replaced whole)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    out: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        if key not in old:
+            out[key] = value
+        elif old[key] != value:
+            out[key] = merge_patch(old[key], value)
+    return out
+
+
+class Kube:
+    """REST calls through `kubernetes.client.ApiClient` (auth and TLS from the loaded configuration)."""
+
+    def __init__(self, api: client.ApiClient | None = None, timeout_s: float = 10.0) -> None:
+        self.api = api or client.ApiClient()
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, url: str, body: Any = None, content_type: str = "application/json",
+                query: dict[str, str] | None = None, stream: bool = False, timeout_s: float | None = None) -> Any:
+        _m, full, headers, payload, _p = self.api.param_serialize(
+            method=method, resource_path=url, query_params=query or None, body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"}, auth_settings=["BearerToken"],
+        )
+        response = self.api.rest_client.request(method, full, headers=headers, body=payload,
+                                                _request_timeout=timeout_s or self.timeout_s)
+        if stream and response.status < 400:
+            return response
+        data = response.read()
+        if response.status == 404:
+            raise NotFoundError(url)
+        if response.status >= 400:
+            raise client.ApiException(status=response.status, reason=response.reason, body=data)
+        return json.loads(data or b"{}")
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self.request("GET", path(api_version, kind, namespace, name)))
+
+    def list(self, api_version: str, kind: str, namespace: str | None, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """Objects with all of `labels` (also filtered here: a test server may ignore labelSelector)."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        items = self.request("GET", path(api_version, kind, namespace), query={"labelSelector": selector})["items"]
+        return [o for o in items if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
+
+    def apply(self, obj: dict[str, Any]) -> str:
+        """Create `obj` or bring it to the rendering; returns 'created', 'patched' or 'unchanged'."""
+        meta = obj["metadata"]
+        desired = json.loads(json.dumps(obj))
+        desired["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(obj, sort_keys=True)
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        try:
+            live = self.request("GET", url)
+        except NotFoundError:
+            self.request("POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=desired)
+            return "created"
+        last = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
+        if last == desired["metadata"]["annotations"][LAST_APPLIED]:
+            return "unchanged"
+        before = json.loads(last) if last else {}
+        before.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = last
+        self.request("PATCH", url, body=merge_patch(before, desired), content_type="application/merge-patch+json")
+        return "patched"
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFoundError):  # already gone is what we wanted
+            self.request("DELETE", path(api_version, kind, namespace, name))
+
+    def patch_status(self, job: dict[str, Any], status: dict[str, Any]) -> None:
+        """Bring the status subresource from what `job` holds to `status` (removed keys are nulled)."""
+        meta = job["metadata"]
+        url = path(jobspec.API_VERSION, jobspec.KIND, meta["namespace"], meta["name"]) + "/status"
+        body = {"status": merge_patch(job.get("status") or {}, status)}
+        self.request("PATCH", url, body=body, content_type="application/merge-patch+json")
+
+    def event(self, job: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
+        """A core/v1 Event about `job` (what `kubectl describe a2cjob` shows)."""
+        meta = job["metadata"]
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": jobspec.API_VERSION, "kind": jobspec.KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta.get("uid", "")},
+            "type": type_, "reason": reason, "message": message[:1024], "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "a2c-controller"},
+            "reportingComponent": "a2c.dev/controller", "reportingInstance": "a2c-controller",
+        }
+        self.request("POST", path("v1", "Event", meta["namespace"]), body=event)
+
+    def watch(self, api_version: str, kind: str, namespace: str | None, timeout_s: float, selector: str = "",
+              opened: Callable[[Any], None] = lambda _: None) -> Iterator[dict[str, Any]]:
+        """Watch events until the server closes the stream or `timeout_s` passes without a byte.
+
+        `opened` gets the raw urllib3 response, so another thread can shut the stream down.
+        """
+        response = self.request("GET", path(api_version, kind, namespace), stream=True, timeout_s=timeout_s,
+                                query={"watch": "true", "allowWatchBookmarks": "false",
+                                       **({"labelSelector": selector} if selector else {})})
+        opened(response.response)
+        try:
+            buffer = b""
+            for chunk in response.response.stream(4096, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.response.release_conn()
