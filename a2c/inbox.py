@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from a2c import metrics, rollout
 
+REFUSAL_REASONS = ("malformed", "unknown_player", "future_version", "stale_version", "invalid_rollout", "queue_full",
+                   "stale_in_queue")
+
 
 class Refusal(Exception):
     """A rollout the trainer will not use. `code` names a gRPC status code, `reason` is the metric label."""

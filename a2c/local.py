@@ -127,6 +127,17 @@ def write_pids(run_dir: Path, children: list[Child]) -> None:
     os.replace(tmp, path)
 
 
+def _link_latest(run_dir: Path) -> None:
+    """runs/latest -> this run (what deploy/prometheus/prometheus.yml reads its targets from)."""
+    link = run_dir.parent / "latest"
+    if link.exists() and not link.is_symlink():
+        return  # a real directory of that name is the user's: leave it alone
+    tmp = run_dir.parent / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
+
+
 def default_run_dir(cfg: config.LocalConfig) -> Path:
     return Path("runs") / f"{cfg.env.env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -134,6 +145,8 @@ def default_run_dir(cfg: config.LocalConfig) -> Path:
 def run(cfg: config.LocalConfig) -> int:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    if not cfg.run_dir:
+        _link_latest(run_dir)
     (run_dir / "config.json").write_text(json.dumps(_asdict(cfg), indent=1))
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")

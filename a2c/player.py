@@ -120,6 +120,8 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
     version, uploads_at_version = snap.version, 0
     collector = Collector(environment, model, index, cfg.algo.n_steps, seed)
     m_steps = metrics.labels(metrics.PLAYER_ENV_STEPS)
+    for code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):  # a healthy run shows 0, not "no data"
+        metrics.labels(metrics.PLAYER_UPLOAD_ERRORS, code=code).inc(0)
     while not stop.is_set() and not done:
         start = time.perf_counter()
         r = collector.collect(version)

@@ -10,6 +10,7 @@ checkpoint. SIGTERM/SIGINT: the group agrees to stop at the next round, writes a
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -116,6 +117,9 @@ class Trainer:
             self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
             running.set_serving(True)
             log.info("trainer %d ready: weights version %d published", self.rank, self.progress.version)
+            metrics.labels(metrics.TRAINER_ITERATION).set(self.progress.version)
+            for reason in inbox.REFUSAL_REASONS:  # a healthy run shows 0, not "no data"
+                metrics.labels(metrics.TRAINER_ROLLOUTS_REFUSED, reason=reason).inc(0)
             ended = self._ended()
             if ended is not None:  # resumed from the checkpoint of a run that had already ended
                 self.phase, self.message = ended[0], f"{ended[1]} (before this start)"
@@ -147,7 +151,9 @@ class Trainer:
                      self.progress.env_steps)
 
     def _checkpoint(self) -> None:
-        state = {**self.learner.state(), "progress": self.progress.state()}
+        state = {**self.learner.state(), "progress": self.progress.state(),
+                 # what `a2c eval` needs to rebuild the environment and the network
+                 "config": {"env": dataclasses.asdict(self.cfg.env), "algo": dataclasses.asdict(self.cfg.algo)}}
         state["progress"]["elapsed_s"] = self.progress.elapsed_before + time.monotonic() - self.started
         path = checkpoint.save(self.run_dir, self.progress.version, state, self.cfg.keep_checkpoints)
         metrics.labels(metrics.TRAINER_CHECKPOINTS).inc()
