@@ -133,9 +133,10 @@ class Trainer:
             self.phase, self.message = Phase.FAILED, str(exc)
             raise
         finally:
-            self.board.finish()
-            if self.phase != Phase.FAILED:
-                # players hear "done" from Upload/Fetch; keep serving until they all did, or linger_s
+            if self.phase in (Phase.SUCCEEDED, Phase.FINISHED):
+                # Only a finished run tells players "done" (a failed or stopped trainer comes back and
+                # they must still be there); keep serving until they all heard it, or linger_s.
+                self.board.finish()
                 self.board.wait_told(set(self.inbox.active), cfg.linger_s)
             running.stop(grace_s=1.0)
             distributed.teardown()

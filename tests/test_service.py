@@ -377,7 +377,8 @@ def _check_reply(reply: rollout_pb2.UploadReply | grpc.RpcError) -> None:
         assert reply.accepted
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+# Upload is fuzzed with 600 chunk streams + 500 random rollouts, Fetch with 1,000 requests (>= 1,000 per RPC).
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_fuzz_chunk_streams(trainer: Trainer, upload_stub: rollout_pb2_grpc.RolloutServiceStub,
                             data: st.DataObject) -> None:
@@ -435,7 +436,7 @@ def encode(r: rollout.Rollout) -> list[rollout_pb2.RolloutChunk]:
               for i, o in enumerate(range(0, len(payload), 4096)))]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(r=random_rollouts())
 def test_fuzz_random_rollouts(trainer: Trainer, upload_stub: rollout_pb2_grpc.RolloutServiceStub,
                               r: rollout.Rollout) -> None:
@@ -445,7 +446,7 @@ def test_fuzz_random_rollouts(trainer: Trainer, upload_stub: rollout_pb2_grpc.Ro
     assert_serves_a_good_upload(trainer)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(since=st.integers(-2**63, 2**63 - 1), wait=st.one_of(st.floats(-1e9, 0.02), st.just(float("nan"))),
        player=st.integers(-2**63, 2**63 - 1))
 def test_fuzz_fetch_requests(trainer: Trainer, channel: grpc.Channel, since: int, wait: float, player: int) -> None:
