@@ -179,7 +179,7 @@ def run(cfg: config.LocalConfig) -> int:
     outcome = supervisor.supervise(cfg, run_dir, children, restart_player, restart_trainers, start)
     if cfg.plot and (run_dir / "metrics.jsonl").exists():
         png = curve.plot(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", cfg.stop.target_return,
-                         f"a2c {cfg.env.env_id}: {cfg.trainers} trainers x {cfg.players_per_trainer} players")
+                         f"a2c {cfg.env.env_id}: {cfg.trainers} trainer(s) x {cfg.players_per_trainer} player(s) each")
         print(f"learning curve: {png}")
     return outcome
 

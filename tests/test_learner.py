@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import socket
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from a2c import agent, config, distributed, learner
+from tests.helpers_procs import free_port
 from tests.helpers_rollouts import make_rollout
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
@@ -70,10 +70,6 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str) -> 
         distributed.teardown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -82,7 +78,7 @@ def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[in
     """Sample-count-weighted averaging: however the samples are spread over trainers (even none on one),
     the DDP step equals one process training on all of them; every replica ends identical."""
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, port, split, str(tmp_path / "out"))) for r in range(2)]
     for p in procs:
         p.start()

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from a2c import checkpoint, curve
+from tests.helpers_procs import wait_for
 
 
 def _launch(run_dir: Path, *flags: str) -> subprocess.Popen[str]:
@@ -22,13 +22,6 @@ def _launch(run_dir: Path, *flags: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _iteration(run_dir: Path) -> int:
@@ -83,12 +76,12 @@ def test_local_defaults_learn_cartpole(tmp_path: Path) -> None:
 def test_killed_player_is_restarted_and_trainers_keep_going(tmp_path: Path) -> None:
     proc = _launch(tmp_path, "--max-env-steps", "60000", "--target-return", "10000", "--round-timeout-s", "1")
     try:
-        _wait_for(lambda: _iteration(tmp_path) >= 20, 120, "training to start")
+        wait_for(lambda: _iteration(tmp_path) >= 20, 120, "training to start")
         pids = json.loads((tmp_path / "processes.json").read_text())
         os.kill(pids["player-1"], signal.SIGKILL)
         at_kill = _iteration(tmp_path)
-        _wait_for(lambda: _iteration(tmp_path) >= at_kill + 30, 60, "rounds to continue after the kill")
-        _wait_for(lambda: json.loads((tmp_path / "processes.json").read_text())["player-1"] != pids["player-1"], 30,
+        wait_for(lambda: _iteration(tmp_path) >= at_kill + 30, 60, "rounds to continue after the kill")
+        wait_for(lambda: json.loads((tmp_path / "processes.json").read_text())["player-1"] != pids["player-1"], 30,
                   "the player to be restarted")
     finally:
         out = _finish(proc, 180)
@@ -104,7 +97,7 @@ def test_killed_trainer_group_resumes_from_its_checkpoint(tmp_path: Path) -> Non
     completes and redoes at most the iterations since that checkpoint; no checkpoint is left torn."""
     proc = _launch(tmp_path, "--max-env-steps", "60000", "--target-return", "10000", "--checkpoint-interval", "20")
     try:
-        _wait_for(lambda: _iteration(tmp_path) >= 45, 120, "training to pass two checkpoints")
+        wait_for(lambda: _iteration(tmp_path) >= 45, 120, "training to pass two checkpoints")
         pids = json.loads((tmp_path / "processes.json").read_text())
         os.kill(pids["trainer-1"], signal.SIGKILL)
     finally:
@@ -126,23 +119,23 @@ def test_killed_trainer_group_resumes_from_its_checkpoint(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_failed_trainer_ends_the_run_with_its_error_and_no_orphans(tmp_path: Path) -> None:
     proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000", "--max-trainer-restarts", "0")
-    _wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
+    wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
     pids = json.loads((tmp_path / "processes.json").read_text())
     os.kill(pids["trainer-1"], signal.SIGKILL)
     out = _finish(proc, 60)
     assert proc.returncode == 1
     assert "trainer-1 failed (exit code -9)" in out or "trainer-0 failed" in out, out
-    _wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
+    wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> None:
     proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000")
-    _wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
+    wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
     pids = json.loads((tmp_path / "processes.json").read_text())
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole process group
     out = _finish(proc, 60)
     assert proc.returncode == 130, out
-    _wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
+    wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
     final = max(int(p.name[5:14]) for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
     assert final == _iteration(tmp_path), "the final checkpoint holds the last iteration"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,7 @@ from pathlib import Path
 import pytest
 
 from a2c import checkpoint, curve
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers_procs import free_port, wait_for
 
 
 def _spawn(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -27,13 +21,6 @@ def _spawn(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
                             stderr=subprocess.STDOUT)
 
 
-def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _trainer_env(tmp: Path, rank: int, world: int, master_port: int, grpc_port: int) -> dict[str, str]:
@@ -48,12 +35,12 @@ def _trainer_env(tmp: Path, rank: int, world: int, master_port: int, grpc_port: 
 @pytest.mark.slow
 def test_sigterm_writes_a_final_checkpoint_and_exits_zero(tmp_path: Path) -> None:
     """What Kubernetes does on pod deletion: SIGTERM, then SIGKILL after the grace period."""
-    grpc_port = _free_port()
-    trainer = _spawn("trainer", _trainer_env(tmp_path, 0, 1, _free_port(), grpc_port), tmp_path / "trainer.log")
+    grpc_port = free_port()
+    trainer = _spawn("trainer", _trainer_env(tmp_path, 0, 1, free_port(), grpc_port), tmp_path / "trainer.log")
     player = _spawn("player", {"A2C_PLAYER_INDEX": "0", "A2C_NUM_TRAINERS": "1", "A2C_METRICS_PORT": "0",
                                "A2C_TRAINER_ADDRESS": f"127.0.0.1:{grpc_port}"}, tmp_path / "player.log")
     try:
-        _wait(lambda: len(curve.read_journal(tmp_path / "metrics.jsonl")) >= 20, 120, "training to start")
+        wait_for(lambda: len(curve.read_journal(tmp_path / "metrics.jsonl")) >= 20, 120, "training to start")
         trainer.send_signal(signal.SIGTERM)
         player.send_signal(signal.SIGTERM)
         assert trainer.wait(20) == 0, (tmp_path / "trainer.log").read_text()
@@ -70,13 +57,13 @@ def test_sigterm_writes_a_final_checkpoint_and_exits_zero(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_a_lost_peer_ends_the_other_trainer_with_an_error_not_a_hang(tmp_path: Path) -> None:
-    master = _free_port()
-    envs = [_trainer_env(tmp_path / f"r{r}", r, 2, master, _free_port()) for r in range(2)]
+    master = free_port()
+    envs = [_trainer_env(tmp_path / f"r{r}", r, 2, master, free_port()) for r in range(2)]
     for e in envs:  # no players: zero-sample rounds, collectives every round
         e.update(A2C_START_TIMEOUT_S="1", A2C_ROUND_TIMEOUT_S="0.2", A2C_DIST_TIMEOUT_S="30")
     procs = [_spawn("trainer", e, tmp_path / f"trainer-{r}.log") for r, e in enumerate(envs)]
     try:
-        _wait(lambda: "ready" in (tmp_path / "trainer-0.log").read_text(), 60, "trainer 0 to be ready")
+        wait_for(lambda: "ready" in (tmp_path / "trainer-0.log").read_text(), 60, "trainer 0 to be ready")
         time.sleep(2)  # a few empty rounds
         procs[1].kill()
         start = time.monotonic()
