@@ -37,6 +37,9 @@ class EnvConfig:
     env_kwargs: str = opt("{}", "JSON object of keyword arguments for gymnasium.make")
     num_envs: int = opt(8, "environment copies per player (one vectorized environment)")
     seed: int = opt(0, "base random seed; player j uses seed + 1000 * j")
+    vectorization: str = opt("auto", "how E copies are stepped: the environment's own vector_entry_point "
+                             "where it has one (auto), else one process (sync) or one subprocess each (async)",
+                             choices=("auto", "sync", "async"))
 
     def kwargs(self) -> dict[str, Any]:
         value = json.loads(self.env_kwargs)

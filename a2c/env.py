@@ -35,10 +35,12 @@ class Env:
         kwargs = cfg.kwargs()
         n = num_envs or cfg.num_envs
         spec = gym.spec(cfg.env_id)
-        if spec.vector_entry_point is not None and not kwargs:
+        if cfg.vectorization == "auto" and spec.vector_entry_point is not None and not kwargs:
             self.vec = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode="vector_entry_point")
         else:
-            self.vec = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode="sync",
+            # async: one subprocess per copy, for environments whose step is expensive (physics, emulators)
+            mode = "async" if cfg.vectorization == "async" else "sync"
+            self.vec = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode=mode,
                                     vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
         self.mode = self.vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.num_envs = n

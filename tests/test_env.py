@@ -136,3 +136,21 @@ def test_spaces_and_describe() -> None:
 def test_env_kwargs_must_be_a_json_object() -> None:
     with pytest.raises(ValueError, match="--env-kwargs must be a JSON object"):
         env.Env(config.EnvConfig(env_kwargs="[1, 2]"))
+
+
+def test_async_vectorization_steps_in_subprocesses_with_same_step_reset() -> None:
+    e = env.Env(config.EnvConfig(env_id="CartPole-v1", num_envs=2, vectorization="async"))
+    try:
+        assert type(e.vec).__name__ == "AsyncVectorEnv"
+        e.reset(seed=0)
+        ended = False
+        for _ in range(200):
+            out = e.step(np.zeros(2, dtype=np.int64))
+            assert out.valid.all()
+            if (out.terminated | out.truncated).any():
+                ended = True
+                assert set(out.final_obs) == set(np.flatnonzero(out.terminated | out.truncated))
+                break
+        assert ended
+    finally:
+        e.close()
