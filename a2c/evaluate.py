@@ -11,9 +11,10 @@ so a fixed seed gives identical episodes, and `record_video(seed=s)` films exact
 keyword arguments the players vectorise), with the registered time limit unless `max_episode_steps`.
 
 Video: GIF through Pillow (already installed with matplotlib): one frame after reset and one after
-every step, so an episode of L steps renders L + 1 frames. GIF cannot hold two identical frames in a
-row, so those are written once with their durations added (the clip's length in time is unchanged);
-`record_video` returns the frames actually in the file. Rendering classic-control environments with
+every step, so an episode of L steps renders L + 1 frames and the clip lasts (L + 1) frame durations.
+GIF cannot hold two identical frames in a row (Pillow merges them), and a slow CartPole cart moves
+less than a pixel per step, so a repeated picture is written once, shown for the sum of its durations;
+`record_video` returns the frames actually in the file (at most L + 1). Rendering classic-control environments with
 `render_mode="rgb_array"` needs pygame (`pip install "gymnasium[classic-control]"`), but no display.
 MP4 is not offered: it needs an encoder binary (ffmpeg, or PyAV / OpenCV wheels) that is not a
 dependency.
@@ -206,12 +207,13 @@ def load(path: Path) -> Loaded:
             state = checkpoint.load(source)
             break
         except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a torn or foreign file
-            errors.append(f"{source} is not a readable a2c checkpoint: {exc}")
+            # checkpoint.load's own "is not an a2c checkpoint" names the file already
+            errors.append(str(exc) if str(source) in str(exc) else f"{source} is not a readable a2c checkpoint: {exc}")
             if len(candidates) > 1:
                 log.warning("%s; trying the previous one", errors[-1])
     else:
         raise EvalError(errors[0] if len(errors) == 1 else f"no readable checkpoint in {path}: " + "; ".join(errors))
-    if "config" not in state:
+    if not isinstance(state.get("config"), dict):
         raise EvalError(f"{source} has no 'config' (written before checkpoints carried it); cannot rebuild the agent")
     env_cfg = _known(config.EnvConfig, state["config"].get("env", {}), f"{source} config.env")
     algo = _known(config.AlgoConfig, state["config"].get("algo", {}), f"{source} config.algo")
@@ -219,8 +221,6 @@ def load(path: Path) -> Loaded:
         obs_space, action_space = env.spaces(env_cfg)
         model = agent.Agent(obs_space, action_space, algo)
         model.load_state_dict(state["model"])
-    except EvalError:
-        raise
     except Exception as exc:  # noqa: BLE001 - unknown env id, bad kwargs, weights of another shape
         raise EvalError(f"{source}: cannot rebuild the agent for {env_cfg.env_id}: {exc}") from exc
     model.eval()
