@@ -30,12 +30,15 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-from a2c import agent, checkpoint, config, env
+from a2c import config, env
+
+if TYPE_CHECKING:
+    from a2c import agent
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,10 @@ def _known(cls: type, values: Any, where: str) -> Any:
 
 def load(path: Path) -> Loaded:
     """A checkpoint file, or a run directory (its newest loadable checkpoint), rebuilt into an Agent."""
+    # torch only once a checkpoint is read: `a2c.cli` imports this module for every command (the
+    # controller's included, which must never import torch)
+    from a2c import agent, checkpoint
+
     path = Path(path)
     if path.is_dir():
         # checkpoint.load_latest's fallback, with messages that say "evaluating" rather than "resuming"
