@@ -7,9 +7,10 @@ truncated episode) is exercised end to end, which CartPole's next-step vector en
 
 Tuned on a 2-core machine shared with other jobs. A uniformly random policy scores about -500 (the
 time limit). With these flags the mean return of the last 100 episodes reached -100 (and the run
-stopped) after 68k, 71k, 29k, 77k env steps for seeds 1, 4, 5, 6 (12-33 s of training); without the
-entropy bonus, seeds 0-5 took 21k-129k steps, the slow ones sitting at -500 for 60k steps first.
-The step budget is about three times the slowest of those runs.
+stopped) after 15k, 68k, 71k, 29k, 77k, 140k, 65k, 40k env steps for seeds 0, 1, 4-9 (6-44 s of
+training). The slow runs first collapse to a policy that never swings up (-500 for 30-60k steps) and
+then recover; without the entropy bonus such plateaus were longer (seeds 0-5: 21k-129k steps). The
+budget is twice the slowest run seen, and the assertion asks for -150, not the -100 that stops the run.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from a2c import checkpoint, curve
 
-BUDGET = 250_000
+BUDGET = 300_000
 
 
 @pytest.mark.slow
