@@ -1,9 +1,10 @@
 """Learning test on Acrobot-v1 through the real `a2c local`: 2 trainer and 2 player processes, gRPC, DDP.
 
 Acrobot has no native vector environment, so players run gymnasium's SyncVectorEnv with same-step
-autoreset: every episode that ends does so inside a step, and an untrained policy's episodes end by
-truncation at 500 steps, so the final_obs path (bootstrapping from the true last observation of a
-truncated episode) is exercised end to end, which CartPole's next-step vector environment does not do.
+autoreset: an episode's last observation arrives in info["final_obs"] of the step that ends it, and
+most of an untrained policy's episodes end by truncation at 500 steps, so the final_obs path
+(bootstrapping from the true last observation of a truncated episode) is exercised end to end, which
+CartPole's next-step vector environment does not do.
 
 Tuned on a 2-core machine shared with other jobs. A uniformly random policy scores about -500 (the
 time limit). With these flags the mean return of the last 100 episodes reached -100 (and the run
