@@ -163,12 +163,14 @@ def record_video(model: agent.Agent, env_cfg: config.EnvConfig, path: Path, seed
     def on_frame(frame: np.ndarray | None) -> None:
         if frame is None:
             raise EvalError(f"{env_cfg.env_id} returned no rgb_array frame")
-        if previous and np.array_equal(previous[0], frame):
-            durations[-1] += ms  # GIF would merge it anyway; merging here keeps the count we return exact
-            return
-        previous[:] = [frame]
         # palette images at once: a 500-step episode of RGB frames would hold hundreds of MB
-        images.append(Image.fromarray(np.ascontiguousarray(frame)).convert("P", palette=Image.Palette.ADAPTIVE))
+        image = Image.fromarray(np.ascontiguousarray(frame)).convert("P", palette=Image.Palette.ADAPTIVE)
+        pixels = np.asarray(image.convert("RGB"))  # what Pillow compares: two frames can quantize alike
+        if previous and np.array_equal(previous[0], pixels):
+            durations[-1] += ms  # Pillow would merge it anyway; merging here keeps the count we return exact
+            return
+        previous[:] = [pixels]
+        images.append(image)
         durations.append(ms)
 
     try:
