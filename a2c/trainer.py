@@ -109,7 +109,8 @@ class Trainer:
             servicers.TrainerServicer(self.status), cfg.host, cfg.port, max_bytes,
             workers=16 + 4 * cfg.players_per_trainer, tls=credentials,
         )
-        log.info("trainer %d: gRPC on port %d", self.rank, running.port)
+        mode = "plaintext" if credentials is None else "mutual TLS" if cfg.tls_ca else "TLS"
+        log.info("trainer %d: gRPC on port %d (%s)", self.rank, running.port, mode)
         group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
                                   cfg.device, cfg.dist_timeout_s)
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from a2c import cli, config, inbox, weights
 from a2c.service import client, server, servicers, tls
@@ -191,6 +192,21 @@ def test_missing_unreadable_and_non_pem_files_name_the_flag_and_path(pki: PKI, t
             tls.server_credentials(str(pki.server.cert), str(locked))
 
 
+def test_mismatched_encrypted_and_non_certificate_files_are_refused_at_start(pki: PKI, tmp_path: Path) -> None:
+    with pytest.raises(tls.TLSError, match="the key is not the certificate's"):
+        tls.server_credentials(str(pki.server.cert), str(pki.player.key))
+    with pytest.raises(tls.TLSError, match="the key is not the certificate's"):
+        tls.channel_credentials(str(pki.ca.path), str(pki.player.cert), str(pki.server.key))
+    encrypted = tmp_path / "encrypted.key"
+    key = serialization.load_pem_private_key(pki.server.key.read_bytes(), password=None)
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"secret")))
+    with pytest.raises(tls.TLSError, match="not a certificate and an unencrypted private key"):
+        tls.server_credentials(str(pki.server.cert), str(encrypted))
+    with pytest.raises(tls.TLSError, match=r"--tls-ca '.*\.key': no CA certificate in it"):
+        tls.channel_credentials(str(pki.server.key))  # a key where the CA should be
+
+
 def test_half_pairs_are_refused(pki: PKI) -> None:
     with pytest.raises(tls.TLSError, match="--tls-cert and --tls-key go together"):
         tls.server_credentials(str(pki.server.cert), "")
@@ -259,5 +275,6 @@ def _read_port(proc: subprocess.Popen[str]) -> int:
     for line in proc.stdout:
         seen.append(line)
         if "gRPC on port" in line:
+            assert line.rstrip().endswith("(mutual TLS)"), line
             return int(line.rsplit("port", 1)[1].split()[0])
     raise AssertionError("the trainer ended before serving:\n" + "".join(seen))

@@ -9,6 +9,8 @@ trainer's certificate, and `--tls-cert/--tls-key` are the player's own identity 
 
 from __future__ import annotations
 
+import ssl
+
 import grpc
 
 PEM_MARK = b"-----BEGIN "
@@ -35,7 +37,24 @@ def _pair(cert: str, key: str) -> tuple[bytes, bytes] | None:
         raise TLSError("--tls-cert and --tls-key go together: give both or neither")
     if not cert:
         return None
-    return read_pem(key, "--tls-key"), read_pem(cert, "--tls-cert")
+    pair = read_pem(key, "--tls-key"), read_pem(cert, "--tls-cert")
+    # gRPC would only fail at the first handshake, and vaguely: check the pair with Python's own TLS now.
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        why = "the key is not the certificate's" if exc.reason == "KEY_VALUES_MISMATCH" else (
+            f"not a certificate and an unencrypted private key ({exc.reason or exc})")
+        raise TLSError(f"--tls-cert {cert!r} / --tls-key {key!r}: {why}") from exc
+    return pair
+
+
+def _ca(path: str) -> bytes:
+    data = read_pem(path, "--tls-ca")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data.decode("ascii", "replace"))
+    except ssl.SSLError as exc:
+        raise TLSError(f"--tls-ca {path!r}: no CA certificate in it ({exc.reason or exc})") from exc
+    return data
 
 
 def server_credentials(cert: str = "", key: str = "", client_ca: str = "") -> grpc.ServerCredentials | None:
@@ -48,7 +67,7 @@ def server_credentials(cert: str = "", key: str = "", client_ca: str = "") -> gr
         if client_ca:
             raise TLSError("--tls-ca on the trainer (mutual TLS) needs its own --tls-cert and --tls-key")
         return None
-    root = read_pem(client_ca, "--tls-ca") if client_ca else None
+    root = _ca(client_ca) if client_ca else None
     return grpc.ssl_server_credentials([pair], root_certificates=root, require_client_auth=root is not None)
 
 
@@ -61,7 +80,7 @@ def channel_credentials(ca: str = "", cert: str = "", key: str = "") -> grpc.Cha
     pair = _pair(cert, key)
     if pair is None and not ca:
         return None
-    root = read_pem(ca, "--tls-ca") if ca else None
+    root = _ca(ca) if ca else None
     private_key, chain = pair if pair is not None else (None, None)
     return grpc.ssl_channel_credentials(root_certificates=root, private_key=private_key, certificate_chain=chain)
 
