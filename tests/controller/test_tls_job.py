@@ -20,7 +20,7 @@ from a2c.v1 import trainer_pb2, trainer_pb2_grpc
 from tests.certs import PKI
 
 TLS_DIR = "/etc/a2c/tls"
-CASES = {"tls": {"secretName": "cp-tls"}, "mutual": {"secretName": "cp-tls", "mutual": True}}
+CASES: dict[str, dict[str, Any]] = {"tls": {"secretName": "cp-tls"}, "mutual": {"secretName": "cp-tls", "mutual": True}}
 
 
 def job(tls_spec: dict[str, Any] | None, replicas: int = 2) -> dict[str, Any]:
