@@ -22,6 +22,7 @@ import torch
 from a2c import agent as agent_mod
 from a2c import config, env, metrics, rollout
 from a2c.service import client as client_mod
+from a2c.service import tls
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Collector:
 
 def run(cfg: config.PlayerConfig) -> int:
     index = cfg.resolved_index()
+    credentials = tls.channel_credentials(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)  # None: plaintext
     address = cfg.resolved_trainer_address()
     metrics.bind(metrics_job(), "player", index)
     port = metrics.serve(cfg.metrics_port)
@@ -95,7 +97,7 @@ def run(cfg: config.PlayerConfig) -> int:
     environment = env.Env(cfg.env)
     model = agent_mod.Agent(environment.observation_space, environment.action_space, cfg.algo)
     model.eval()
-    client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s)
+    client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials)
     log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,
              address, port)
     try:

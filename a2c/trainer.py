@@ -25,7 +25,7 @@ import torch
 
 from a2c import agent as agent_mod
 from a2c import checkpoint, config, distributed, env, inbox, learner, metrics, rollout, weights
-from a2c.service import server, servicers
+from a2c.service import server, servicers, tls
 from a2c.v1 import trainer_pb2
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,14 @@ class Trainer:
     def run(self) -> int:
         cfg = self.cfg
         max_bytes = cfg.max_message_mb << 20
+        credentials = tls.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)  # None: plaintext
         running = server.start(
             servicers.RolloutServicer(self.inbox, self.board, max_bytes * 64), servicers.WeightServicer(self.board),
             servicers.TrainerServicer(self.status), cfg.host, cfg.port, max_bytes,
-            workers=16 + 4 * cfg.players_per_trainer,
+            workers=16 + 4 * cfg.players_per_trainer, tls=credentials,
         )
-        log.info("trainer %d: gRPC on port %d", self.rank, running.port)
+        mode = "plaintext" if credentials is None else "mutual TLS" if cfg.tls_ca else "TLS"
+        log.info("trainer %d: gRPC on port %d (%s)", self.rank, running.port, mode)
         group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
                                   cfg.device, cfg.dist_timeout_s)
         try:

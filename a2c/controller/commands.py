@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resync-s", type=float, default=10.0, help="seconds between full resyncs and status polls")
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (-1 disables)")
     p.add_argument("--kubeconfig", default="", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    p.add_argument("--tls-ca", default="", help="PEM CA bundle that verifies trainers of jobs with spec.tls")
+    p.add_argument("--tls-cert", default="", help="PEM client certificate for trainers that require mutual TLS")
+    p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
     p.set_defaults(func=run_controller)
     r = sub.add_parser("render", help="print the Kubernetes objects an A2CJob would get",
                        description="Print, as a YAML stream, the children of every A2CJob in the file.")
@@ -69,7 +72,13 @@ def run_controller(args: argparse.Namespace) -> int:
     from kubernetes import config as kubeconfig
 
     from a2c.controller import handlers, kube, loop
+    from a2c.service import tls
 
+    try:
+        credentials = tls.channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    except tls.TLSError as exc:
+        print(f"a2c controller: {exc}", file=sys.stderr)
+        return 2
     if args.kubeconfig:
         kubeconfig.load_kube_config(args.kubeconfig)
     else:
@@ -79,7 +88,7 @@ def run_controller(args: argparse.Namespace) -> int:
             kubeconfig.load_kube_config()
     metrics.bind("all", "controller", 0)
     metrics.serve(args.metrics_port)
-    runner = loop.Loop(handlers.Reconciler(kube.Kube()), args.namespace or None, args.resync_s)
+    runner = loop.Loop(handlers.Reconciler(kube.Kube(), tls=credentials), args.namespace or None, args.resync_s)
     signal.signal(signal.SIGTERM, lambda *_: runner.shutdown())
     log.info("a2c controller: watching %s", args.namespace or "all namespaces")
     try:

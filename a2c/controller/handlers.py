@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from a2c import metrics
 from a2c.controller import kube, probe, resources, status
 from a2c.controller import spec as jobspec
@@ -43,8 +45,10 @@ class Reconciler:
     """Everything one reconcile needs; `address` picks the trainer 0 to poll (injectable for tests)."""
 
     def __init__(self, api: kube.Kube, address: Callable[[dict[str, Any]], str] | None = None,
-                 probe_timeout_s: float = 2.0, clock: Callable[[], str] = now_iso) -> None:
+                 probe_timeout_s: float = 2.0, clock: Callable[[], str] = now_iso,
+                 tls: grpc.ChannelCredentials | None = None) -> None:
         self.kube = api
+        self.tls = tls  # for jobs with spec.tls (the controller reads no Secrets: it is given its own files)
         self.address = address or (lambda job: probe.address(job["metadata"]["name"], job["metadata"]["namespace"],
                                                              jobspec.GRPC_PORT))
         self.probe_timeout_s = probe_timeout_s
@@ -77,7 +81,7 @@ class Reconciler:
         selector = resources.selector(meta["name"], "trainer")
         pods = trainer_pods(self.kube.list("v1", "Pod", meta["namespace"], selector))
         terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
-        report = None if terminal else probe.trainer_status(self.address(job), self.probe_timeout_s)
+        report = None if terminal else self._probe(job)
         decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job))
 
         changed = [self.kube.apply(obj) for obj in resources.render(job, decision.stopped, decision.trainers)]
@@ -95,6 +99,16 @@ class Reconciler:
         if decision.restart_gang:
             return "restarted"
         return "changed" if status_changed or any(c != "unchanged" for c in changed) else "unchanged"
+
+    def _probe(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """Trainer 0's report; a job with spec.tls is asked over TLS, or not at all without credentials."""
+        if not jobspec.with_defaults(job.get("spec"))["tls"]["secretName"]:
+            return probe.trainer_status(self.address(job), self.probe_timeout_s)
+        if self.tls is None:
+            log.warning("job %s: its trainers speak TLS, but the controller has no --tls-ca: no progress is read",
+                        job["metadata"]["name"])
+            return None
+        return probe.trainer_status(self.address(job), self.probe_timeout_s, self.tls)
 
     def _invalid(self, job: dict[str, Any], why: str, now: str) -> str:
         old = job.get("status") or {}

@@ -19,10 +19,14 @@ def address(name: str, namespace: str, port: int) -> str:
     return f"{name}-trainer-0.{name}-trainer.{namespace}.svc:{port}"
 
 
-def trainer_status(target: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
-    """Trainer 0's TrainerService.Status as a dict (phase as its enum name), or None if unreachable."""
+def trainer_status(target: str, timeout_s: float = 2.0,
+                   tls: grpc.ChannelCredentials | None = None) -> dict[str, Any] | None:
+    """Trainer 0's TrainerService.Status as a dict (phase as its enum name), or None if unreachable.
+
+    `tls`: the controller's own credentials (`a2c controller --tls-ca ...`) for a job with spec.tls.
+    """
     try:
-        with grpc.insecure_channel(target) as channel:
+        with grpc.insecure_channel(target) if tls is None else grpc.secure_channel(target, tls) as channel:
             reply = trainer_pb2_grpc.TrainerServiceStub(channel).Status(trainer_pb2.StatusRequest(), timeout=timeout_s)
     except grpc.RpcError:
         return None

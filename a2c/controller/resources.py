@@ -26,8 +26,11 @@ from a2c import config
 from a2c.controller import spec as jobspec
 
 POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
-# Set on the pod, not in the ConfigMap: they identify the pod's place in the group.
+# Set on the pod, not in the ConfigMap: they identify the pod's place in the group, or (TLS, as flags) mean
+# different files for a trainer (its server pair, + CA for mutual TLS) and a player (the CA, + its client pair).
 POD_ENV = {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "A2C_PLAYER_INDEX"}
+TLS_ENV = {"A2C_TLS_CERT", "A2C_TLS_KEY", "A2C_TLS_CA"}
+POD_ENV |= TLS_ENV
 # Players can be rescaled without touching the trainers: this one change must not roll the trainer pods.
 TRAINER_HASH_EXCLUDES = {"A2C_PLAYERS_PER_TRAINER"}
 
@@ -175,11 +178,13 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
             {"name": "HOME", "value": "/tmp"},
         ],
         "envFrom": [{"configMapRef": {"name": f"{name}-config"}}],
-        "readinessProbe": {"grpc": {"port": cfg.port}, "periodSeconds": 5, "failureThreshold": 3},
+        # Kubernetes' grpc probe speaks plaintext only: with TLS it can only see that the port accepts connections.
+        "readinessProbe": {**({"tcpSocket": {"port": "grpc"}} if cfg.tls_cert else {"grpc": {"port": cfg.port}}),
+                           "periodSeconds": 5, "failureThreshold": 3},
         "resources": resources,
         "securityContext": container_sec,
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"},
-                         {"name": "checkpoints", "mountPath": cfg.run_dir}],
+                         {"name": "checkpoints", "mountPath": cfg.run_dir}, *_tls_mounts(spec)],
     }
     checkpoints: dict[str, Any] = (
         {"persistentVolumeClaim": {"claimName": f"{name}-checkpoints"}} if spec["checkpoint"]["persistent"]
@@ -188,7 +193,7 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
     pod: dict[str, Any] = {
         "securityContext": pod_sec, "containers": [container], "terminationGracePeriodSeconds": 30,
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "tmp", "emptyDir": {}},
-                    {"name": "checkpoints", **checkpoints}],
+                    {"name": "checkpoints", **checkpoints}, *_tls_volumes(spec)],
         **_placement(trainers),
     }
     if gpus > 0 and not trainers.get("tolerations"):
@@ -212,11 +217,11 @@ def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int)
         "envFrom": [{"configMapRef": {"name": f"{name}-config"}}],
         "resources": copy.deepcopy(spec["players"].get("resources") or {}),
         "securityContext": container_sec,
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *_tls_mounts(spec)],
     }
     pod: dict[str, Any] = {
         "securityContext": pod_sec, "containers": [container], "terminationGracePeriodSeconds": 10,
-        "volumes": [{"name": "tmp", "emptyDir": {}}], **_placement(spec["players"]),
+        "volumes": [{"name": "tmp", "emptyDir": {}}, *_tls_volumes(spec)], **_placement(spec["players"]),
     }
     return _statefulset(job, "player", replicas, pod, _digest(env_vars(cfg)), "RollingUpdate")
 
@@ -228,13 +233,30 @@ def trainer_template_hash(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _tls_volumes(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    secret = (spec.get("tls") or {}).get("secretName")
+    # 0440 with the pod's fsGroup: readable by the a2c user's group only.
+    return [{"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}}] if secret else []
+
+
+def _tls_mounts(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    secret = (spec.get("tls") or {}).get("secretName")
+    return [{"name": "tls", "mountPath": jobspec.TLS_DIR, "readOnly": True}] if secret else []
+
+
+def _tls_args(cfg: config.TrainerConfig | config.PlayerConfig) -> list[str]:
+    return [flag for name in ("tls_cert", "tls_key", "tls_ca") if getattr(cfg, name)
+            for flag in ("--" + name.replace("_", "-"), getattr(cfg, name))]
+
+
 def trainer_args(cfg: config.TrainerConfig) -> list[str]:
-    """The flags that tie the container to its pod spec (ports, mount); the rest comes from the ConfigMap."""
-    return ["trainer", "--port", str(cfg.port), "--metrics-port", str(cfg.metrics_port), "--run-dir", cfg.run_dir]
+    """The flags that tie the container to its pod spec (ports, mounts); the rest comes from the ConfigMap."""
+    return ["trainer", "--port", str(cfg.port), "--metrics-port", str(cfg.metrics_port), "--run-dir", cfg.run_dir,
+            *_tls_args(cfg)]
 
 
 def player_args(cfg: config.PlayerConfig) -> list[str]:
-    return ["player", "--metrics-port", str(cfg.metrics_port)]
+    return ["player", "--metrics-port", str(cfg.metrics_port), *_tls_args(cfg)]
 
 
 def render(job: dict[str, Any], stopped: bool = False, trainers: int | None = None) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ GRPC_PORT = 50051
 METRICS_PORT = 9090
 DDP_PORT = 29500
 RUN_DIR = "/checkpoints"
+TLS_DIR = "/etc/a2c/tls"  # spec.tls.secretName is mounted here: tls.crt, tls.key, ca.crt (cert-manager's names)
 LINGER_S = 30.0  # trainers keep serving this long after the end, so the controller's poll sees it
 MAX_NAME = 40  # <job>-trainer-<revision hash> must stay within 63 characters
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -74,6 +75,7 @@ def defaults() -> dict[str, Any]:
             "interval": _default(config.TrainerConfig, "checkpoint_interval"),
             "keep": _default(config.TrainerConfig, "keep_checkpoints"),
         },
+        "tls": {"secretName": "", "mutual": False},
     }
 
 
@@ -121,15 +123,32 @@ def _algo_config(spec: dict[str, Any]) -> config.AlgoConfig:
     return config.AlgoConfig(**values)
 
 
+def tls_files(spec: dict[str, Any], role: str) -> tuple[str, str, str]:
+    """(tls_cert, tls_key, tls_ca) of `role`'s config ("" = unset): a trainer gets the server pair (+ the CA
+    that signs client certificates, for mutual TLS), a player the CA that verifies the trainer (+ the pair)."""
+    tls = spec.get("tls") or {}
+    secret, mutual = str(tls.get("secretName") or ""), bool(tls.get("mutual"))
+    if not secret:
+        if mutual:
+            raise ValueError("spec.tls.mutual needs spec.tls.secretName (a Secret with tls.crt, tls.key, ca.crt)")
+        return "", "", ""
+    cert, key, ca = f"{TLS_DIR}/tls.crt", f"{TLS_DIR}/tls.key", f"{TLS_DIR}/ca.crt"
+    if role == "trainer":
+        return cert, key, ca if mutual else ""
+    return (cert, key, ca) if mutual else ("", "", ca)
+
+
 def trainer_config(name: str, namespace: str, spec: dict[str, Any]) -> config.TrainerConfig:
     """What every trainer of this job runs with (rank is left to the pod: RANK from its ordinal)."""
     trainers, stop, ckpt = spec["trainers"], spec["stop"], spec["checkpoint"]
+    cert, key, ca = tls_files(spec, "trainer")
     return config.TrainerConfig(
         world_size=int(trainers["replicas"]), master_addr=master_addr(name, namespace), master_port=DDP_PORT,
         port=GRPC_PORT, metrics_port=METRICS_PORT, players_per_trainer=int(spec["players"]["replicasPerTrainer"]),
         run_dir=RUN_DIR, checkpoint_interval=int(ckpt["interval"]), keep_checkpoints=int(ckpt["keep"]),
         round_timeout_s=float(trainers["roundTimeoutSeconds"]), dist_timeout_s=float(trainers["distTimeoutSeconds"]),
         backend=trainers["backend"], device="cuda" if int(trainers["gpus"]) > 0 else "cpu", linger_s=LINGER_S,
+        tls_cert=cert, tls_key=key, tls_ca=ca,
         env=_env_config(spec), algo=_algo_config(spec),
         stop=config.StopConfig(
             target_return=float(stop["targetReturn"]), return_window=int(stop["returnWindow"]),
@@ -140,7 +159,9 @@ def trainer_config(name: str, namespace: str, spec: dict[str, Any]) -> config.Tr
 
 def player_config(name: str, namespace: str, spec: dict[str, Any]) -> config.PlayerConfig:
     """What every player runs with (its index comes from its ordinal: A2C_PLAYER_INDEX)."""
+    cert, key, ca = tls_files(spec, "player")
     return config.PlayerConfig(
         num_trainers=int(spec["trainers"]["replicas"]), trainer_address=trainer_address(name, namespace),
-        metrics_port=METRICS_PORT, env=_env_config(spec), algo=_algo_config(spec),
+        metrics_port=METRICS_PORT, tls_cert=cert, tls_key=key, tls_ca=ca, env=_env_config(spec),
+        algo=_algo_config(spec),
     )

@@ -15,6 +15,7 @@ import grpc
 
 from a2c import rollout, weights
 from a2c.service import codec, server
+from a2c.service import tls as tls_mod
 from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,16 @@ class Refused(Exception):
 
 
 class TrainerClient:
-    def __init__(self, address: str, max_message_bytes: int = 64 << 20, retry_for_s: float = 300.0) -> None:
+    def __init__(self, address: str, max_message_bytes: int = 64 << 20, retry_for_s: float = 300.0,
+                 tls: grpc.ChannelCredentials | None = None, server_name: str = "") -> None:
+        """`tls` (see `tls.channel_credentials`) makes the channel TLS; `server_name` overrides the name
+        the trainer's certificate is checked against (default: the host of `address`)."""
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=server.channel_options(max_message_bytes))
+        options = server.channel_options(max_message_bytes)
+        if tls is None:
+            self.channel = grpc.insecure_channel(address, options=options)
+        else:
+            self.channel = grpc.secure_channel(address, tls, options=[*options, *tls_mod.name_override(server_name)])
         self.rollouts = rollout_pb2_grpc.RolloutServiceStub(self.channel)
         self.weights = weights_pb2_grpc.WeightServiceStub(self.channel)
         self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channel)

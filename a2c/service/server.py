@@ -1,6 +1,7 @@
 """The trainer's gRPC server: the one place for message limits, keepalive, health and graceful stop.
 
-Data flow: trainer -> `start` with the servicers -> players and the launcher/controller connect.
+Data flow: trainer -> `start` with the servicers (and, optionally, TLS credentials from `tls`) -> players
+and the launcher/controller connect.
 The standard grpc.health.v1 service says NOT_SERVING until the trainer has joined its group and
 published its first weights (`set_serving`), which is what Kubernetes' grpc readinessProbe asks.
 """
@@ -53,7 +54,8 @@ class Running:
 
 def start(rollouts: servicers.RolloutServicer, weights: servicers.WeightServicer,
           trainer: servicers.TrainerServicer, host: str, port: int, max_message_bytes: int,
-          workers: int) -> Running:
+          workers: int, tls: grpc.ServerCredentials | None = None) -> Running:
+    """Serve on host:port (0 picks a free port); with `tls` (see `tls.server_credentials`) only over TLS."""
     # No SO_REUSEPORT: a second trainer on a port in use must fail, not share its connections.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                          options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)])
@@ -64,7 +66,7 @@ def start(rollouts: servicers.RolloutServicer, weights: servicers.WeightServicer
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = server.add_insecure_port(address) if tls is None else server.add_secure_port(address, tls)
     except RuntimeError as exc:
         bound = 0
         cause: Exception | None = exc
