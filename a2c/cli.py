@@ -5,6 +5,7 @@
     a2c player      one player (a pod of the player StatefulSet)
     a2c controller  the operator that turns A2CJobs into pods
     a2c render      print the Kubernetes objects an A2CJob would get
+    a2c eval        play a checkpoint greedily; --video films one episode
 
 Role modules are imported only when their command runs, so `a2c controller` never imports torch.
 """

@@ -80,7 +80,9 @@ def test_a2c_controller_runs_against_an_api_server_and_stops_on_sigterm(kmock_se
             "apiVersion": "a2c.dev/v1alpha1", "kind": "A2CJob", "spec": {},
             "metadata": {"name": "cp", "namespace": "ml", "uid": "u-1", "generation": 1}})
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(api.list("apps/v1", "StatefulSet", "ml", {})) < 2:
+        # the controller creates the children first and writes the status after: wait for both
+        while time.monotonic() < deadline and (len(api.list("apps/v1", "StatefulSet", "ml", {})) < 2 or
+                                               "status" not in api.get("a2c.dev/v1alpha1", "A2CJob", "ml", "cp")):
             time.sleep(0.2)
         assert sorted(o["metadata"]["name"] for o in api.list("apps/v1", "StatefulSet", "ml", {})) == [
             "cp-player", "cp-trainer"]
