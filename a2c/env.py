@@ -6,10 +6,15 @@ gymnasium has two autoreset modes. Same-step (SyncVectorEnv/AsyncVectorEnv here)
 ends in step t is reset in that step; its final observation comes in `info["final_obs"]`. Next-step
 (the default of native vector environments such as CartPole's `vector_entry_point`): the step after the
 end resets it, ignoring the action; that reset step is no real transition, so it is marked invalid.
+
+Atari ids (`atari.is_atari`) are built by `atari.make` and always stepped same-step. Their training
+episodes end at every lost life with clipped rewards, so the return players report comes from the game's
+own unclipped score (`info["game_score"]` at game over), not from the rewards in the rollout.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -17,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from a2c import config
+from a2c import atari, config
 
 
 @dataclass
@@ -28,14 +33,21 @@ class Step:
     truncated: np.ndarray     # bool [E]
     valid: np.ndarray         # bool [E]: False where this step only reset the environment
     final_obs: dict[int, np.ndarray]  # env index -> final observation (same-step mode only)
+    episodes: dict[int, tuple[float, int]]  # env index -> (return, length) of an episode ended here: what to report
 
 
 class Env:
     def __init__(self, cfg: config.EnvConfig, num_envs: int | None = None) -> None:
         kwargs = cfg.kwargs()
         n = num_envs or cfg.num_envs
-        spec = gym.spec(cfg.env_id)
-        if cfg.vectorization == "auto" and spec.vector_entry_point is not None and not kwargs:
+        self.vec: gym.vector.VectorEnv
+        if atari.is_atari(cfg.env_id):
+            # one emulator per copy, same-step autoreset; async puts each copy in its own subprocess
+            make = functools.partial(atari.make, cfg.env_id, **kwargs)
+            vec_cls = gym.vector.AsyncVectorEnv if cfg.vectorization == "async" else gym.vector.SyncVectorEnv
+            self.vec = vec_cls([make] * n, autoreset_mode=AutoresetMode.SAME_STEP)
+        elif (cfg.vectorization == "auto" and gym.spec(cfg.env_id).vector_entry_point is not None
+              and not kwargs):
             self.vec = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode="vector_entry_point")
         else:
             # async: one subprocess per copy, for environments whose step is expensive (physics, emulators)
@@ -44,13 +56,18 @@ class Env:
                                     vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
         self.mode = self.vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.num_envs = n
+        self.game_scores = atari.is_atari(cfg.env_id)  # returns come from info["game_score"]
         self.observation_space = self.vec.single_observation_space
         self.action_space = self.vec.single_action_space
         self._pending_reset = np.zeros(n, dtype=bool)
+        self._return = np.zeros(n, dtype=np.float64)  # of the running episode, for reporting
+        self._length = np.zeros(n, dtype=np.int64)
 
     def reset(self, seed: int) -> np.ndarray:
         obs, _ = self.vec.reset(seed=seed)
         self._pending_reset[:] = False
+        self._return[:] = 0.0
+        self._length[:] = 0
         return np.asarray(obs)
 
     def step(self, actions: np.ndarray) -> Step:
@@ -67,7 +84,26 @@ class Env:
             if "final_obs" in info:
                 for i in np.flatnonzero(info.get("_final_obs", term | trunc)):
                     final[int(i)] = np.asarray(info["final_obs"][i])
-        return Step(np.asarray(obs), np.asarray(rew, dtype=np.float32), term & valid, trunc & valid, valid, final)
+        term, trunc = term & valid, trunc & valid
+        rewards = np.asarray(rew, dtype=np.float32)
+        episodes = self._episodes(rewards, term | trunc, valid, info)
+        return Step(np.asarray(obs), rewards, term, trunc, valid, final, episodes)
+
+    def _episodes(self, rewards: np.ndarray, ended: np.ndarray, valid: np.ndarray,
+                  info: dict) -> dict[int, tuple[float, int]]:
+        """Episodes that ended in this step, with their return and length (in agent steps)."""
+        self._length += valid
+        if self.game_scores:  # Atari: an episode is a whole game, its return the unclipped score of all its lives
+            final_info = info.get("final_info", {})
+            ended = np.asarray(final_info.get("_game_score", np.zeros(self.num_envs, dtype=bool)), dtype=bool)
+            returns = np.asarray(final_info.get("game_score", self._return), dtype=np.float64)
+        else:
+            self._return += np.where(valid, rewards, 0.0)
+            returns = self._return
+        out = {int(i): (float(returns[i]), int(self._length[i])) for i in np.flatnonzero(ended)}
+        self._return[ended] = 0.0
+        self._length[ended] = 0
+        return out
 
     def close(self) -> None:
         self.vec.close()

@@ -28,14 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class Collector:
-    """Steps the environments and packs rollouts; keeps per-environment episode returns and lengths."""
+    """Steps the environments and packs rollouts with the returns and lengths of the episodes that ended."""
 
     def __init__(self, environment: env.Env, model: agent_mod.Agent, player_id: int, num_steps: int, seed: int) -> None:
         self.env, self.model, self.player_id, self.t = environment, model, player_id, num_steps
         self.obs = environment.reset(seed)
-        n = environment.num_envs
-        self.ep_return = np.zeros(n, dtype=np.float64)
-        self.ep_length = np.zeros(n, dtype=np.int64)
 
     def collect(self, version: int) -> rollout.Rollout:
         t, n = self.t, self.env.num_envs
@@ -62,13 +59,9 @@ class Collector:
             for i, fo in out.final_obs.items():
                 final_obs.append(fo)
                 final_index.append(step * n + i)
-            self.ep_return += np.where(out.valid, out.rewards, 0.0)
-            self.ep_length += out.valid
-            for k in np.flatnonzero(out.terminated | out.truncated):
-                returns.append(float(self.ep_return[k]))
-                lengths.append(int(self.ep_length[k]))
-                self.ep_return[k] = 0.0
-                self.ep_length[k] = 0
+            for ret, length in out.episodes.values():  # Atari: whole games, unclipped, not lives
+                returns.append(ret)
+                lengths.append(length)
             self.obs = out.obs
         obs[t] = self.obs
         shape = self.obs.shape[1:]

@@ -1,0 +1,146 @@
+"""Atari games as pixel environments: the preprocessing of the reference implementations.
+
+Data flow: `env.Env` builds one of these per copy when the id is an ALE id (`ALE/Breakout-v5`,
+`BreakoutNoFrameskip-v4`); the player steps them and uploads their uint8 [4, 84, 84] observations as
+they are (the NatureCNN in `agent.py` scales them to [0, 1] on the trainer, so floats never travel).
+
+The wrapper stack, innermost first, follows Mnih et al. 2015 as the OpenAI Baselines and
+Stable-Baselines3 `AtariWrapper` apply it for training:
+
+1. the ALE game with `frameskip=1` (the skipping is done, with max-pooling, by the next wrapper);
+2. gymnasium's `AtariPreprocessing`: up to 30 random no-ops at reset, repeat each action for 4 frames
+   and max-pool the last two, 84x84 greyscale, uint8;
+3. `GameScore`: adds up the unclipped reward of the whole game and reports it in
+   `info["game_score"]` on the step that ends the game — this is what players report as the return;
+4. `EpisodicLife` (`episodic_life`): a lost life ends the training episode (the value target does not
+   bootstrap across it), but reset only continues the game; a real reset happens at game over;
+5. `FireReset`: presses FIRE after every reset for games that wait for it (Breakout);
+6. reward clipping to its sign (`clip_rewards`), for training only;
+7. `FrameStackObservation(4)`: the last 4 frames, [4, 84, 84] uint8, channel first.
+
+Options 4 and 6 and the no-op / skip / size / stack parameters can be changed through `--env-kwargs`
+(see `OPTIONS`); every other key goes to `gymnasium.make` (e.g. `repeat_action_probability`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+
+# --env-kwargs keys consumed here rather than passed to gymnasium.make, with their defaults
+OPTIONS: dict[str, Any] = {
+    "episodic_life": True, "clip_rewards": True, "noop_max": 30, "frame_skip": 4, "screen_size": 84,
+    "frame_stack": 4,
+}
+
+
+def is_atari(env_id: str) -> bool:
+    """An Arcade Learning Environment id: `ALE/<Game>-v5` or the older `<Game>NoFrameskip-v4`."""
+    return env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")
+
+
+@functools.cache
+def register() -> None:
+    """Make the ALE ids known to gymnasium (once per process; ale-py ships the ROMs in its wheel)."""
+    try:
+        import ale_py
+    except ImportError as e:
+        raise gym.error.DependencyNotInstalled("Atari games need ale-py: pip install 'a2c[atari]'") from e
+    gym.register_envs(ale_py)
+
+
+class GameScore(gym.Wrapper):
+    """Reports the unclipped score of the whole game in `info["game_score"]` on the step that ends it.
+
+    Sits below the episodic-life and clipping wrappers, so it sees every real reward, also those of the
+    steps that those wrappers take inside `reset`, and only the real reset at game over.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.score = 0.0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self.score = 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.score += float(reward)
+        if terminated or truncated:
+            info = {**info, "game_score": self.score}
+        return obs, reward, terminated, truncated, info
+
+
+class EpisodicLife(gym.Wrapper):
+    """A lost life ends the episode; reset then continues the same game with one no-op step.
+
+    As `EpisodicLifeEnv` in OpenAI Baselines and Stable-Baselines3: the value target stops at a lost life,
+    which helps early learning, while the game (and its score) goes on until the last life.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.lives = 0
+        self.game_over = True
+
+    def _ale_lives(self) -> int:
+        return int(self.env.unwrapped.ale.lives())  # type: ignore[attr-defined]
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = bool(terminated or truncated)
+        lives = self._ale_lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:
+            obs, _, terminated, truncated, info = self.env.step(0)  # no-op: the game goes on
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.game_over = False
+        self.lives = self._ale_lives()
+        return obs, info
+
+
+class FireReset(gym.Wrapper):
+    """Presses FIRE (then action 2) after reset, for games that stand still until FIRE is pressed."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        for action in (1, 2):
+            obs, _, terminated, truncated, _ = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
+def needs_fire(env: gym.Env) -> bool:
+    meanings = env.unwrapped.get_action_meanings()  # type: ignore[attr-defined]
+    return len(meanings) >= 3 and meanings[1] == "FIRE"
+
+
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """One preprocessed copy of an Atari game: uint8 [frame_stack, screen_size, screen_size] observations."""
+    register()
+    opts = {k: kwargs.pop(k, default) for k, default in OPTIONS.items()}
+    env: gym.Env = gym.make(env_id, frameskip=1, **kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=opts["noop_max"], frame_skip=opts["frame_skip"],
+                                          screen_size=opts["screen_size"], terminal_on_life_loss=False,
+                                          grayscale_obs=True, scale_obs=False)
+    env = GameScore(env)
+    if opts["episodic_life"]:
+        env = EpisodicLife(env)
+    if needs_fire(env):
+        env = FireReset(env)
+    if opts["clip_rewards"]:
+        env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
+    return gym.wrappers.FrameStackObservation(env, opts["frame_stack"])
