@@ -128,6 +128,10 @@ def needs_fire(env: gym.Env) -> bool:
     return len(meanings) >= 3 and meanings[1] == "FIRE"
 
 
+def _sign(reward: SupportsFloat) -> float:
+    return float(np.sign(float(reward)))
+
+
 def make(env_id: str, **kwargs: Any) -> gym.Env:
     """One preprocessed copy of an Atari game: uint8 [frame_stack, screen_size, screen_size] observations."""
     register()
@@ -142,5 +146,5 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     if needs_fire(env):
         env = FireReset(env)
     if opts["clip_rewards"]:
-        env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
+        env = gym.wrappers.TransformReward(env, _sign)
     return gym.wrappers.FrameStackObservation(env, opts["frame_stack"])
