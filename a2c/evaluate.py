@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from a2c import config, env
+from a2c import atari, config, env
 
 if TYPE_CHECKING:
     from a2c import agent
@@ -98,6 +98,9 @@ def make_env(env_cfg: config.EnvConfig, render: bool = False, max_episode_steps:
         kwargs["render_mode"] = "rgb_array"
     if max_episode_steps:
         kwargs["max_episode_steps"] = max_episode_steps
+    if atari.is_atari(env_cfg.env_id):
+        # the training preprocessing, but whole games scored unclipped (what people compare)
+        return atari.make(env_cfg.env_id, **{**kwargs, "episodic_life": False, "clip_rewards": False})
     return gym.make(env_cfg.env_id, **kwargs)
 
 

@@ -123,9 +123,14 @@ class Learner:
         self.optimizer.step()
         t2 = time.perf_counter()
         allreduce = self._hook.seconds
+        # Each rank's terms are its share (sums over the job's sample count): their sum is the job's value.
+        report = torch.stack([terms.policy, terms.value, terms.entropy]).detach()
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(report)
+        policy, value, entropy = report.tolist()
         return UpdateStats(
             samples=int(batch["adv"].numel()),
-            policy_loss=terms.policy.item(), value_loss=terms.value.item(), entropy=-terms.entropy.item(),
+            policy_loss=policy, value_loss=value, entropy=-entropy,
             grad_norm=norm,
             seconds={"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce, "optimizer": t2 - t1},
         )
