@@ -56,9 +56,12 @@ def run_sb3(seed: int) -> dict:
 def run_a2c(seed: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "a2c", "local", "--run-dir", tmp, "--seed", str(seed),
-                        "--progress", "false", "--plot", "false", *extra], check=True, capture_output=True, text=True)
+        # Its defaults, the learning-curve picture included; only the progress bar is off (no terminal).
+        out = subprocess.run([sys.executable, "-m", "a2c", "local", "--run-dir", tmp, "--seed", str(seed),
+                              "--progress", "false", *extra], capture_output=True, text=True)
         wall = time.perf_counter() - start
+        if out.returncode != 0:
+            raise SystemExit(f"a2c local failed (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last = rows[-1]
     mean = last["mean_return"] or 0.0
