@@ -77,6 +77,7 @@ class Trainer:
             action_dtype=np.dtype(np.int64) if act_space.shape == () else np.dtype(np.float32),
             num_steps=cfg.algo.n_steps, num_actions=int(getattr(act_space, "n", 0)),
         )
+        torch.manual_seed(cfg.env.seed)  # the same initial weights for a seed (DDP copies rank 0's anyway)
         self.model = agent_mod.Agent(obs_space, act_space, cfg.algo)
         max_queue = cfg.max_queue or 4 * max(1, cfg.players_per_trainer) * (1 + cfg.algo.max_policy_lag)
         self.inbox = inbox.Inbox(self.spec, rank, cfg.world_size, cfg.players_per_trainer, cfg.algo.max_policy_lag,
