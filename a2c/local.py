@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2c import config, curve, player, supervisor, trainer
+from a2c import config, curve, metrics, player, supervisor, trainer
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ def _child(role: str, cfg: Any, log_path: str) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s {role}: %(message)s")
-    os.environ["A2C_JOB"] = os.environ.get("A2C_JOB", "local")
     run = trainer.run if role.startswith("trainer") else player.run
     code = 1
     try:
@@ -158,7 +157,7 @@ def run(cfg: config.LocalConfig) -> int:
         import torch._dynamo  # noqa: F401
     for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
-    write_targets(run_dir, children, os.environ.get("A2C_JOB", "local"))
+    write_targets(run_dir, children, metrics.job_name())
     write_pids(run_dir, children)
     def restart_player(child: Child) -> None:
         child.start(ctx)

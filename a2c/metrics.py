@@ -73,6 +73,13 @@ CONTROLLER_ERRORS = Counter("a2c_controller_errors", "Reconcile errors", BASE)
 CONTROLLER_JOBS = Gauge("a2c_controller_jobs", "A2CJobs by phase", BASE + ("phase",))
 
 
+def job_name() -> str:
+    """The a2c_job label: $A2C_JOB (the controller sets the A2CJob's name), else "local"."""
+    import os
+
+    return os.environ.get("A2C_JOB", "local")
+
+
 def bind(job: str, role: str, rank: int | str) -> None:
     """Set this process's labels; call once before `labels()`."""
     _base.update(a2c_job=job, role=role, rank=str(rank))

@@ -79,7 +79,7 @@ def run(cfg: config.PlayerConfig) -> int:
     index = cfg.resolved_index()
     credentials = tls.channel_credentials(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)  # None: plaintext
     address = cfg.resolved_trainer_address()
-    metrics.bind(metrics_job(), "player", index)
+    metrics.bind(metrics.job_name(), "player", index)
     port = metrics.serve(cfg.metrics_port)
     torch.set_num_threads(cfg.torch_threads)
     stop = threading.Event()
@@ -98,12 +98,6 @@ def run(cfg: config.PlayerConfig) -> int:
     finally:
         client.close()
         environment.close()
-
-
-def metrics_job() -> str:
-    import os
-
-    return os.environ.get("A2C_JOB", "local")
 
 
 def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: agent_mod.Agent,

@@ -263,7 +263,7 @@ class Trainer:
 
 def run(cfg: config.TrainerConfig) -> int:
     rank = cfg.resolved_rank()
-    metrics.bind(os.environ.get("A2C_JOB", "local"), "trainer", rank)
+    metrics.bind(metrics.job_name(), "trainer", rank)
     port = metrics.serve(cfg.metrics_port)
     torch.set_num_threads(int(os.environ.get("A2C_TORCH_THREADS", "1")))
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
