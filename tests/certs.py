@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from a2c.service import tls
 
 
 @dataclass
@@ -81,3 +87,18 @@ class PKI:
         ca, stranger = CA(folder, "a2c"), CA(folder, "stranger")
         return cls(ca, ca.issue("trainer", dns=("localhost",), ips=("127.0.0.1",), client_auth=False),
                    ca.issue("player-0", server_auth=False), stranger, stranger.issue("player-0", server_auth=False))
+
+
+@contextlib.contextmanager
+def mutual_tls_server(pki: PKI, add_servicers: Callable[[grpc.Server], None]) -> Iterator[str]:
+    """A real gRPC server on 127.0.0.1 that requires client certificates signed by `pki.ca`; yields its address."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_servicers(server)
+    creds = tls.server_credentials(str(pki.server.cert), str(pki.server.key), str(pki.ca.path))
+    assert creds is not None
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)

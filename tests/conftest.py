@@ -13,6 +13,7 @@ import torch
 from a2c import inbox, rollout, weights
 from a2c.service import client, server, servicers
 from a2c.v1 import trainer_pb2
+from tests.certs import PKI
 
 torch.set_num_threads(1)  # the build machines' cores are shared; these tests use tiny tensors
 
@@ -103,3 +104,9 @@ def trainer() -> Iterator[Trainer]:
         box.close()
         board.finish()
         running.stop(0)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    """A CA with a trainer (server) and a player (client) certificate, and a stranger CA (tests/certs.py)."""
+    return PKI.make(tmp_path_factory.mktemp("pki"))

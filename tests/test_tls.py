@@ -23,12 +23,6 @@ from a2c.v1 import trainer_pb2
 from tests.certs import PKI
 from tests.conftest import SPEC, cartpole_rollout
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return PKI.make(tmp_path_factory.mktemp("pki"))
-
-
 # --- a live trainer server -----------------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ probe that works over TLS, and the controller reading trainer 0's progress over 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from a2c.controller import handlers, kube, probe, resources
 from a2c.controller import spec as jobspec
 from a2c.service import tls
 from a2c.v1 import trainer_pb2, trainer_pb2_grpc
-from tests.certs import PKI
+from tests.certs import PKI, mutual_tls_server
 
 TLS_DIR = "/etc/a2c/tls"
 CASES: dict[str, dict[str, Any]] = {"tls": {"secretName": "cp-tls"}, "mutual": {"secretName": "cp-tls", "mutual": True}}
@@ -131,22 +130,11 @@ class Trainer0(trainer_pb2_grpc.TrainerServiceServicer):
                                          world_size=1)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return PKI.make(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
 def mtls_trainer(pki: PKI) -> Iterator[str]:
     """A real trainer-0 Status server on 127.0.0.1 that requires client certificates signed by the CA."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(Trainer0(), server)
-    creds = tls.server_credentials(str(pki.server.cert), str(pki.server.key), str(pki.ca.path))
-    assert creds is not None
-    port = server.add_secure_port("127.0.0.1:0", creds)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(0)
+    with mutual_tls_server(pki, lambda s: trainer_pb2_grpc.add_TrainerServiceServicer_to_server(Trainer0(), s)) as addr:
+        yield addr
 
 
 def _creds(pki: PKI, client_pair: bool) -> grpc.ChannelCredentials | None:

@@ -8,11 +8,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
@@ -21,8 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from a2c import cli, config
 from a2c.controller import resources
-from a2c.service import tls
-from tests.certs import PKI
+from tests.certs import PKI, mutual_tls_server
 
 from . import chartlib
 from .chartlib import NAMESPACE, one
@@ -113,23 +110,12 @@ def test_helm_test_pod_mounts_the_secret_and_points_at_it(case: str, rendered) -
 # --- the hook's script against a real health server over mutual TLS ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return PKI.make(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
 def mtls_health(pki: PKI) -> Iterator[str]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = health.HealthServicer()
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    creds = tls.server_credentials(str(pki.server.cert), str(pki.server.key), str(pki.ca.path))
-    assert creds is not None
-    port = server.add_secure_port("127.0.0.1:0", creds)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(0)
+    with mutual_tls_server(pki, lambda s: health_pb2_grpc.add_HealthServicer_to_server(servicer, s)) as address:
+        yield address
 
 
 def _run_hook(rendered: dict[str, list[dict[str, Any]]], address: str,
