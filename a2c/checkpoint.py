@@ -75,14 +75,36 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_latest(run_dir: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that loads; older ones are tried when the newest is corrupt."""
-    for path in reversed(list_checkpoints(run_dir)):
+class Unreadable(ValueError):
+    """No candidate checkpoint loads; `errors` says why for each one tried, newest first."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(errors[0] if len(errors) == 1 else "no readable checkpoint: " + "; ".join(errors))
+        self.errors = errors
+
+
+def load_first(candidates: list[Path]) -> tuple[Path, dict[str, Any]]:
+    """(path, state) of the first of `candidates` that loads, warning for each one skipped; else `Unreadable`."""
+    errors: list[str] = []
+    for i, path in enumerate(candidates):
         try:
-            state = load(path)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, loudly
-            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, exc)
-            continue
-        log.info("resuming from %s (version %d)", path, state["version"])
-        return state
-    return None
+            return path, load(path)
+        except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a torn or foreign file
+            errors.append(str(exc) if str(path) in str(exc) else f"{path} is not a readable a2c checkpoint: {exc}")
+            if i + 1 < len(candidates):
+                log.warning("%s; trying the previous one", errors[-1])
+    raise Unreadable(errors)
+
+
+def load_latest(run_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint that loads; older ones are tried when the newest is corrupt. None: nothing loads."""
+    candidates = list(reversed(list_checkpoints(run_dir)))
+    if not candidates:
+        return None
+    try:
+        path, state = load_first(candidates)
+    except Unreadable as exc:
+        log.warning("%s", exc)
+        return None
+    log.info("resuming from %s (version %d)", path, state["version"])
+    return state

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ from a2c import atari, config, env
 if TYPE_CHECKING:
     from a2c import agent
 
-log = logging.getLogger(__name__)
 
 
 class EvalError(Exception):
@@ -205,7 +203,6 @@ def load(path: Path) -> Loaded:
 
     path = Path(path)
     if path.is_dir():
-        # checkpoint.load_latest's fallback, with messages that say "evaluating" rather than "resuming"
         candidates = list(reversed(checkpoint.list_checkpoints(path)))
         if not candidates:
             raise EvalError(f"{path}: a run directory without checkpoints (no {path / 'checkpoints' / 'ckpt-*.pt'})")
@@ -213,18 +210,10 @@ def load(path: Path) -> Loaded:
         candidates = [path]
     else:
         raise EvalError(f"{path}: no such checkpoint file or run directory")
-    errors: list[str] = []
-    for source in candidates:
-        try:
-            state = checkpoint.load(source)
-            break
-        except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a torn or foreign file
-            # checkpoint.load's own "is not an a2c checkpoint" names the file already
-            errors.append(str(exc) if str(source) in str(exc) else f"{source} is not a readable a2c checkpoint: {exc}")
-            if len(candidates) > 1:
-                log.warning("%s; trying the previous one", errors[-1])
-    else:
-        raise EvalError(errors[0] if len(errors) == 1 else f"no readable checkpoint in {path}: " + "; ".join(errors))
+    try:
+        source, state = checkpoint.load_first(candidates)
+    except checkpoint.Unreadable as exc:
+        raise EvalError(str(exc)) from None
     if not isinstance(state.get("config"), dict):
         raise EvalError(f"{source} has no 'config' (written before checkpoints carried it); cannot rebuild the agent")
     env_cfg = _known(config.EnvConfig, state["config"].get("env", {}), f"{source} config.env")

@@ -102,7 +102,7 @@ def test_corrupt_newest_falls_back_to_the_previous_with_a_warning(tmp_path: Path
     assert back is not None and back["version"] == 1 and back["progress"] == {"env_steps": 124}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(newest) in warnings[0].getMessage()
-    assert "unreadable" in warnings[0].getMessage()
+    assert "is not a readable a2c checkpoint" in warnings[0].getMessage()
 
 
 def test_a_file_that_is_not_a_checkpoint_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
