@@ -156,11 +156,13 @@ class Evaluator:
             self._serve_requests()
         finally:
             proc, self._proc = self._proc, None
-            if proc is not None:  # closed: end the side process (close() may have missed one started late)
+            if proc is not None:  # closed or given up: end the side process (close() may miss one started late)
                 with contextlib.suppress(OSError):
                     proc.stdin.close()  # type: ignore[union-attr]
                 with contextlib.suppress(OSError):
                     proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5.0)
 
     def _serve_requests(self) -> None:
         while True:
@@ -225,9 +227,6 @@ class Evaluator:
                 self.on_failure(why)
             except Exception:
                 log.exception("recording an evaluator failure failed")
-        if self._gave_up and self._proc is not None:
-            with contextlib.suppress(OSError):
-                self._proc.kill()
 
 
 # --- the side process -----------------------------------------------------------------------------------

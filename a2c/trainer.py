@@ -193,54 +193,60 @@ class Trainer:
                       ("wait_rollouts", "sync", "forward_backward", "allreduce", "optimizer", "publish")}
         first = True
         last_time, last_steps = time.monotonic(), p.env_steps
-        while True:
-            timeout = cfg.start_timeout_s if first else cfg.round_timeout_s
-            if not self.inbox.active and not first:
-                timeout = 0.0  # no live players: contribute zero now rather than hold up the group
-            rnd = self.inbox.take_round(p.version, 0.0 if self.stop_requested.is_set() else timeout)
-            first = False
-            t_sync = time.perf_counter()
-            batch = (self.learner.batch(rnd.rollouts) if rnd.rollouts else
-                     self.learner.empty_batch(self.spec.obs_shape, self.spec.obs_dtype, self.spec.action_shape,
-                                              self.spec.action_dtype))
-            local_samples = int(batch["adv"].numel())
-            eps_r = [x for r in rnd.rollouts for x in r.episode_returns]
-            eps_l = [x for r in rnd.rollouts for x in r.episode_lengths]
-            totals = distributed.exchange(local_samples, local_samples, eps_r, eps_l,
-                                          self.stop_requested.is_set(), group.device)
-            sync_s = time.perf_counter() - t_sync
-            p.env_steps += totals.env_steps
-            p.episodes += len(totals.episode_returns)
-            p.returns.extend(totals.episode_returns)
-            p.lengths.extend(totals.episode_lengths)
-            if totals.stop_requested:
-                self.phase = Phase.STOPPING
-                return
-            if totals.samples == 0:
-                time.sleep(0.2)  # nobody has data: poll, do not spin
-                continue
-            stats = self.learner.update(batch, totals.samples)
-            t_pub = time.perf_counter()
-            p.version += 1
-            snap = agent_mod.snapshot(self.model, p.version)
-            self.board.publish(snap)
-            publish_s = time.perf_counter() - t_pub
-            self.active_players = len(self.inbox.active)
-            now = time.monotonic()
-            if now - last_time >= 1.0:
-                self.steps_per_s = (p.env_steps - last_steps) / (now - last_time)
-                last_time, last_steps = now, p.env_steps
-            self._observe(phase_hist, rnd.waited_s, sync_s, stats, publish_s, local_samples)
-            if self.journal is not None:
-                self.journal.write(self._journal_row(stats))
-            if self.evaluator is not None and p.version % cfg.eval_interval == 0:
-                self._submit_eval(snap)
-            if self.rank == 0 and p.version % cfg.checkpoint_interval == 0:
-                self._checkpoint()
-            ended = self._ended()
-            if ended is not None:
-                self.phase, self.message = ended
-                return
+        try:
+            while True:
+                timeout = cfg.start_timeout_s if first else cfg.round_timeout_s
+                if not self.inbox.active and not first:
+                    timeout = 0.0  # no live players: contribute zero now rather than hold up the group
+                rnd = self.inbox.take_round(p.version, 0.0 if self.stop_requested.is_set() else timeout)
+                first = False
+                t_sync = time.perf_counter()
+                batch = (self.learner.batch(rnd.rollouts) if rnd.rollouts else
+                         self.learner.empty_batch(self.spec.obs_shape, self.spec.obs_dtype, self.spec.action_shape,
+                                                  self.spec.action_dtype))
+                local_samples = int(batch["adv"].numel())
+                eps_r = [x for r in rnd.rollouts for x in r.episode_returns]
+                eps_l = [x for r in rnd.rollouts for x in r.episode_lengths]
+                totals = distributed.exchange(local_samples, local_samples, eps_r, eps_l,
+                                              self.stop_requested.is_set(), group.device)
+                sync_s = time.perf_counter() - t_sync
+                p.env_steps += totals.env_steps
+                p.episodes += len(totals.episode_returns)
+                p.returns.extend(totals.episode_returns)
+                p.lengths.extend(totals.episode_lengths)
+                if totals.stop_requested:
+                    self.phase = Phase.STOPPING
+                    return
+                if totals.samples == 0:
+                    time.sleep(0.2)  # nobody has data: poll, do not spin
+                    continue
+                stats = self.learner.update(batch, totals.samples)
+                t_pub = time.perf_counter()
+                p.version += 1
+                snap = agent_mod.snapshot(self.model, p.version)
+                self.board.publish(snap)
+                publish_s = time.perf_counter() - t_pub
+                self.active_players = len(self.inbox.active)
+                now = time.monotonic()
+                if now - last_time >= 1.0:
+                    self.steps_per_s = (p.env_steps - last_steps) / (now - last_time)
+                    last_time, last_steps = now, p.env_steps
+                self._observe(phase_hist, rnd.waited_s, sync_s, stats, publish_s, local_samples)
+                if self.journal is not None:
+                    self.journal.write(self._journal_row(stats))
+                if self.evaluator is not None and p.version % cfg.eval_interval == 0:
+                    self._submit_eval(snap)
+                if self.rank == 0 and p.version % cfg.checkpoint_interval == 0:
+                    self._checkpoint()
+                ended = self._ended()
+                if ended is not None:
+                    self.phase, self.message = ended
+                    return
+        finally:
+            if self.evaluator is not None:
+                ev = self.evaluator
+                log.info("periodic evaluation: %d snapshots submitted, %d evaluated, %d skipped (evaluator busy), "
+                         "%d failed", ev.submitted, ev.evaluated, ev.skipped, ev.failures)
 
     def _ended(self) -> tuple[int, str] | None:
         """(phase, why) once the target return is reached or the step budget spent; else None."""

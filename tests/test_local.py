@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, curve
+from a2c import checkpoint, config, curve, local
 from tests.helpers_procs import wait_for
 
 
@@ -143,3 +143,13 @@ def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> No
     wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
     final = max(int(p.name[5:14]) for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
     assert final == _iteration(tmp_path), "the final checkpoint holds the last iteration"
+
+
+def test_bad_evaluation_flags_are_refused_before_anything_starts(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for flags in ({"eval_interval": -1}, {"eval_episodes": 0}):
+        cfg = config.LocalConfig(run_dir=str(tmp_path / "run"), progress=False, **flags)  # type: ignore[arg-type]
+        assert local.run(cfg) == 2
+        assert "a2c local: --eval-interval must be >= 0 and --eval-episodes >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert local.check(config.LocalConfig(eval_interval=0)) is None, "0 turns evaluation off"
