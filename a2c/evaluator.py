@@ -8,7 +8,8 @@ the thread -> `on_result` (trainer 0 writes the eval row and the a2c_eval_* metr
 Why a process, not a thread or a fork: an evaluation is pure Python stepping (the GIL would slow the
 trainer's loop), and a trainer has gRPC threads, which a fork would copy in whatever state they are.
 `subprocess.Popen` execs a fresh interpreter (no preexec_fn), started at the first evaluation; it runs
-with 1 torch thread at a lower CPU priority (nice), so it takes what the training leaves.
+with 1 torch thread at the lowest CPU priority (nice 19, and SCHED_IDLE on Linux), so it only takes CPU
+time the training leaves idle.
 
 Newest wins: one evaluation is in flight at a time, and while it runs only the newest submitted
 snapshot waits; an older waiting one is dropped (counted in `skipped`). A side process that dies, or
@@ -41,7 +42,7 @@ from a2c import agent, config, env, evaluate, weights
 log = logging.getLogger(__name__)
 
 COMMAND = [sys.executable, "-m", "a2c.evaluator"]
-NICE = 10
+NICE = 19
 
 
 @dataclass
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
+        with contextlib.suppress(AttributeError, OSError):  # Linux: only CPU time no other process wants
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     # The pipe to the trainer gets a private descriptor; stray prints of libraries go to stderr instead.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

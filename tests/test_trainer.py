@@ -117,10 +117,11 @@ def test_periodic_evaluation_records_true_numbers_and_survives_a_killed_evaluato
         done = len(evals())
         wait_for(lambda: len(evals()) > done, 120, "an evaluation by the restarted evaluator")
         scraped = _scrape(metrics_port)
-        trainer.send_signal(signal.SIGTERM)
+        # the player first: one whose trainer is gone retries it (up to --connect-timeout-s) before it stops
         player.send_signal(signal.SIGTERM)
-        assert trainer.wait(30) == 0, log.read_text()
         player.wait(30)
+        trainer.send_signal(signal.SIGTERM)
+        assert trainer.wait(30) == 0, log.read_text()
     finally:
         for p in (trainer, player):
             if p.poll() is None:
