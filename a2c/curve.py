@@ -1,10 +1,17 @@
-"""The learning-curve picture a local run leaves behind (from its metrics.jsonl)."""
+"""The learning-curve picture a local run leaves behind (from its metrics.jsonl).
+
+Data flow: trainer 0's `journal` rows -> `read_journal` -> `plot`: the training rows' moving mean return as
+a line, the evaluation rows (`journal.is_eval`) as markers with ± std error bars, against env steps and
+against wall time.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from a2c import journal as journal_mod
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
@@ -20,6 +27,16 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def training(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training rows (one per iteration, in order), without the evaluation rows."""
+    return [r for r in rows if not journal_mod.is_eval(r)]
+
+
+def evaluations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation rows, by the env steps of the weights they evaluated."""
+    return sorted((r for r in rows if journal_mod.is_eval(r)), key=lambda r: r["env_steps"])
+
+
 def preload() -> None:
     import matplotlib
 
@@ -28,21 +45,30 @@ def preload() -> None:
 
 
 def plot(journal: Path, out: Path, target: float | None = None, title: str = "") -> Path:
-    """Mean return of the last episodes against env steps and wall time; returns the PNG's path."""
+    """Mean return of the last episodes (and evaluations) against env steps and wall time; the PNG's path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in read_journal(journal) if r.get("mean_return") is not None]
+    everything = read_journal(journal)
+    rows = [r for r in training(everything) if r.get("mean_return") is not None]
+    evals = evaluations(everything)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, key, label in ((axes[0], "env_steps", "environment steps"), (axes[1], "time_s", "wall time (s)")):
-        ax.plot([r[key] for r in rows], [r["mean_return"] for r in rows], color="tab:blue", lw=1.5)
+        ax.plot([r[key] for r in rows], [r["mean_return"] for r in rows], color="tab:blue", lw=1.5,
+                label="training (mean of the last episodes)")
+        if evals:
+            ax.errorbar([r[key] for r in evals], [r["eval_mean_return"] for r in evals],
+                        yerr=[r.get("eval_std_return", 0.0) for r in evals], fmt="o", ms=4, color="tab:orange",
+                        ecolor="tab:orange", elinewidth=1, capsize=3,
+                        label=f"greedy evaluation ({evals[-1].get('eval_episodes', '?')} episodes, ± std)")
         if target is not None:
             ax.axhline(target, color="tab:green", ls="--", lw=1, label=f"target {target:g}")
+        if evals or target is not None:
             ax.legend(loc="lower right")
         ax.set_xlabel(label)
-        ax.set_ylabel("mean return (last 100 episodes)")
+        ax.set_ylabel("return")
         ax.grid(alpha=0.3)
     fig.suptitle(title or "a2c learning curve")
     fig.savefig(out, dpi=110)

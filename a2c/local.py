@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2c import config, curve, metrics, player, supervisor, trainer
+from a2c import config, curve, journal, metrics, player, supervisor, trainer
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
             rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port, host="127.0.0.1",
             port=grpc_ports[rank], metrics_port=free_port(), players_per_trainer=p, run_dir=str(run_dir),
             checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=5.0,
-            backend=cfg.backend, device=cfg.device, env=cfg.env, algo=cfg.algo, stop=cfg.stop,
+            backend=cfg.backend, device=cfg.device, eval_interval=cfg.eval_interval,
+            eval_episodes=cfg.eval_episodes, tensorboard=cfg.tensorboard, env=cfg.env, algo=cfg.algo, stop=cfg.stop,
         )
         children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
     for j in range(n * p):
@@ -141,7 +142,23 @@ def default_run_dir(cfg: config.LocalConfig) -> Path:
     return Path("runs") / f"{cfg.env.env_id.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def check(cfg: config.LocalConfig) -> str | None:
+    """Why this run cannot start (said before any process starts), or None."""
+    if cfg.eval_interval < 0 or cfg.eval_episodes < 1:
+        return f"--eval-interval must be >= 0 and --eval-episodes >= 1, got {cfg.eval_interval} and {cfg.eval_episodes}"
+    if cfg.tensorboard:
+        try:
+            journal.require_tensorboard()
+        except journal.TensorBoardMissing as exc:
+            return str(exc)
+    return None
+
+
 def run(cfg: config.LocalConfig) -> int:
+    problem = check(cfg)
+    if problem is not None:
+        print(f"a2c local: {problem}", file=sys.stderr)
+        return 2
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     if not cfg.run_dir:
@@ -180,6 +197,8 @@ def run(cfg: config.LocalConfig) -> int:
         png = curve.plot(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", cfg.stop.target_return,
                          f"a2c {cfg.env.env_id}: {cfg.trainers} trainer(s) x {cfg.players_per_trainer} player(s) each")
         print(f"learning curve: {png}")
+    if cfg.tensorboard:
+        print(f"TensorBoard event files: {cfg.tensorboard} (view them with: tensorboard --logdir {cfg.tensorboard})")
     return outcome
 
 

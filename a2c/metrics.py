@@ -67,6 +67,20 @@ GRPC_REQUEST_SECONDS = Histogram(
     "a2c_grpc_request_seconds", "gRPC request latency", BASE + ("method",), buckets=_LATENCY
 )
 
+# --- periodic evaluation (trainer 0; a2c.evaluator) ----------------------------------------------------
+EVAL_MEAN_RETURN = Gauge("a2c_eval_mean_return", "Mean return of the last greedy evaluation", BASE)
+EVAL_STD_RETURN = Gauge("a2c_eval_std_return", "Standard deviation of the returns of the last evaluation", BASE)
+EVAL_MEAN_LENGTH = Gauge("a2c_eval_mean_length", "Mean episode length of the last evaluation", BASE)
+EVAL_ITERATION = Gauge("a2c_eval_iteration", "Iteration (policy version) of the weights last evaluated", BASE)
+EVAL_ENV_STEPS = Gauge("a2c_eval_env_steps", "Environment steps of the job when the last evaluated weights were made",
+                       BASE)
+EVAL_SECONDS = Gauge("a2c_eval_seconds", "Seconds the last evaluation took (in the evaluator process)", BASE)
+EVALUATIONS = Counter("a2c_evaluations", "Evaluations completed", BASE)
+EVAL_SKIPPED = Counter("a2c_eval_skipped", "Snapshots not evaluated because a newer one came while the evaluator "
+                       "was busy", BASE)
+EVAL_FAILURES = Counter("a2c_eval_failures", "Evaluations lost: the evaluator process died or the evaluation raised",
+                        BASE)
+
 # --- controller --------------------------------------------------------------------------------------
 CONTROLLER_RECONCILES = Counter("a2c_controller_reconciles", "Reconciles, by result", BASE + ("result",))
 CONTROLLER_ERRORS = Counter("a2c_controller_errors", "Reconcile errors", BASE)

@@ -1,7 +1,8 @@
 """The local launcher's watch loop: progress bar, restarts of lost players, failure and Ctrl-C handling.
 
-Data flow: reads trainer 0's metrics.jsonl as it grows (iteration, env steps, mean return) for the
-bar; polls the child processes; ends when the trainers end (or one fails, or the user interrupts).
+Data flow: reads trainer 0's metrics.jsonl as it grows (iteration, env steps, mean return; the newest
+evaluation row's greedy return) for the bar; polls the child processes; ends when the trainers end (or
+one fails, or the user interrupts).
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from a2c import config
+from a2c import config, journal
 
 STOP_GRACE_S = 15.0
 
 
 class Journal:
-    """Follows metrics.jsonl as trainer 0 appends to it."""
+    """Follows metrics.jsonl as trainer 0 appends to it: `last` training row, `last_eval` evaluation row."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.last = path, 0, None
+        self.path, self.offset = path, 0
+        self.last: dict[str, Any] | None = None
+        self.last_eval: dict[str, Any] | None = None
 
     def poll(self) -> dict[str, Any] | None:
         if not self.path.exists():
@@ -38,10 +41,23 @@ class Journal:
             self.offset += len(data[: end + 1].encode())
             for line in data[: end + 1].splitlines():
                 try:
-                    self.last = json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if not isinstance(row, dict):
+                    continue
+                if journal.is_eval(row):
+                    self.last_eval = row
+                else:
+                    self.last = row
         return self.last
+
+    def eval_text(self) -> str:
+        """'  eval 187.3 ± 12.1' for the bar, or '' before the first evaluation."""
+        row = self.last_eval
+        if row is None:
+            return ""
+        return f"  eval {row['eval_mean_return']:.1f} ± {row.get('eval_std_return', 0.0):.1f}"
 
 
 def stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
@@ -62,7 +78,7 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
               restart_trainers: Callable[[], object], start: float) -> int:
     """Watch the run until the trainers end; returns the launcher's exit code."""
     console = Console(stderr=True, soft_wrap=True)
-    journal = Journal(run_dir / "metrics.jsonl")
+    follow = Journal(run_dir / "metrics.jsonl")
     trainers = [c for c in children if c.role == "trainer"]
     players = [c for c in children if c.role == "player"]
     bar = Progress(
@@ -75,12 +91,12 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
     try:
         with bar:
             while True:
-                row = journal.poll()
+                row = follow.poll()
                 if row is not None:
                     mean = row.get("mean_return")
                     bar.update(task, completed=row["env_steps"], info=(
                         f"it {row['iteration']:,}  {row.get('steps_per_s', 0):,.0f} steps/s  "
-                        f"return {'-' if mean is None else f'{mean:.1f}'}"))
+                        f"return {'-' if mean is None else f'{mean:.1f}'}{follow.eval_text()}"))
                 failed = [t for t in trainers if t.process.exitcode not in (None, 0)]
                 if failed:
                     t = failed[0]
@@ -118,7 +134,7 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
         outcome = 130
     finally:
         stop_all(children)
-    row = journal.poll()
+    row = follow.poll()
     elapsed = time.monotonic() - start
     if row is not None:
         mean = row.get("mean_return")
@@ -127,4 +143,9 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
             f"{'solved' if solved else 'stopped'}: {cfg.env.env_id} mean return "
             f"{'-' if mean is None else f'{mean:.1f}'} after {row['env_steps']:,} env steps, "
             f"{row['iteration']:,} iterations, {elapsed:.1f} s wall time; run directory {escape(str(run_dir))}")
+    last_eval = follow.last_eval
+    if last_eval is not None:
+        console.print(f"last evaluation: greedy return {last_eval['eval_mean_return']:.1f} ± "
+                      f"{last_eval.get('eval_std_return', 0.0):.1f} over {last_eval.get('eval_episodes', '?')} "
+                      f"episodes at iteration {last_eval['iteration']:,} ({last_eval['env_steps']:,} env steps)")
     return outcome

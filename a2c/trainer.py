@@ -3,15 +3,16 @@
 Data flow, each round k: inbox waits for this trainer's players' rollouts (up to a deadline) ->
 `distributed.exchange` (job-wide samples, episodes, stop) -> `learner.Learner.update` (DDP step,
 gradients summed by sample count) -> weights version k+1 published on the board -> players fetch.
-Trainer 0 also writes checkpoints and metrics.jsonl. Every trainer resumes from rank 0's newest
-checkpoint. SIGTERM/SIGINT: the group agrees to stop at the next round, writes a final checkpoint, exits 0.
+Trainer 0 also writes checkpoints and metrics.jsonl (`journal`, + TensorBoard), and every --eval-interval
+iterations hands the new weights to its evaluator process (`evaluator`), whose results come back as eval
+rows and a2c_eval_* metrics. Every trainer resumes from rank 0's newest checkpoint. SIGTERM/SIGINT: the
+group agrees to stop at the next round, writes a final checkpoint, exits 0.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from a2c import agent as agent_mod
-from a2c import checkpoint, config, distributed, env, inbox, learner, metrics, rollout, weights
+from a2c import checkpoint, config, distributed, env, evaluator, inbox, journal, learner, metrics, rollout, weights
 from a2c.service import server, servicers, tls
 from a2c.v1 import trainer_pb2
 
@@ -62,6 +63,9 @@ class Trainer:
         if cfg.dist_timeout_s <= max(cfg.round_timeout_s, cfg.start_timeout_s):
             raise ValueError("--dist-timeout-s must exceed --round-timeout-s and --start-timeout-s, or trainers "
                              "waiting for players would time out their peers")
+        if cfg.eval_interval < 0 or cfg.eval_episodes < 1:
+            raise ValueError(f"--eval-interval must be >= 0 and --eval-episodes >= 1, got {cfg.eval_interval} and "
+                             f"{cfg.eval_episodes}")
         self.cfg, self.rank = cfg, rank
         self.run_dir = Path(cfg.run_dir)
         self.stop_requested = threading.Event()
@@ -84,6 +88,8 @@ class Trainer:
                                  max_queue, lambda: self.progress.version)
         self.steps_per_s = 0.0
         self.active_players = 0
+        self.journal: journal.Journal | None = None  # trainer 0's metrics.jsonl (+ TensorBoard)
+        self.evaluator: evaluator.Evaluator | None = None  # trainer 0's, with --eval-interval > 0
 
     # --- status (TrainerService.Status) -----------------------------------------------------------------
     def status(self) -> trainer_pb2.TrainerStatus:
@@ -115,6 +121,8 @@ class Trainer:
         group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
                                   cfg.device, cfg.dist_timeout_s)
         try:
+            if self.rank == 0:
+                self._open_records()
             self.learner = learner.Learner(self.model, cfg.algo, group.device)
             self._resume(group)
             self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
@@ -143,6 +151,19 @@ class Trainer:
                 self.board.wait_told(set(self.inbox.active), cfg.linger_s)
             running.stop(grace_s=1.0)
             distributed.teardown()
+            if self.evaluator is not None:  # after the linger: an evaluation in flight may have come back
+                self.evaluator.close()
+            if self.journal is not None:
+                self.journal.close()
+
+    def _open_records(self) -> None:
+        cfg = self.cfg
+        self.journal = journal.Journal(self.run_dir / "metrics.jsonl", cfg.tensorboard)
+        if cfg.eval_interval > 0:
+            self.evaluator = evaluator.Evaluator(cfg.env, cfg.algo, cfg.eval_episodes, cfg.env.seed,
+                                                 self._record_eval, self._eval_failed)
+            for counter in (metrics.EVALUATIONS, metrics.EVAL_SKIPPED, metrics.EVAL_FAILURES):
+                metrics.labels(counter).inc(0)  # a healthy run shows 0, not "no data"
 
     def _resume(self, group: distributed.Group) -> None:
         state = checkpoint.load_latest(self.run_dir) if self.rank == 0 else None
@@ -154,18 +175,20 @@ class Trainer:
             log.info("trainer %d resumed at version %d, %d env steps", self.rank, self.progress.version,
                      self.progress.env_steps)
 
+    def _elapsed(self) -> float:
+        return self.progress.elapsed_before + time.monotonic() - self.started
+
     def _checkpoint(self) -> None:
         state = {**self.learner.state(), "progress": self.progress.state(),
                  # what `a2c eval` needs to rebuild the environment and the network
                  "config": {"env": dataclasses.asdict(self.cfg.env), "algo": dataclasses.asdict(self.cfg.algo)}}
-        state["progress"]["elapsed_s"] = self.progress.elapsed_before + time.monotonic() - self.started
+        state["progress"]["elapsed_s"] = self._elapsed()
         path = checkpoint.save(self.run_dir, self.progress.version, state, self.cfg.keep_checkpoints)
         metrics.labels(metrics.TRAINER_CHECKPOINTS).inc()
         log.info("checkpoint %s", path)
 
     def _train(self, group: distributed.Group) -> None:
         cfg, p = self.cfg, self.progress
-        journal = open(self.run_dir / "metrics.jsonl", "a", buffering=1) if self.rank == 0 else None  # noqa: SIM115
         phase_hist = {name: metrics.labels(metrics.TRAINER_PHASE_SECONDS, phase=name) for name in
                       ("wait_rollouts", "sync", "forward_backward", "allreduce", "optimizer", "publish")}
         first = True
@@ -200,7 +223,8 @@ class Trainer:
                 stats = self.learner.update(batch, totals.samples)
                 t_pub = time.perf_counter()
                 p.version += 1
-                self.board.publish(agent_mod.snapshot(self.model, p.version))
+                snap = agent_mod.snapshot(self.model, p.version)
+                self.board.publish(snap)
                 publish_s = time.perf_counter() - t_pub
                 self.active_players = len(self.inbox.active)
                 now = time.monotonic()
@@ -208,8 +232,10 @@ class Trainer:
                     self.steps_per_s = (p.env_steps - last_steps) / (now - last_time)
                     last_time, last_steps = now, p.env_steps
                 self._observe(phase_hist, rnd.waited_s, sync_s, stats, publish_s, local_samples)
-                if journal is not None:
-                    journal.write(json.dumps(self._journal_row(stats)) + "\n")
+                if self.journal is not None:
+                    self.journal.write(self._journal_row(stats))
+                if self.evaluator is not None and p.version % cfg.eval_interval == 0:
+                    self._submit_eval(snap)
                 if self.rank == 0 and p.version % cfg.checkpoint_interval == 0:
                     self._checkpoint()
                 ended = self._ended()
@@ -217,8 +243,10 @@ class Trainer:
                     self.phase, self.message = ended
                     return
         finally:
-            if journal is not None:
-                journal.close()
+            if self.evaluator is not None:
+                ev = self.evaluator
+                log.info("periodic evaluation: %d snapshots submitted, %d evaluated, %d skipped (evaluator busy), "
+                         "%d failed", ev.submitted, ev.evaluated, ev.skipped, ev.failures)
 
     def _ended(self) -> tuple[int, str] | None:
         """(phase, why) once the target return is reached or the step budget spent; else None."""
@@ -255,14 +283,49 @@ class Trainer:
         return {
             "iteration": p.version, "env_steps": p.env_steps,
             "mean_return": None if mean != mean else round(mean, 3), "episodes": p.episodes,
-            "time_s": round(p.elapsed_before + time.monotonic() - self.started, 3),
+            "time_s": round(self._elapsed(), 3),
             "steps_per_s": round(self.steps_per_s, 1), "policy_loss": stats.policy_loss,
             "value_loss": stats.value_loss, "entropy": stats.entropy, "grad_norm": stats.grad_norm,
         }
 
+    def _submit_eval(self, snap: weights.WeightSnapshot) -> None:
+        # the tensors the players get, as they are: no copy, and never a wait on the evaluator
+        assert self.evaluator is not None
+        if self.evaluator.submit(snap.version, self.progress.env_steps, self._elapsed(), snap.tensors):
+            metrics.labels(metrics.EVAL_SKIPPED).inc()
+
+    def _record_eval(self, out: evaluator.Outcome) -> None:
+        """An evaluation came back (on the evaluator's thread): an eval row and the a2c_eval_* metrics."""
+        r = out.result
+        row = {"iteration": out.version, "env_steps": out.env_steps, "time_s": round(out.time_s, 3),
+               "eval_mean_return": r.mean_return, "eval_std_return": r.std_return,
+               "eval_mean_length": r.mean_length, "eval_episodes": len(r.returns), "eval_seed": out.seed,
+               "eval_seconds": round(out.seconds, 3)}
+        if self.journal is not None:
+            self.journal.write(row)
+        metrics.labels(metrics.EVAL_MEAN_RETURN).set(r.mean_return)
+        metrics.labels(metrics.EVAL_STD_RETURN).set(r.std_return)
+        metrics.labels(metrics.EVAL_MEAN_LENGTH).set(r.mean_length)
+        metrics.labels(metrics.EVAL_ITERATION).set(out.version)
+        metrics.labels(metrics.EVAL_ENV_STEPS).set(out.env_steps)
+        metrics.labels(metrics.EVAL_SECONDS).set(out.seconds)
+        metrics.labels(metrics.EVALUATIONS).inc()
+        log.info("evaluation of version %d (%d env steps): return %.2f ± %.2f, length %.1f over %d greedy episodes "
+                 "(%.1f s)", out.version, out.env_steps, r.mean_return, r.std_return, r.mean_length, len(r.returns),
+                 out.seconds)
+
+    def _eval_failed(self, why: str) -> None:
+        metrics.labels(metrics.EVAL_FAILURES).inc()
+
 
 def run(cfg: config.TrainerConfig) -> int:
     rank = cfg.resolved_rank()
+    if cfg.tensorboard and rank == 0:
+        try:
+            journal.require_tensorboard()
+        except journal.TensorBoardMissing as exc:
+            log.error("%s", exc)
+            return 2
     metrics.bind(metrics.job_name(), "trainer", rank)
     port = metrics.serve(cfg.metrics_port)
     torch.set_num_threads(int(os.environ.get("A2C_TORCH_THREADS", "1")))

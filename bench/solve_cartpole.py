@@ -63,6 +63,7 @@ def run_a2c(seed: int, extra: list[str]) -> dict:
         if out.returncode != 0:
             raise SystemExit(f"a2c local failed (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "eval_mean_return" not in r]  # training rows only: evaluations have their own
     last = rows[-1]
     mean = last["mean_return"] or 0.0
     return {"wall_s": wall, "env_steps": last["env_steps"], "mean_return": mean, "solved": mean >= 475}

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from a2c import checkpoint, curve
+from a2c import checkpoint, curve, evaluate
 from tests.helpers_procs import free_port, wait_for
 
 
@@ -49,7 +53,7 @@ def test_sigterm_writes_a_final_checkpoint_and_exits_zero(tmp_path: Path) -> Non
         for p in (trainer, player):
             if p.poll() is None:
                 p.kill()
-    last = curve.read_journal(tmp_path / "metrics.jsonl")[-1]["iteration"]
+    last = curve.training(curve.read_journal(tmp_path / "metrics.jsonl"))[-1]["iteration"]
     state = checkpoint.load_latest(tmp_path)
     assert state is not None and state["version"] == last, "the final checkpoint holds the last iteration"
     assert "STOPPING" in (tmp_path / "trainer.log").read_text()
@@ -77,3 +81,71 @@ def test_a_lost_peer_ends_the_other_trainer_with_an_error_not_a_hang(tmp_path: P
     assert code != 0, log
     assert took < 45
     assert "Traceback" in log or "Error" in log, log
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.startswith("a2c_eval")}
+
+
+@pytest.mark.slow
+def test_periodic_evaluation_records_true_numbers_and_survives_a_killed_evaluator(tmp_path: Path) -> None:
+    """A real trainer and player with --eval-interval 10: eval rows in metrics.jsonl whose returns are exactly
+    those of `a2c eval` on the checkpoint of the same iteration (greedy, same seed); the training loop never
+    waits (iterations go on, busy-time snapshots are skipped); a SIGKILLed evaluator process is reported and
+    replaced; Prometheus, TensorBoard and the learning curve show the same evaluations."""
+    grpc_port, metrics_port = free_port(), free_port()
+    env = _trainer_env(tmp_path, 0, 1, free_port(), grpc_port)
+    env.update(A2C_METRICS_PORT=str(metrics_port), A2C_EVAL_INTERVAL="10", A2C_EVAL_EPISODES="3",
+               A2C_CHECKPOINT_INTERVAL="10", A2C_KEEP_CHECKPOINTS="100000", A2C_TENSORBOARD=str(tmp_path / "tb"))
+    log = tmp_path / "trainer.log"
+    trainer = _spawn("trainer", env, log)
+    player = _spawn("player", {"A2C_PLAYER_INDEX": "0", "A2C_NUM_TRAINERS": "1", "A2C_METRICS_PORT": "0",
+                               "A2C_TRAINER_ADDRESS": f"127.0.0.1:{grpc_port}"}, tmp_path / "player.log")
+
+    def evals() -> list[dict[str, object]]:
+        return curve.evaluations(curve.read_journal(tmp_path / "metrics.jsonl"))
+
+    try:
+        wait_for(lambda: evals(), 120, "a first evaluation")
+        found = re.search(r"evaluator process (\d+) started", log.read_text())
+        assert found, log.read_text()
+        os.kill(int(found.group(1)), signal.SIGKILL)
+        wait_for(lambda: "evaluator process died (killed by signal 9" in log.read_text(), 60, "the death to be noticed")
+        done = len(evals())
+        wait_for(lambda: len(evals()) > done, 120, "an evaluation by the restarted evaluator")
+        scraped = _scrape(metrics_port)
+        # the player first: one whose trainer is gone retries it (up to --connect-timeout-s) before it stops
+        player.send_signal(signal.SIGTERM)
+        player.wait(30)
+        trainer.send_signal(signal.SIGTERM)
+        assert trainer.wait(30) == 0, log.read_text()
+    finally:
+        for p in (trainer, player):
+            if p.poll() is None:
+                p.kill()
+    rows = curve.read_journal(tmp_path / "metrics.jsonl")
+    training, evaluations = curve.training(rows), curve.evaluations(rows)
+    assert [r["iteration"] for r in training] == list(range(1, len(training) + 1)), "training rows as before"
+    versions = [int(r["iteration"]) for r in evaluations]
+    assert all(v % 10 == 0 for v in versions) and len(versions) == len(set(versions)) >= 2
+    assert scraped["a2c_eval_failures_total"] == 1 and scraped["a2c_evaluations_total"] >= 2
+    assert scraped["a2c_eval_skipped_total"] >= 1, "snapshots that came while the evaluator was busy were skipped"
+    assert scraped["a2c_eval_mean_return"] in [r["eval_mean_return"] for r in evaluations]
+    assert scraped["a2c_eval_iteration"] in versions
+    for row in evaluations[:2]:
+        loaded = evaluate.load(checkpoint.path_for(tmp_path, int(row["iteration"])))
+        assert loaded.env_steps == row["env_steps"]
+        again = evaluate.evaluate(loaded.agent, loaded.env_cfg, int(row["eval_episodes"]), int(row["eval_seed"]))
+        assert (again.mean_return, again.std_return, again.mean_length) == (
+            row["eval_mean_return"], row["eval_std_return"], row["eval_mean_length"])
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    shown = acc.Scalars("eval/mean_return")
+    assert [e.step for e in shown] == [r["env_steps"] for r in evaluations]
+    assert [e.value for e in shown] == pytest.approx([r["eval_mean_return"] for r in evaluations])
+    assert len(acc.Scalars("train/mean_return")) == sum(r["mean_return"] is not None for r in training)
+    png = curve.plot(tmp_path / "metrics.jsonl", tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -91,6 +91,32 @@ TRAINING = [
         Panel("Gradient norm (before clipping)", [(f"a2c_trainer_grad_norm{{{J}}}", "{{a2c_job}} trainer {{rank}}")]),
         Panel("Learning rate", [(f"max by (a2c_job) (a2c_trainer_learning_rate{{{J}}})", "{{a2c_job}}")]),
     ]),
+    Row("Evaluation (greedy policy, trainer 0's evaluator process)", [
+        Panel("Evaluation return (greedy, mean ± std) vs training mean return", [
+            (f"max by (a2c_job) (a2c_eval_mean_return{{{J}}})", "{{a2c_job}} evaluation mean"),
+            *[(f"max by (a2c_job) (a2c_eval_mean_return{{{J}}} {sign} a2c_eval_std_return{{{J}}})",
+               f"{{{{a2c_job}}}} evaluation {sign} std") for sign in ("+", "-")],
+            (f"max by (a2c_job) (a2c_trainer_mean_return{{{J}}})", "{{a2c_job}} training (last 100 episodes)"),
+        ], description="Every --eval-interval iterations trainer 0 plays its newest weights greedily for "
+                       "--eval-episodes episodes with a fixed seed; training's mean return comes from the players' "
+                       "exploring policy."),
+        Panel("Evaluation episode length and seconds per evaluation", [
+            (f"max by (a2c_job) (a2c_eval_mean_length{{{J}}})", "{{a2c_job}} mean episode length"),
+            (f"max by (a2c_job) (a2c_eval_seconds{{{J}}})", "{{a2c_job}} seconds per evaluation"),
+        ]),
+        Panel("Evaluated weights vs the trainers' (iteration)", [
+            (f"max by (a2c_job) (a2c_eval_iteration{{{J}}})", "{{a2c_job}} evaluated"),
+            (f"max by (a2c_job) (a2c_trainer_iteration{{{J}}})", "{{a2c_job}} trainers"),
+        ], description="An evaluation takes the newest weights when the evaluator is free, so the evaluated iteration "
+                       "trails the trainers' by up to one evaluation's duration."),
+        Panel("Env steps of the evaluated weights",
+              [(f"max by (a2c_job) (a2c_eval_env_steps{{{J}}})", "{{a2c_job}}")], kind="stat", width=4),
+        Panel("Evaluations done", [(f"sum by (a2c_job) (a2c_evaluations_total{{{J}}})", "{{a2c_job}}")],
+              kind="stat", width=4),
+        Panel("Snapshots skipped (evaluator busy)",
+              [(f"sum by (a2c_job) (a2c_eval_skipped_total{{{J}}})", "{{a2c_job}}")], kind="stat", width=4,
+              description="Only the newest snapshot waits while an evaluation runs; the older ones are skipped."),
+    ]),
     Row("Throughput", [
         Panel("Env steps per second (whole job)",
               [(f"sum by (a2c_job) (rate(a2c_player_env_steps_total{{{J}}}[{RI}]))", "{{a2c_job}}")]),
@@ -192,6 +218,10 @@ ERRORS = [
         Panel("Targets up, by role", [(f"sum by (a2c_job, role) (up{{{J}}})", "{{a2c_job}} {{role}}")], kind="stat"),
         Panel("Targets down, by role", [(f"sum by (a2c_job, role) (up{{{J}}} == bool 0)", "{{a2c_job}} {{role}}")],
               description="Scrape targets Prometheus cannot reach: a crashed or stuck process."),
+        Panel("Evaluations lost (evaluator process died or an evaluation raised)",
+              [(f"sum by (a2c_job) (a2c_eval_failures_total{{{J}}})", "{{a2c_job}}")],
+              description="Trainer 0 restarts its evaluator process a few times, then stops evaluating; training goes "
+                          "on either way. Its log says why."),
     ]),
     Row("Rollouts and uploads", [
         Panel("Rollouts refused per second, by reason",

@@ -75,6 +75,10 @@ def defaults() -> dict[str, Any]:
             "interval": _default(config.TrainerConfig, "checkpoint_interval"),
             "keep": _default(config.TrainerConfig, "keep_checkpoints"),
         },
+        "evaluation": {
+            "interval": _default(config.TrainerConfig, "eval_interval"),
+            "episodes": _default(config.TrainerConfig, "eval_episodes"),
+        },
         "tls": {"secretName": "", "mutual": False},
     }
 
@@ -140,7 +144,7 @@ def tls_files(spec: dict[str, Any], role: str) -> tuple[str, str, str]:
 
 def trainer_config(name: str, namespace: str, spec: dict[str, Any]) -> config.TrainerConfig:
     """What every trainer of this job runs with (rank is left to the pod: RANK from its ordinal)."""
-    trainers, stop, ckpt = spec["trainers"], spec["stop"], spec["checkpoint"]
+    trainers, stop, ckpt, evaluation = spec["trainers"], spec["stop"], spec["checkpoint"], spec["evaluation"]
     cert, key, ca = tls_files(spec, "trainer")
     return config.TrainerConfig(
         world_size=int(trainers["replicas"]), master_addr=master_addr(name, namespace), master_port=DDP_PORT,
@@ -149,6 +153,7 @@ def trainer_config(name: str, namespace: str, spec: dict[str, Any]) -> config.Tr
         round_timeout_s=float(trainers["roundTimeoutSeconds"]), dist_timeout_s=float(trainers["distTimeoutSeconds"]),
         backend=trainers["backend"], device="cuda" if int(trainers["gpus"]) > 0 else "cpu", linger_s=LINGER_S,
         tls_cert=cert, tls_key=key, tls_ca=ca,
+        eval_interval=int(evaluation["interval"]), eval_episodes=int(evaluation["episodes"]),
         env=_env_config(spec), algo=_algo_config(spec),
         stop=config.StopConfig(
             target_return=float(stop["targetReturn"]), return_window=int(stop["returnWindow"]),

@@ -82,6 +82,8 @@ BAD = {
     "bad volume size": ("checkpoint", "size", "lots"),
     "unknown access mode": ("checkpoint", "accessMode", "ReadOnlyMany"),
     "empty env id": ("environment", "id", ""),
+    "negative evaluation interval": ("evaluation", "interval", -1),
+    "evaluation without episodes": ("evaluation", "episodes", 0),
 }
 
 

@@ -191,6 +191,19 @@ def test_spec_values_reach_the_flags() -> None:
     assert cfg.stop.target_return == 200.0 and cfg.stop.return_window == 100
 
 
+@pytest.mark.parametrize(("evaluation", "expected"), [({}, (100, 10)), ({"interval": 25, "episodes": 3}, (25, 3)),
+                                                       ({"interval": 0}, (0, 10))])
+def test_spec_evaluation_reaches_the_trainers_that_run(evaluation: dict[str, int], expected: tuple[int, int]) -> None:
+    """spec.evaluation -> ConfigMap/flags -> the trainer config the real CLI parses (0 turns evaluation off)."""
+    objs = by_kind(resources.render(job(evaluation=evaluation)))
+    (c,) = objs["StatefulSet/cp-trainer"]["spec"]["template"]["spec"]["containers"]
+    role, cfg = cli.parse_role(c["args"], _environ(c["env"], objs["ConfigMap/cp-config"], 0))
+    assert role == "trainer" and isinstance(cfg, config.TrainerConfig)
+    assert (cfg.eval_interval, cfg.eval_episodes) == expected
+    changed = resources.trainer_template_hash(job(evaluation=evaluation)) != resources.trainer_template_hash(job())
+    assert changed == (expected != (100, 10)), "a changed evaluation re-forms the trainer group (it is their flag)"
+
+
 def test_player_scaling_leaves_the_trainers_untouched() -> None:
     one = by_kind(resources.render(job(players={"replicasPerTrainer": 1}, trainers={"replicas": 2})))
     three = by_kind(resources.render(job(players={"replicasPerTrainer": 3}, trainers={"replicas": 2})))

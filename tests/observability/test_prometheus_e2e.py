@@ -1,6 +1,7 @@
 """A real Prometheus scrapes a real `a2c local` run, and every dashboard query returns data.
 
 The Prometheus config is deploy/prometheus/prometheus.yml with faster intervals and this run's targets file.
+The run evaluates every 20 iterations (not the default 100) so the evaluation panels fill early.
 Beside the run, one misconfigured `a2c player` (wrong --n-steps) uploads to trainer 0, so the trainers
 refuse its rollouts and the error panels have something real to show. No controller runs locally: its
 panels must evaluate without error but may be empty.
@@ -128,7 +129,7 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
         procs["a2c local"] = subprocess.Popen(
             [*a2c, "local", "--run-dir", str(run_dir), "--trainers", "2", "--players-per-trainer", "1",
              "--num-envs", "4", "--max-env-steps", "100000000", "--target-return", "1e9",
-             "--checkpoint-interval", "100", "--progress", "false", "--plot", "false"],
+             "--checkpoint-interval", "100", "--eval-interval", "20", "--progress", "false", "--plot", "false"],
             cwd=promql.ROOT, env=env, stdout=(logs / "local.log").open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
         procs["prometheus"] = subprocess.Popen(

@@ -1,0 +1,286 @@
+"""Periodic evaluation beside training: trainer 0 hands weight snapshots to a side process that plays them.
+
+Data flow: trainer 0, every --eval-interval iterations -> `Evaluator.submit` (the snapshot it just
+published: numpy tensors, version, env steps; never blocks) -> this class's thread -> pipe -> the
+side process `python -m a2c.evaluator` (`serve`: `evaluate.evaluate`, greedy, fixed seed) -> pipe ->
+the thread -> `on_result` (trainer 0 writes the eval row and the a2c_eval_* metrics).
+
+Why a process, not a thread or a fork: an evaluation is pure Python stepping (the GIL would slow the
+trainer's loop), and a trainer has gRPC threads, which a fork would copy in whatever state they are.
+`subprocess.Popen` execs a fresh interpreter (no preexec_fn), started at the first evaluation; it runs
+with 1 torch thread at the lowest CPU priority (nice 19, and SCHED_IDLE on Linux), so it only takes CPU
+time the training leaves idle.
+
+Newest wins: one evaluation is in flight at a time, and while it runs only the newest submitted
+snapshot waits; an older waiting one is dropped (counted in `skipped`). A side process that dies, or
+an evaluation that raises, records nothing: it is logged, counted in `failures`, and the process is
+started afresh for the next snapshot, up to `max_failures` times; after that evaluation stops for the
+run and training goes on. Messages on the pipes are pickles (our own process, our own pipe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from a2c import agent, config, env, evaluate, weights
+
+log = logging.getLogger(__name__)
+
+COMMAND = [sys.executable, "-m", "a2c.evaluator"]
+NICE = 19
+
+
+@dataclass
+class Request:
+    """One snapshot to evaluate, with where training was when it was taken."""
+
+    version: int
+    env_steps: int
+    time_s: float
+    tensors: dict[str, np.ndarray]
+
+
+@dataclass
+class Outcome:
+    """The evaluation of one snapshot (`Request` less the tensors)."""
+
+    version: int
+    env_steps: int
+    time_s: float
+    seed: int
+    seconds: float
+    result: evaluate.Result
+
+
+def send(stream: IO[bytes], message: Any) -> None:
+    pickle.dump(message, stream, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.flush()
+
+
+def receive(stream: IO[bytes]) -> Any:
+    """The next message; EOFError when the other end has gone."""
+    return pickle.load(stream)
+
+
+class Evaluator:
+    """Trainer 0's handle on the side process (see the module docstring)."""
+
+    def __init__(self, env_cfg: config.EnvConfig, algo: config.AlgoConfig, episodes: int, seed: int,
+                 on_result: Callable[[Outcome], object], on_failure: Callable[[str], object] | None = None,
+                 command: list[str] | None = None, max_failures: int = 3) -> None:
+        if episodes < 1:
+            raise ValueError(f"--eval-episodes must be at least 1, got {episodes}")
+        self.env_cfg, self.algo, self.episodes, self.seed = env_cfg, algo, episodes, seed
+        self.on_result, self.on_failure = on_result, on_failure
+        self.command = list(command or COMMAND)
+        self.max_failures = max_failures
+        self.submitted = self.skipped = self.failures = self.evaluated = 0
+        self._cond = threading.Condition()
+        self._pending: Request | None = None
+        self._closed = False
+        self._gave_up = False
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        """False once evaluation has stopped for this run (closed, or too many failures)."""
+        return not (self._closed or self._gave_up)
+
+    def submit(self, version: int, env_steps: int, time_s: float, tensors: dict[str, np.ndarray]) -> bool:
+        """Queue this snapshot for evaluation and return at once; True if it replaced one still waiting."""
+        with self._cond:
+            if not self.alive:
+                return False
+            self.submitted += 1
+            replaced = self._pending is not None
+            self.skipped += replaced
+            self._pending = Request(version, env_steps, time_s, tensors)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="evaluator", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return replaced
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop evaluating: an evaluation in flight is abandoned, the side process ended."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify()
+        proc = self._proc
+        if proc is not None:  # wakes the thread if it waits for a reply
+            with contextlib.suppress(OSError):
+                proc.terminate()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if proc is not None:
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout_s)
+
+    # --- the thread -------------------------------------------------------------------------------------
+    def _next(self) -> Request | None:
+        with self._cond:
+            while self._pending is None and self.alive:
+                self._cond.wait()
+            request, self._pending = self._pending, None
+            return request if self.alive else None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([*self.command, "--nice", str(NICE)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, start_new_session=True)
+        assert proc.stdin is not None
+        send(proc.stdin, {"env": self.env_cfg, "algo": self.algo})
+        log.info("evaluator process %d started", proc.pid)
+        return proc
+
+    def _loop(self) -> None:
+        try:
+            self._serve_requests()
+        finally:
+            proc, self._proc = self._proc, None
+            if proc is not None:  # closed or given up: end the side process (close() may miss one started late)
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()  # type: ignore[union-attr]
+                with contextlib.suppress(OSError):
+                    proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5.0)
+
+    def _serve_requests(self) -> None:
+        while True:
+            request = self._next()
+            if request is None:
+                break
+            try:
+                if self._proc is None:
+                    self._proc = self._start()
+                proc = self._proc
+                assert proc.stdin is not None and proc.stdout is not None
+                send(proc.stdin, {"version": request.version, "tensors": request.tensors,
+                                  "episodes": self.episodes, "seed": self.seed})
+                reply = receive(proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+                if not self.alive:
+                    break  # closed under us: not a failure
+                self._failed(f"evaluator process died ({self._exit_status()}; {type(exc).__name__}: {exc})",
+                             restart=True)
+                continue
+            if "error" in reply:
+                self._failed(f"evaluation of version {request.version} failed: {reply['error']}", restart=False)
+                continue
+            self.evaluated += 1
+            result = evaluate.Result(returns=list(reply["returns"]), lengths=list(reply["lengths"]))
+            outcome = Outcome(request.version, request.env_steps, request.time_s, self.seed,
+                              float(reply["seconds"]), result)
+            try:
+                self.on_result(outcome)
+            except Exception:
+                log.exception("recording the evaluation of version %d failed", request.version)
+
+    def _exit_status(self) -> str:
+        proc = self._proc
+        if proc is None:
+            return "not started"
+        try:
+            code = proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            return "still running, but its pipe broke"
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+    def _failed(self, why: str, restart: bool) -> None:
+        self.failures += 1
+        if restart and self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(2.0)
+            self._proc = None
+        if self.failures > self.max_failures:
+            with self._cond:
+                self._gave_up = True
+            log.error("%s; %d failures, no more periodic evaluation in this run (training goes on)",
+                      why, self.failures)
+        else:
+            log.warning("%s; %s (failure %d of %d allowed)", why,
+                        "restarting it for the next snapshot" if restart else "evaluating the next snapshot",
+                        self.failures, self.max_failures)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(why)
+            except Exception:
+                log.exception("recording an evaluator failure failed")
+
+
+# --- the side process -----------------------------------------------------------------------------------
+
+
+def serve(inp: IO[bytes], out: IO[bytes]) -> int:
+    """The side process's loop: one config message, then snapshot in -> evaluation out, until EOF."""
+    torch.set_num_threads(1)
+    try:
+        setup = receive(inp)
+    except EOFError:
+        return 0
+    env_cfg, algo = setup["env"], setup["algo"]
+    obs_space, action_space = env.spaces(env_cfg)
+    model = agent.Agent(obs_space, action_space, algo)
+    model.eval()
+    while True:
+        try:
+            request = receive(inp)
+        except EOFError:
+            return 0
+        started = time.perf_counter()
+        reply: dict[str, Any] = {"version": request["version"]}
+        try:
+            agent.load_snapshot(model, weights.WeightSnapshot(request["version"], request["tensors"]))
+            result = evaluate.evaluate(model, env_cfg, int(request["episodes"]), int(request["seed"]))
+            reply.update(returns=result.returns, lengths=result.lengths)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported to the trainer, which goes on
+            log.exception("evaluating version %d failed", request["version"])
+            reply["error"] = f"{type(exc).__name__}: {exc}"
+        reply["seconds"] = time.perf_counter() - started
+        send(out, reply)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m a2c.evaluator [--nice N]`: messages on stdin/stdout, logs on stderr (the trainer's log)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the trainer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when this process ends
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+        with contextlib.suppress(AttributeError, OSError):  # Linux: only CPU time no other process wants
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    # The pipe to the trainer gets a private descriptor; stray prints of libraries go to stderr instead.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s evaluator: %(message)s")
+    return serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""evaluator.py: trainer 0's side process. Real child processes throughout: the real `python -m a2c.evaluator`
+for results, and tests/fake_evaluator.py (same pipe protocol) for a slow or dying one."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from a2c import agent, config, env, evaluate, evaluator
+from tests.helpers_procs import wait_for
+
+FAKE = [sys.executable, "-m", "tests.fake_evaluator"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Recorder:
+    """on_result / on_failure that remember what they were told."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[evaluator.Outcome] = []
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def result(self, outcome: evaluator.Outcome) -> None:
+        with self.lock:
+            self.outcomes.append(outcome)
+
+    def failure(self, why: str) -> None:
+        with self.lock:
+            self.failures.append(why)
+
+
+def _tensors(version: int) -> dict[str, np.ndarray]:
+    return {"w": np.full((2,), version, dtype=np.float32)}
+
+
+def _make(rec: Recorder, command: list[str] | None = None, episodes: int = 3, max_failures: int = 3,
+          env_cfg: config.EnvConfig | None = None) -> evaluator.Evaluator:
+    return evaluator.Evaluator(env_cfg or config.EnvConfig(), config.AlgoConfig(), episodes, 7, rec.result,
+                               rec.failure, command=command, max_failures=max_failures)
+
+
+@pytest.fixture(autouse=True)
+def _importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake evaluator is `tests.fake_evaluator`: the child must find the repository root."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+
+def test_the_side_process_plays_exactly_what_evaluate_plays_and_survives_a_bad_snapshot() -> None:
+    """Greedy and seeded: the child's returns equal an in-process `evaluate` of the same weights and seed.
+    A snapshot it cannot load is reported as a failure, records nothing, and the same child goes on."""
+    env_cfg = config.EnvConfig()
+    obs_space, action_space = env.spaces(env_cfg)
+    torch.manual_seed(5)
+    model = agent.Agent(obs_space, action_space, config.AlgoConfig())
+    good = agent.snapshot(model, 3).tensors
+    bad = {k: v[..., :1] for k, v in good.items()}  # wrong shapes: load_state_dict raises
+    rec = Recorder()
+    ev = _make(rec, episodes=4)
+    try:
+        ev.submit(2, 200, 1.5, bad)
+        wait_for(lambda: rec.failures, 90, "the bad snapshot to be reported")
+        assert "evaluation of version 2 failed" in rec.failures[0] and "size mismatch" in rec.failures[0]
+        assert ev.alive and not rec.outcomes
+        ev.submit(3, 300, 2.5, good)
+        wait_for(lambda: rec.outcomes, 60, "the evaluation of version 3")
+    finally:
+        ev.close()
+    (out,) = rec.outcomes
+    torch.set_num_threads(1)  # as in the child
+    expected = evaluate.evaluate(model, env_cfg, episodes=4, seed=7)
+    assert (out.version, out.env_steps, out.time_s, out.seed) == (3, 300, 2.5, 7)
+    assert out.result.returns == expected.returns and out.result.lengths == expected.lengths
+    assert out.seconds > 0 and ev.failures == 1 and ev.evaluated == 1
+
+
+def test_a_slow_evaluator_never_blocks_submit_and_only_the_newest_snapshot_waits() -> None:
+    rec = Recorder()
+    ev = _make(rec, command=[*FAKE, "sleep", "1.5"])
+    try:
+        ev.submit(1, 10, 0.1, _tensors(1))
+        wait_for(lambda: ev._proc is not None, 30, "the evaluator to start")
+        time.sleep(0.3)  # version 1 is in flight now
+        slowest = 0.0
+        replaced = []
+        for version in range(2, 11):
+            start = time.perf_counter()
+            replaced.append(ev.submit(version, version * 10, version / 10, _tensors(version)))
+            slowest = max(slowest, time.perf_counter() - start)
+        assert slowest < 0.05, f"submit waited {slowest:.3f} s for a busy evaluator"
+        assert replaced == [False] + [True] * 8
+        wait_for(lambda: len(rec.outcomes) == 2, 30, "versions 1 and 10 to be evaluated")
+        time.sleep(0.5)
+    finally:
+        ev.close()
+    assert [o.version for o in rec.outcomes] == [1, 10], "the eight in between were skipped, not queued"
+    assert [o.result.returns for o in rec.outcomes] == [[1.0], [10.0]]
+    assert (ev.submitted, ev.skipped, ev.evaluated, ev.failures) == (10, 8, 2, 0)
+
+
+def test_a_dying_evaluator_is_restarted_and_records_nothing_false(tmp_path: Path) -> None:
+    rec = Recorder()
+    ev = _make(rec, command=[*FAKE, "crash-once", str(tmp_path / "crashed")])
+    try:
+        ev.submit(1, 10, 0.1, _tensors(1))
+        wait_for(lambda: rec.failures, 30, "the crash to be noticed")
+        assert "evaluator process died (exit code 3" in rec.failures[0], rec.failures
+        assert not rec.outcomes and ev.alive
+        ev.submit(2, 20, 0.2, _tensors(2))
+        wait_for(lambda: rec.outcomes, 30, "the restarted evaluator's result")
+    finally:
+        ev.close()
+    assert [o.version for o in rec.outcomes] == [2]
+
+
+def test_an_evaluator_that_keeps_dying_is_given_up_and_training_is_never_disturbed() -> None:
+    rec = Recorder()
+    ev = _make(rec, command=[*FAKE, "crash"], max_failures=2)
+    try:
+        for version in range(1, 4):
+            ev.submit(version, version, 0.0, _tensors(version))
+            wait_for(lambda v=version: len(rec.failures) >= v, 30, f"crash {version}")  # type: ignore[misc]
+        wait_for(lambda: not ev.alive, 10, "the evaluator to give up")
+        assert ev.submit(4, 4, 0.0, _tensors(4)) is False  # ignored, at once
+    finally:
+        ev.close()
+    assert not rec.outcomes and ev.failures == 3
+
+
+def test_close_ends_an_evaluation_in_flight_and_its_process() -> None:
+    rec = Recorder()
+    ev = _make(rec, command=[*FAKE, "sleep", "60"])
+    ev.submit(1, 10, 0.1, _tensors(1))
+    wait_for(lambda: ev._proc is not None, 30, "the evaluator to start")
+    proc = ev._proc
+    assert proc is not None
+    start = time.monotonic()
+    ev.close()
+    assert time.monotonic() - start < 10
+    assert proc.poll() is not None, "the side process outlived close()"
+    assert not rec.outcomes and not rec.failures, "closing is not a failure"
+
+
+def test_bad_episode_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="--eval-episodes"):
+        _make(Recorder(), episodes=0)
