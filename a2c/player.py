@@ -90,11 +90,14 @@ def run(cfg: config.PlayerConfig) -> int:
     environment = env.Env(cfg.env)
     model = agent_mod.Agent(environment.observation_space, environment.action_space, cfg.algo)
     model.eval()
-    client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials)
+    client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop)
     log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,
              address, port)
     try:
         return _loop(cfg, index, environment, model, client, seed, stop)
+    except client_mod.Stopped as exc:
+        log.info("player %d stops: signal (%s)", index, exc)
+        return 0
     finally:
         client.close()
         environment.close()

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from a2c import agent, config, env, player, rollout
@@ -127,3 +135,28 @@ def test_box_actions_rollout_validates() -> None:
         assert np.allclose(r.logprobs.reshape(-1), lp.detach().numpy(), atol=1e-5)
     finally:
         c.env.close()
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_player_retrying_an_absent_trainer(tmp_path: Path) -> None:
+    """A player whose trainer is gone retries for --connect-timeout-s (300 s here); SIGTERM must not wait that out."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    log = tmp_path / "player.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "a2c", "player", "--player-index", "0",
+                                 "--trainer-address", f"127.0.0.1:{port}", "--connect-timeout-s", "300",
+                                 "--metrics-port", "-1"], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "trainer 127.0.0.1" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)  # started and retrying its first fetch
+            time.sleep(1.0)
+            assert proc.poll() is None, log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=15)
+        finally:
+            proc.kill()
+    assert code == 0, log.read_text()
+    assert "stopped while retrying (UNAVAILABLE)" in log.read_text()

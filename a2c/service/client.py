@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 
@@ -38,12 +39,19 @@ class Refused(Exception):
         self.code, self.details = code, details
 
 
+class Stopped(Exception):
+    """The client's `stop` event was set while a call was being retried."""
+
+
 class TrainerClient:
     def __init__(self, address: str, max_message_bytes: int = 64 << 20, retry_for_s: float = 300.0,
-                 tls: grpc.ChannelCredentials | None = None, server_name: str = "") -> None:
+                 tls: grpc.ChannelCredentials | None = None, server_name: str = "",
+                 stop: threading.Event | None = None) -> None:
         """`tls` (see `tls.channel_credentials`) makes the channel TLS; `server_name` overrides the name
-        the trainer's certificate is checked against (default: the host of `address`)."""
+        the trainer's certificate is checked against (default: the host of `address`). Setting `stop`
+        ends a call's retries at once with `Stopped` (a SIGTERM must not wait out `retry_for_s`)."""
         self.address = address
+        self.stop = stop or threading.Event()
         options = server.channel_options(max_message_bytes)
         if tls is None:
             self.channel = grpc.insecure_channel(address, options=options)
@@ -69,7 +77,8 @@ class TrainerClient:
                 if code not in RETRYABLE or time.monotonic() > deadline:
                     raise
                 log.debug("%s to %s: %s; retrying in %.2fs", what, self.address, code.name, delay)
-                time.sleep(delay * (0.5 + random.random()))
+                if self.stop.wait(delay * (0.5 + random.random())):
+                    raise Stopped(f"{what} to {self.address}: stopped while retrying ({code.name})") from None
                 delay = min(delay * 2, 0.5)
 
     def upload(self, r: rollout.Rollout, timeout_s: float = 60.0) -> UploadResult:
