@@ -107,7 +107,8 @@ eval_env = make(1, seed + 10_000)
 if normalize:
     eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     eval_env.obs_rms = env.obs_rms
-rets, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=not atari, return_episode_rewards=True)
+rets, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=not atari,
+                          return_episode_rewards=True)
 print(json.dumps({"env_steps": model.num_timesteps, "train_return": sum(train) / max(1, len(train)),
                   "eval_mean": sum(rets) / len(rets),
                   "eval_std": (sum((r - sum(rets) / len(rets)) ** 2 for r in rets) / len(rets)) ** 0.5}))
