@@ -8,10 +8,15 @@ Policies: categorical for Discrete actions; diagonal Gaussian with a state-indep
 actions (actions are sampled unbounded and clipped to the space's bounds by the player before
 `env.step`; the log-prob is that of the unclipped sample, as in Stable-Baselines3). Orthogonal
 initialisation with the gains of the reference implementations (sqrt(2) hidden, 0.01 policy, 1 value).
+
+With `normalize_obs`, an `obs_normalizer.ObsNormalizer` (buffers, no parameters) comes first in
+`forward` and `value`, so acting, training, checkpoints and evaluation all see the same statistics;
+uint8 images are never normalised (NatureCNN scales them by 1/255).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import gymnasium as gym
@@ -19,7 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from a2c import config, weights
+from a2c import config, obs_normalizer, rmsprop_tf, weights
+
+log = logging.getLogger(__name__)
 
 
 def _init(layer: nn.Module, gain: float) -> nn.Module:
@@ -81,6 +88,12 @@ class Agent(nn.Module):
         if not self.discrete and not isinstance(action_space, gym.spaces.Box):
             raise ValueError(f"unsupported action space {action_space}: Discrete or Box only")
         self.actor_features = make_extractor(obs_space, algo)
+        self.obs_norm: obs_normalizer.ObsNormalizer | None = None
+        if algo.normalize_obs:
+            if isinstance(self.actor_features, NatureCNN):
+                log.warning("--normalize-obs ignored: uint8 image observations are scaled by 1/255 instead")
+            else:
+                self.obs_norm = obs_normalizer.ObsNormalizer(tuple(obs_space.shape or ()))
         shared = algo.shared_extractor or isinstance(self.actor_features, NatureCNN)
         self.critic_features = self.actor_features if shared else make_extractor(obs_space, algo)
         dim = int(self.actor_features.out_dim)  # type: ignore[arg-type]
@@ -89,16 +102,24 @@ class Agent(nn.Module):
         else:
             n = int(np.prod(action_space.shape or ()))
             self.actor = _init(nn.Linear(dim, n), 0.01)
-            self.log_std = nn.Parameter(torch.zeros(n))
+            self.log_std = nn.Parameter(torch.full((n,), float(algo.log_std_init)))
         self.critic = _init(nn.Linear(dim, 1), 1.0)
         self.action_shape = tuple(action_space.shape or ())
 
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw observations as the extractors see them (unchanged without --normalize-obs)."""
+        return obs if self.obs_norm is None else self.obs_norm(obs)
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.critic_features(obs)).squeeze(-1)
+        return self._value(self.normalize(obs))
+
+    def _value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.critic_features(x)).squeeze(-1)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(policy parameters, value): logits for Discrete, mean for Box."""
-        return self.actor(self.actor_features(obs)), self.value(obs)
+        """(policy parameters, value) of raw observations: logits for Discrete, mean for Box."""
+        x = self.normalize(obs)
+        return self.actor(self.actor_features(x)), self._value(x)
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log-prob of actions, entropy, value) for a flat batch: the terms of the A2C loss."""
@@ -154,7 +175,9 @@ def load_snapshot(model: nn.Module, snap: weights.WeightSnapshot) -> None:
 
 
 def make_optimizer(model: nn.Module, algo: config.AlgoConfig) -> torch.optim.Optimizer:
-    """RMSprop as in the A2C paper (Mnih et al. 2016), or Adam."""
+    """RMSprop as in the A2C paper (Mnih et al. 2016): torch's or TensorFlow's formula; or Adam."""
     if algo.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=algo.lr, eps=algo.optim_eps)
+    if algo.optimizer == "rmsprop_tf":
+        return rmsprop_tf.RMSpropTF(model.parameters(), lr=algo.lr, alpha=algo.rms_alpha, eps=algo.optim_eps)
     return torch.optim.RMSprop(model.parameters(), lr=algo.lr, alpha=algo.rms_alpha, eps=algo.optim_eps)

@@ -51,19 +51,28 @@ class EnvConfig:
 @dataclass
 class AlgoConfig:
     lr: float = opt(2e-3, "learning rate")
+    lr_schedule: str = opt("constant", "learning-rate schedule: constant, or linear decay to 0 over --max-env-steps "
+                           "(rl-baselines3-zoo's lin_<lr>)", choices=("constant", "linear"))
     gamma: float = opt(0.99, "discount factor")
     gae_lambda: float = opt(1.0, "GAE lambda (1.0 = n-step returns, as in the A2C paper)")
     n_steps: int = opt(8, "environment steps per rollout (T)")
     ent_coef: float = opt(0.0, "entropy bonus coefficient")
     vf_coef: float = opt(0.5, "value loss coefficient")
     max_grad_norm: float = opt(0.5, "gradient clipping norm (0 disables)")
-    optimizer: str = opt("rmsprop", "optimizer", choices=("rmsprop", "adam"))
+    optimizer: str = opt("rmsprop", "optimizer: torch's RMSprop, TensorFlow-style RMSprop (eps inside the square "
+                         "root, square average starting at ones; rl-baselines3-zoo's choice for Atari), or Adam",
+                         choices=("rmsprop", "rmsprop_tf", "adam"))
     rms_alpha: float = opt(0.99, "RMSprop smoothing constant")
     optim_eps: float = opt(1e-5, "optimizer epsilon")
     max_policy_lag: int = opt(0, "oldest accepted policy version is current - lag (0 = strict on-policy)")
     hidden_sizes: str = opt("64,64", "hidden layer sizes of the MLP feature extractor")
     activation: str = opt("tanh", "MLP activation", choices=("tanh", "relu"))
     shared_extractor: bool = opt(False, "share one feature extractor between actor and critic")
+    log_std_init: float = opt(0.0, "initial log standard deviation of the Gaussian policy (Box actions)")
+    normalize_obs: bool = opt(False, "normalise observations by their running mean and variance, job-wide, "
+                              "inside the model (never for uint8 image observations)")
+    normalize_reward: bool = opt(False, "scale each player's rewards by the running std of the discounted "
+                                 "return (reported returns stay raw)")
 
     def hidden(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.hidden_sizes.split(",") if s.strip())

@@ -10,6 +10,9 @@ end resets it, ignoring the action; that reset step is no real transition, so it
 Atari ids (`atari.is_atari`) are built by `atari.make` and always stepped same-step. Their training
 episodes end at every lost life with clipped rewards, so the return players report comes from the game's
 own unclipped score (`info["game_score"]` at game over), not from the rewards in the rollout.
+
+With `normalize_reward_gamma` (the player's --normalize-reward, with the algorithm's gamma) the rewards
+a step returns are scaled by `return_normalizer`; the episode returns it reports are always the raw ones.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from a2c import atari, config
+from a2c import atari, config, return_normalizer
 
 
 @dataclass
@@ -37,7 +40,8 @@ class Step:
 
 
 class Env:
-    def __init__(self, cfg: config.EnvConfig, num_envs: int | None = None) -> None:
+    def __init__(self, cfg: config.EnvConfig, num_envs: int | None = None,
+                 normalize_reward_gamma: float | None = None) -> None:
         kwargs = cfg.kwargs()
         n = num_envs or cfg.num_envs
         self.vec: gym.vector.VectorEnv
@@ -62,6 +66,8 @@ class Env:
         self._pending_reset = np.zeros(n, dtype=bool)
         self._return = np.zeros(n, dtype=np.float64)  # of the running episode, for reporting
         self._length = np.zeros(n, dtype=np.int64)
+        self.reward_scaler = (None if normalize_reward_gamma is None
+                              else return_normalizer.ReturnNormalizer(n, normalize_reward_gamma))
 
     def reset(self, seed: int) -> np.ndarray:
         obs, _ = self.vec.reset(seed=seed)
@@ -87,6 +93,8 @@ class Env:
         term, trunc = term & valid, trunc & valid
         rewards = np.asarray(rew, dtype=np.float32)
         episodes = self._episodes(rewards, term | trunc, valid, info)
+        if self.reward_scaler is not None:
+            rewards = self.reward_scaler.scale(rewards, valid, term | trunc)
         return Step(np.asarray(obs), rewards, term, trunc, valid, final, episodes)
 
     def _episodes(self, rewards: np.ndarray, ended: np.ndarray, valid: np.ndarray,

@@ -4,7 +4,9 @@ with or without a process group) and across trainer processes.
 Data flow: trainer forms a round of rollouts -> `Learner.update(rollouts, total_samples)`:
 values of every observation (no grad) -> `returns.gae` -> DDP forward on the valid samples ->
 `loss.a2c_loss` (sums / job-wide sample count) -> backward, whose gradient all-reduce is a SUM
-(our comm hook) -> clip -> optimizer step. Every replica ends the step with identical weights.
+(our comm hook) -> clip -> optimizer step -> (with --normalize-obs) the observation statistics take in
+the round's valid observations, job-wide (`obs_normalizer`). Every replica ends the step with identical
+weights and buffers (DDP runs with broadcast_buffers=False: the statistics are all-reduced instead).
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ class Learner:
             norm = float(torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters()
                                                  if p.grad is not None])))
         self.optimizer.step()
+        if self.model.obs_norm is not None:  # after the step: the step used the statistics the data was acted with
+            self.model.obs_norm.update(batch["obs"])
         t2 = time.perf_counter()
         allreduce = self._hook.seconds
         # Each rank's terms are its share (sums over the job's sample count): their sum is the job's value.
@@ -134,6 +138,11 @@ class Learner:
             grad_norm=norm,
             seconds={"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce, "optimizer": t2 - t1},
         )
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (the schedule's value, identical on every rank)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Through the DDP wrapper (its forward arms the gradient hooks), calling Agent.evaluate.

@@ -87,7 +87,7 @@ def run(cfg: config.PlayerConfig) -> int:
         signal.signal(sig, lambda *_: stop.set())
     seed = cfg.env.seed + 1000 * index
     torch.manual_seed(seed)
-    environment = env.Env(cfg.env)
+    environment = env.Env(cfg.env, normalize_reward_gamma=cfg.algo.gamma if cfg.algo.normalize_reward else None)
     model = agent_mod.Agent(environment.observation_space, environment.action_space, cfg.algo)
     model.eval()
     client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop)

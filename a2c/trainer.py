@@ -25,7 +25,20 @@ import numpy as np
 import torch
 
 from a2c import agent as agent_mod
-from a2c import checkpoint, config, distributed, env, evaluator, inbox, journal, learner, metrics, rollout, weights
+from a2c import (
+    checkpoint,
+    config,
+    distributed,
+    env,
+    evaluator,
+    inbox,
+    journal,
+    learner,
+    metrics,
+    rollout,
+    schedule,
+    weights,
+)
 from a2c.service import server, servicers, tls
 from a2c.v1 import trainer_pb2
 
@@ -220,6 +233,8 @@ class Trainer:
                 if totals.samples == 0:
                     time.sleep(0.2)  # nobody has data: poll, do not spin
                     continue
+                self.learner.set_lr(schedule.learning_rate(cfg.algo.lr, cfg.algo.lr_schedule, p.env_steps,
+                                                           cfg.stop.max_env_steps))
                 stats = self.learner.update(batch, totals.samples)
                 t_pub = time.perf_counter()
                 p.version += 1

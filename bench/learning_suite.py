@@ -59,8 +59,11 @@ TASKS: dict[str, Task] = {t.env_id: t for t in [
           "vf_coef": 0.4, "gamma": 0.9, "use_rms_prop": True, "normalize_advantage": False,
           "learning_rate": "lin_7e-4", "use_sde": True, "policy_kwargs": {"log_std_init": -2, "ortho_init": False}}),
     Task("HalfCheetah-v5", 1_000_000, (3041.174, 157.265, "1M"), "HalfCheetah-v3",
-         ["--normalize-obs", "true", "--normalize-reward", "true", "--lr", "7e-4", "--n-steps", "5",
-          "--num-envs", "1", "--hidden-sizes", "64,64"],
+         # zoo's HalfCheetah entry is SB3's defaults + normalize (1 env x 5 steps, lr 7e-4); these are its
+         # continuous-control settings of other tasks, without gSDE (docs/continuous.md)
+         ["--normalize-obs", "true", "--normalize-reward", "true", "--num-envs", "4", "--n-steps", "8",
+          "--gae-lambda", "0.9", "--vf-coef", "0.4", "--lr", "0.00096", "--lr-schedule", "linear",
+          "--log-std-init", "-2"],
          {"n_envs": 1, "normalize": True}, needs="mujoco"),
     Task("BreakoutNoFrameskip-v4", 200_000, (279.793, 122.177, "10M"), "BreakoutNoFrameskip-v4",
          ["--num-envs", "8", "--n-steps", "5", "--lr", "7e-4", "--ent-coef", "0.01", "--vf-coef", "0.25",
@@ -107,7 +110,8 @@ eval_env = make(1, seed + 10_000)
 if normalize:
     eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     eval_env.obs_rms = env.obs_rms
-rets, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=not atari, return_episode_rewards=True)
+rets, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=not atari,
+                          return_episode_rewards=True)
 print(json.dumps({"env_steps": model.num_timesteps, "train_return": sum(train) / max(1, len(train)),
                   "eval_mean": sum(rets) / len(rets),
                   "eval_std": (sum((r - sum(rets) / len(rets)) ** 2 for r in rets) / len(rets)) ** 0.5}))

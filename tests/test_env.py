@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from a2c import config, env
+from a2c import config, env, return_normalizer
 
 
 def test_cartpole_native_vector_env_marks_the_reset_step_invalid() -> None:
@@ -154,3 +154,38 @@ def test_async_vectorization_steps_in_subprocesses_with_same_step_reset() -> Non
         assert ended
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("kwargs", ["{}", '{"max_episode_steps": 500}'], ids=["next-step", "same-step"])
+def test_normalized_rewards_are_scaled_while_reported_returns_stay_raw(kwargs: str) -> None:
+    """CartPole pays 1 per step: the reported return is the episode's length; the rollout's rewards are scaled.
+    In next-step mode the reset step is invalid and must not count (its reward is 0, not a transition)."""
+    cfg = config.EnvConfig(num_envs=3, env_kwargs=kwargs)
+    plain, scaled = env.Env(cfg), env.Env(cfg, normalize_reward_gamma=0.99)
+    try:
+        assert scaled.reward_scaler is not None and plain.reward_scaler is None
+        plain.reset(seed=3)
+        scaled.reset(seed=3)
+        pushes = np.ones(3, np.int64)
+        reference = return_normalizer.ReturnNormalizer(3, 0.99)
+        valid_steps, episodes = 0, 0
+        for _ in range(60):
+            a, b = plain.step(pushes), scaled.step(pushes)
+            np.testing.assert_array_equal(a.valid, b.valid)
+            np.testing.assert_array_equal(a.rewards, np.where(a.valid, 1.0, 0.0))
+            expected = reference.scale(a.rewards, a.valid, a.terminated | a.truncated)
+            np.testing.assert_array_equal(b.rewards, expected)
+            assert np.all(b.rewards[~b.valid] == 0.0)
+            assert a.episodes == b.episodes, "reported returns are the raw ones"
+            for ret, length in b.episodes.values():
+                assert ret == float(length)
+            valid_steps += int(b.valid.sum())
+            episodes += len(b.episodes)
+        assert episodes >= 3
+        assert np.all(b.rewards[b.valid] < 0.5), "after dozens of steps, a reward of 1 is below the returns' std"
+        if kwargs == "{}":
+            assert valid_steps < 180, "some steps were reset steps"
+        assert scaled.reward_scaler.stats.count == pytest.approx(valid_steps + 1e-4), "only valid steps count"
+    finally:
+        plain.close()
+        scaled.close()

@@ -291,3 +291,28 @@ def test_eval_of_a_real_run(tmp_path: Path) -> None:
     first, second = (json.loads(r.stdout) for r in runs)
     assert first == second and first["checkpoint"] == str(newest) and first["env_steps"] >= 3000
     assert len(first["returns"]) == 3 and first["mean_return"] > 0
+
+
+def test_a_normalised_obs_checkpoint_is_evaluated_with_its_statistics(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The statistics are buffers of the model: saved in the checkpoint, rebuilt by `load`, used by `a2c eval`."""
+    env_cfg, algo = config.EnvConfig(env_id="Pendulum-v1"), config.AlgoConfig(normalize_obs=True)
+    torch.manual_seed(0)
+    model = agent.Agent(*env.spaces(env_cfg), algo)
+    assert model.obs_norm is not None
+    model.obs_norm.update(torch.randn(256, 3, dtype=torch.float64) * torch.tensor([0.3, 0.3, 4.0]) + 0.5)
+    state = {"model": model.state_dict(), "optimizer": {}, "progress": {"env_steps": 10},
+             "config": {"env": dataclasses.asdict(env_cfg), "algo": dataclasses.asdict(algo)}}
+    checkpoint.save(tmp_path, 3, state)
+    loaded = evaluate.load(tmp_path)
+    assert loaded.agent.obs_norm is not None
+    for name in ("mean", "var", "count"):
+        assert torch.equal(getattr(loaded.agent.obs_norm, name), getattr(model.obs_norm, name))
+    with_stats = evaluate.evaluate(model, env_cfg, episodes=2, seed=0, max_episode_steps=30)
+    model.obs_norm.mean.zero_()
+    model.obs_norm.var.fill_(1.0)
+    without = evaluate.evaluate(model, env_cfg, episodes=2, seed=0, max_episode_steps=30)
+    assert with_stats.returns != without.returns, "the statistics change what the policy does"
+    code, out, _ = run_cli(capsys, str(tmp_path), "--episodes", "2", "--max-episode-steps", "30", "--json")
+    assert code == 0
+    assert json.loads(out)["returns"] == pytest.approx(with_stats.returns)

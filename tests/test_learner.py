@@ -27,6 +27,10 @@ def _params(lrn: learner.Learner) -> list[torch.Tensor]:
     return [p.detach().clone() for p in lrn.model.parameters()]
 
 
+def _buffers(lrn: learner.Learner) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in lrn.model.named_buffers()}
+
+
 def test_update_moves_weights_and_reports_terms() -> None:
     lrn = _learner(config.AlgoConfig())
     before = _params(lrn)
@@ -54,18 +58,21 @@ def test_empty_batch_contributes_zero_gradient() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
 
 
-def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str) -> None:
+def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, normalize_obs: bool = False) -> None:
     torch.set_num_threads(1)
     distributed.setup(rank, 2, "127.0.0.1", port, "gloo", "cpu", 60)
     try:
-        algo = config.AlgoConfig()
+        algo = config.AlgoConfig(normalize_obs=normalize_obs)
         lrn = _learner(algo)
         rollouts = [make_rollout(s) for s in seeds_per_rank[rank]]
         batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch((4,), np.dtype(np.float32), (),
                                                                     np.dtype(np.int64))
         totals = distributed.exchange(int(batch["adv"].numel()), 0, [], [], False, torch.device("cpu"))
         lrn.update(batch, totals.samples)
-        torch.save({"params": _params(lrn), "samples": totals.samples_per_rank}, f"{out}-{rank}.pt")
+        if normalize_obs:  # a second round: its step runs with the statistics the first round left
+            lrn.update(batch, totals.samples)
+        torch.save({"params": _params(lrn), "samples": totals.samples_per_rank, "buffers": _buffers(lrn)},
+                   f"{out}-{rank}.pt")
     finally:
         distributed.teardown()
 
@@ -94,6 +101,55 @@ def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[in
         assert sum(got["samples"]) == int(batch["adv"].numel())
         for a, b in zip(got["params"], expected, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", [[[1], [2, 3]], [[], [1, 2, 3]]], ids=["split", "rank0-empty"])
+def test_ddp_observation_statistics_are_job_wide_and_identical(tmp_path: Path, split: list[list[int]]) -> None:
+    """--normalize-obs: after two DDP rounds both ranks hold the same statistics and weights as one process
+    that trained on the union of the data (a rank without data contributes zeros to the all-reduce)."""
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_worker, args=(r, port, split, str(tmp_path / "out"), True)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    single = _learner(config.AlgoConfig(normalize_obs=True))
+    rollouts = [make_rollout(s) for s in (1, 2, 3)]
+    batch = single.batch(rollouts)
+    for _ in range(2):
+        single.update(batch, int(batch["adv"].numel()))
+    valid_obs = np.concatenate([r.obs[:-1][r.valid] for r in rollouts]).astype(np.float64)
+    stats = _buffers(single)
+    assert float(stats["obs_norm.count"]) == pytest.approx(2 * len(valid_obs) + 1e-4), "valid samples, twice"
+    got = [torch.load(tmp_path / f"out-{rank}.pt") for rank in range(2)]
+    for name in stats:
+        assert torch.equal(got[0]["buffers"][name], got[1]["buffers"][name]), f"ranks differ in {name}"
+        torch.testing.assert_close(got[0]["buffers"][name], stats[name], rtol=1e-9, atol=1e-12)
+    for rank in range(2):
+        for a, b in zip(got[rank]["params"], _params(single), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_update_then_statistics_only_valid_samples() -> None:
+    """One process: the step uses the old statistics; afterwards they hold the round's valid observations."""
+    lrn = _learner(config.AlgoConfig(normalize_obs=True))
+    r = make_rollout(4)
+    batch = lrn.batch([r])
+    lrn.update(batch, int(batch["adv"].numel()))
+    assert lrn.model.obs_norm is not None
+    valid = r.obs[:-1][r.valid].astype(np.float64)
+    np.testing.assert_allclose(lrn.model.obs_norm.mean.numpy(), valid.mean(0) * len(valid) / (len(valid) + 1e-4),
+                               rtol=1e-9)
+    assert float(lrn.model.obs_norm.count) == pytest.approx(len(valid) + 1e-4)
+
+
+def test_set_lr_changes_every_param_group() -> None:
+    lrn = _learner(config.AlgoConfig(lr=1e-3))
+    lrn.set_lr(2.5e-4)
+    assert [g["lr"] for g in lrn.optimizer.param_groups] == [2.5e-4]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (checked on a lent GPU machine)")

@@ -76,6 +76,8 @@ BAD = {
     "negative entropy": ("algorithm", "entCoef", -0.1),
     "unknown optimizer": ("algorithm", "optimizer", "sgd"),
     "unknown activation": ("algorithm", "activation", "gelu"),
+    "unknown lr schedule": ("algorithm", "lrSchedule", "cosine"),
+    "normalizeObs as text": ("algorithm", "normalizeObs", "yes"),
     "empty network": ("algorithm", "hiddenSizes", []),
     "lr as text": ("algorithm", "lr", "fast"),
     "zero step budget": ("stop", "maxEnvSteps", 0),

@@ -204,6 +204,16 @@ def test_spec_evaluation_reaches_the_trainers_that_run(evaluation: dict[str, int
     assert changed == (expected != (100, 10)), "a changed evaluation re-forms the trainer group (it is their flag)"
 
 
+def test_continuous_control_fields_reach_both_roles() -> None:
+    spec = jobspec.with_defaults({"algorithm": {"normalizeObs": True, "normalizeReward": True, "lrSchedule": "linear",
+                                                "logStdInit": -2, "optimizer": "rmsprop_tf"}})
+    for cfg in (jobspec.trainer_config("hc", "ml", spec), jobspec.player_config("hc", "ml", spec)):
+        algo = cfg.algo
+        assert (algo.normalize_obs, algo.normalize_reward, algo.lr_schedule, algo.optimizer) == (
+            True, True, "linear", "rmsprop_tf")
+        assert algo.log_std_init == -2.0 and isinstance(algo.log_std_init, float)
+
+
 def test_player_scaling_leaves_the_trainers_untouched() -> None:
     one = by_kind(resources.render(job(players={"replicasPerTrainer": 1}, trainers={"replicas": 2})))
     three = by_kind(resources.render(job(players={"replicasPerTrainer": 3}, trainers={"replicas": 2})))

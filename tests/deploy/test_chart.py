@@ -89,7 +89,7 @@ BAD_VALUES = [
     ({"job": {"trainers": {"gpus": -1}}}, "/job/trainers/gpus", "minimum"),
     ({"job": {"trainers": {"gpu": 1}}}, "/job/trainers", "'gpu' not allowed"),
     ({"job": {"players": {"replicasPerTrainer": "2"}}}, "/job/players/replicasPerTrainer", "want integer"),
-    ({"job": {"algorithm": {"optimizer": "sgd"}}}, "/job/algorithm/optimizer", "'rmsprop', 'adam'"),
+    ({"job": {"algorithm": {"optimizer": "sgd"}}}, "/job/algorithm/optimizer", "'rmsprop', 'rmsprop_tf', 'adam'"),
     ({"job": {"algorithm": {"gamma": 1.5}}}, "/job/algorithm/gamma", "maximum"),
     ({"job": {"algorithm": {"lr": 0}}}, "/job/algorithm/lr", "exclusiveMinimum"),
     ({"job": {"name": "Bad_Name"}}, "/job/name", "does not match pattern"),
