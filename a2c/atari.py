@@ -14,7 +14,8 @@ Stable-Baselines3 `AtariWrapper` apply it for training:
    `info["game_score"]` on the step that ends the game — this is what players report as the return;
 4. `EpisodicLife` (`episodic_life`): a lost life ends the training episode (the value target does not
    bootstrap across it), but reset only continues the game; a real reset happens at game over;
-5. `FireReset`: presses FIRE after every reset for games that wait for it (Breakout);
+5. `FireReset`: presses FIRE after every reset for games that wait for it (Breakout); without episodic
+   life (whole games, as evaluation plays them) also after every lost life, as training's resets did;
 6. reward clipping to its sign (`clip_rewards`), for training only;
 7. `FrameStackObservation(4)`: the last 4 frames, [4, 84, 84] uint8, channel first.
 
@@ -112,7 +113,20 @@ class EpisodicLife(gym.Wrapper):
 
 
 class FireReset(gym.Wrapper):
-    """Presses FIRE (then action 2) after reset, for games that stand still until FIRE is pressed."""
+    """Presses FIRE (then action 2) after reset, for games that stand still until FIRE is pressed.
+
+    With `after_life_loss` also after every lost life. Training (episodic life: a lost life is a reset)
+    always had the wrapper press FIRE there, so an agent never learns to; a whole game played without
+    episodic life (evaluation) would otherwise stand still after the first lost life until the time limit.
+    """
+
+    def __init__(self, env: gym.Env, after_life_loss: bool = False) -> None:
+        super().__init__(env)
+        self.after_life_loss = after_life_loss
+        self.lives = 0
+
+    def _ale_lives(self) -> int:
+        return int(self.env.unwrapped.ale.lives())  # type: ignore[attr-defined]
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
@@ -120,7 +134,20 @@ class FireReset(gym.Wrapper):
             obs, _, terminated, truncated, _ = self.env.step(action)
             if terminated or truncated:
                 obs, info = self.env.reset(**kwargs)
+        self.lives = self._ale_lives()
         return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        total = float(reward)
+        if self.after_life_loss and not (terminated or truncated) and self._ale_lives() < self.lives:
+            for fire in (1, 2):
+                obs, reward, terminated, truncated, info = self.env.step(fire)
+                total += float(reward)
+                if terminated or truncated:
+                    break
+        self.lives = self._ale_lives()
+        return obs, total, terminated, truncated, info
 
 
 def needs_fire(env: gym.Env) -> bool:
@@ -144,7 +171,7 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     if opts["episodic_life"]:
         env = EpisodicLife(env)
     if needs_fire(env):
-        env = FireReset(env)
+        env = FireReset(env, after_life_loss=not opts["episodic_life"])
     if opts["clip_rewards"]:
         env = gym.wrappers.TransformReward(env, _sign)
     return gym.wrappers.FrameStackObservation(env, opts["frame_stack"])

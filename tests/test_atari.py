@@ -71,6 +71,23 @@ def test_fire_reset_launches_the_ball_in_breakout_only_where_fire_exists() -> No
     freeway.close()
 
 
+def test_whole_games_press_fire_after_a_lost_life_so_they_end() -> None:
+    """Without episodic life (evaluation), Breakout waits for FIRE after each lost life; training never had to
+    press it (its reset did), so the wrapper must, or a greedy game stalls until the time limit."""
+    e = atari.make("BreakoutNoFrameskip-v4", episodic_life=False, clip_rewards=False)
+    try:
+        e.reset(seed=0)
+        terminated = truncated = False
+        steps = 0
+        while not (terminated or truncated) and steps < 5_000:  # NOOP only: every ball is missed
+            _, _, terminated, truncated, info = e.step(0)
+            steps += 1
+        assert terminated and not truncated, "all 5 lives were lost: the game ended by itself"
+        assert steps < 2_000 and info["game_score"] == 0.0
+    finally:
+        e.close()
+
+
 def test_a_lost_life_ends_the_training_episode_but_the_report_is_the_whole_unclipped_game() -> None:
     """SpaceInvaders (3 lives, invaders worth 5 to 30 points), random actions, same seed twice: once as
     trained (clipped rewards) and once unclipped; clipping does not change the game, so the unclipped
