@@ -12,7 +12,8 @@ are measured at the same budget. The zoo column is what rl-baselines3-zoo's `ben
     python bench/learning_suite.py --tasks CartPole-v1 Acrobot-v1 --sb3
     python bench/learning_suite.py --budget-scale 0.1   # a quick pass (scores will be lower)
 
-With a GPU, the trainers run on it and the Atari budgets grow (see `Task.gpu_budget`). Prints one line
+With a GPU, the trainers run on it, the Atari budgets grow (`Task.gpu_budget`) and GPU-only tasks run
+(`Task.gpu_only`: Pong at 10M steps). Prints one line
 per run and a Markdown table at the end; `--json PATH` also writes every figure.
 """
 
@@ -42,6 +43,7 @@ class Task:
     sb3: dict[str, Any]             # the zoo's hyperparameters for SB3's A2C
     needs: str = ""                 # a module that must import (ale_py, mujoco)
     gpu_budget: int = 0             # budget where a GPU is present (0: the CPU budget)
+    gpu_only: bool = False          # too long for a CPU run: only where a GPU is present
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +72,11 @@ TASKS: dict[str, Task] = {t.env_id: t for t in [
           "--optimizer", "rmsprop_tf", "--vectorization", "async"],
          {"atari": True, "n_envs": 16, "ent_coef": 0.01, "vf_coef": 0.25, "rmsprop_tf": True},
          needs="ale_py", gpu_budget=10_000_000),
+    Task("PongNoFrameskip-v4", 10_000_000, (17.292, 3.214, "10M"), "PongNoFrameskip-v4",
+         ["--num-envs", "8", "--n-steps", "5", "--lr", "7e-4", "--ent-coef", "0.01", "--vf-coef", "0.25",
+          "--optimizer", "rmsprop_tf", "--vectorization", "async"],
+         {"atari": True, "n_envs": 16, "ent_coef": 0.01, "vf_coef": 0.25, "rmsprop_tf": True},
+         needs="ale_py", gpu_only=True),
 ]}
 
 SB3_SCRIPT = r"""
@@ -211,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         task = TASKS[name]
         if not available(task):
             print(f"{name}: skipped ({task.needs} is not installed)", flush=True)
+            continue
+        if task.gpu_only and not gpu:
+            print(f"{name}: skipped (a GPU-only task: {task.budget:,} env steps)", flush=True)
             continue
         budget = max(1, int((task.gpu_budget if gpu and task.gpu_budget else task.budget) * args.budget_scale))
         row: dict[str, Any] = {"task": name, "budget": budget, "zoo": task.zoo, "zoo_env": task.zoo_env}
