@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from a2c import curve
+
 
 @dataclass
 class Task:
@@ -135,9 +137,8 @@ def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extr
         wall = time.perf_counter() - start
         if out.returncode != 0:
             raise RuntimeError(f"a2c local failed (exit {out.returncode}): {shlex.join(cmd)}\n{out.stderr[-3000:]}")
-        rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()
-                if line.strip()]
-        train = [r for r in rows if r.get("mean_return") is not None]
+        train = [r for r in curve.training(curve.read_journal(Path(tmp) / "metrics.jsonl"))
+                 if r.get("mean_return") is not None]
         ev = subprocess.run([sys.executable, "-m", "a2c", "eval", tmp, "--episodes", str(episodes),
                              "--seed", str(seed + 10_000), "--json"], capture_output=True, text=True)
         if ev.returncode != 0:

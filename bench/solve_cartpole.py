@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from a2c import curve
+
 SB3_SCRIPT = r"""
 import sys, json, time
 import torch
@@ -62,8 +64,7 @@ def run_a2c(seed: int, extra: list[str]) -> dict:
         wall = time.perf_counter() - start
         if out.returncode != 0:
             raise SystemExit(f"a2c local failed (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
-        rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "eval_mean_return" not in r]  # training rows only: evaluations have their own
+        rows = curve.training(curve.read_journal(Path(tmp) / "metrics.jsonl"))  # evaluation rows have their own
     last = rows[-1]
     mean = last["mean_return"] or 0.0
     return {"wall_s": wall, "env_steps": last["env_steps"], "mean_return": mean, "solved": mean >= 475}
