@@ -85,6 +85,12 @@ class StopConfig:
     max_env_steps: int = opt(2_000_000, "stop after this many environment steps in total")
 
 
+# A pod of a StatefulSet is restarted whatever its exit code: under the controller a finished process
+# must stay up (a trainer serving its final status) until the controller scales the job down.
+HOLD_HELP = ("when training has ended, keep running (a trainer keeps serving its final status) until SIGTERM "
+             "instead of exiting: a StatefulSet restarts any process that exits")
+
+
 @dataclass
 class TrainerConfig:
     rank: int = opt(-1, "this trainer's rank (-1: from the pod ordinal in the hostname)", env="RANK")
@@ -112,6 +118,7 @@ class TrainerConfig:
     eval_interval: int = opt(100, "iterations between greedy evaluations by trainer 0 in a side process (0 disables)")
     eval_episodes: int = opt(10, "episodes per periodic evaluation")
     tensorboard: str = opt("", "directory for TensorBoard event files of trainer 0 ('' = off)")
+    hold_when_done: bool = opt(False, HOLD_HELP)
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     stop: StopConfig = field(default_factory=StopConfig)
@@ -134,6 +141,7 @@ class PlayerConfig:
     tls_cert: str = opt("", "PEM client certificate for a trainer that requires mutual TLS (with --tls-key)")
     tls_key: str = opt("", "PEM private key of --tls-cert")
     tls_ca: str = opt("", "PEM CA bundle that verifies the trainer; set (or --tls-cert) turns TLS on ('' = plaintext)")
+    hold_when_done: bool = opt(False, HOLD_HELP)
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 

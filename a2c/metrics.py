@@ -9,9 +9,13 @@ a test checks that every name they use is exported here.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer
 
 BASE = ("a2c_job", "role", "rank")
 _base: dict[str, str] = {"a2c_job": "local", "role": "unknown", "rank": "0"}
@@ -104,9 +108,29 @@ def labels(metric: Any, **extra: str) -> Any:
     return metric.labels(**_base, **extra)
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> int:
-    """Serve /metrics on `port` (0: a free one); returns the port, or -1 when disabled."""
+def serve(port: int, addr: str = "0.0.0.0", health: Callable[[], str] | None = None) -> int:
+    """Serve /metrics on `port` (0: a free one); returns the port, or -1 when disabled.
+
+    `health`: also serve /healthz, answering 200 while it returns "" and 503 with its text otherwise (the
+    controller's livenessProbe: a stuck reconcile loop, not just a live HTTP thread, fails it)."""
     if port < 0:
         return -1
-    server, _thread = start_http_server(port, addr=addr)
-    return int(server.server_address[1])
+    if health is None:
+        server, _thread = start_http_server(port, addr=addr)
+        return int(server.server_address[1])
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics_app(environ, start_response)
+        problem = health()
+        start_response("503 Service Unavailable" if problem else "200 OK", [("Content-Type", "text/plain")])
+        return [(problem or "ok").encode() + b"\n"]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class names it)
+            pass
+
+    httpd = make_server(addr, port, app, ThreadingWSGIServer, handler_class=Quiet)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return int(httpd.server_address[1])

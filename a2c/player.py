@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from a2c import agent as agent_mod
-from a2c import config, env, metrics, rollout
+from a2c import config, env, metrics, rollout, termination
 from a2c.service import client as client_mod
 from a2c.service import tls
 
@@ -87,14 +87,22 @@ def run(cfg: config.PlayerConfig) -> int:
         signal.signal(sig, lambda *_: stop.set())
     seed = cfg.env.seed + 1000 * index
     torch.manual_seed(seed)
-    environment = env.Env(cfg.env, normalize_reward_gamma=cfg.algo.gamma if cfg.algo.normalize_reward else None)
-    model = agent_mod.Agent(environment.observation_space, environment.action_space, cfg.algo)
+    try:  # the environment and the model fail the same way on every restart
+        environment = env.Env(cfg.env, normalize_reward_gamma=cfg.algo.gamma if cfg.algo.normalize_reward else None)
+        model = agent_mod.Agent(environment.observation_space, environment.action_space, cfg.algo)
+    except Exception as exc:
+        return termination.cannot_start("player", exc)
     model.eval()
     client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop)
     log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,
              address, port)
     try:
-        return _loop(cfg, index, environment, model, client, seed, stop)
+        done = _loop(cfg, index, environment, model, client, seed, stop)
+        log.info("player %d stops: %s", index, "training finished" if done else "signal")
+        if done and cfg.hold_when_done:
+            log.info("player %d: waiting for SIGTERM (--hold-when-done)", index)
+            stop.wait()
+        return 0
     except client_mod.Stopped as exc:
         log.info("player %d stops: signal (%s)", index, exc)
         return 0
@@ -104,10 +112,11 @@ def run(cfg: config.PlayerConfig) -> int:
 
 
 def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: agent_mod.Agent,
-          client: client_mod.TrainerClient, seed: int, stop: threading.Event) -> int:
+          client: client_mod.TrainerClient, seed: int, stop: threading.Event) -> bool:
+    """Act, upload and fetch until training ends (True) or a signal stops us (False)."""
     snap, done = _wait_weights(client, -1, stop, index)
     if snap is None:
-        return 0
+        return done
     agent_mod.load_snapshot(model, snap)
     version, uploads_at_version = snap.version, 0
     collector = Collector(environment, model, index, cfg.algo.n_steps, seed)
@@ -145,8 +154,7 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
             if snap is not None:
                 agent_mod.load_snapshot(model, snap)
                 version, uploads_at_version = snap.version, 0
-    log.info("player %d stops: %s", index, "training finished" if done else "signal")
-    return 0
+    return done
 
 
 def _wait_weights(client: client_mod.TrainerClient, since: int, stop: threading.Event,

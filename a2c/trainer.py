@@ -37,6 +37,7 @@ from a2c import (
     metrics,
     rollout,
     schedule,
+    termination,
     weights,
 )
 from a2c.service import server, servicers, tls
@@ -159,9 +160,14 @@ class Trainer:
         finally:
             if self.phase in (Phase.SUCCEEDED, Phase.FINISHED):
                 # Only a finished run tells players "done" (a failed or stopped trainer comes back and
-                # they must still be there); keep serving until they all heard it, or linger_s.
+                # they must still be there); keep serving until they all heard it, or linger_s; under the
+                # controller until SIGTERM, so trainer 0's final status stays readable and no pod restarts.
                 self.board.finish()
-                self.board.wait_told(set(self.inbox.active), cfg.linger_s)
+                if cfg.hold_when_done:
+                    log.info("trainer %d: %s; serving the final status until SIGTERM", self.rank, self.message)
+                    self.stop_requested.wait()
+                else:
+                    self.board.wait_told(set(self.inbox.active), cfg.linger_s)
             running.stop(grace_s=1.0)
             distributed.teardown()
             if self.evaluator is not None:  # after the linger: an evaluation in flight may have come back
@@ -345,7 +351,10 @@ def run(cfg: config.TrainerConfig) -> int:
     port = metrics.serve(cfg.metrics_port)
     torch.set_num_threads(int(os.environ.get("A2C_TORCH_THREADS", "1")))
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, rank)
+    try:
+        trainer = Trainer(cfg, rank)  # makes the environment and the model: fails the same way on every restart
+    except Exception as exc:
+        return termination.cannot_start("trainer", exc)
     signal.signal(signal.SIGTERM, trainer.request_stop)
     signal.signal(signal.SIGINT, trainer.request_stop)
     log.info("trainer %d/%d: %s, metrics port %d", rank, cfg.world_size, env.describe(cfg.env), port)

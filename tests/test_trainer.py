@@ -149,3 +149,45 @@ def test_periodic_evaluation_records_true_numbers_and_survives_a_killed_evaluato
     assert len(acc.Scalars("train/mean_return")) == sum(r["mean_return"] is not None for r in training)
     png = curve.plot(tmp_path / "metrics.jsonl", tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_hold_when_done_keeps_serving_the_final_status_until_sigterm(tmp_path: Path) -> None:
+    """Under the controller (a StatefulSet restarts any process that exits) a finished trainer stays up,
+    answering FINISHED, until SIGTERM; a player that heard "done" leaves without it."""
+    from a2c.controller import probe
+
+    grpc_port = free_port()
+    env = _trainer_env(tmp_path, 0, 1, free_port(), grpc_port)
+    env.update(A2C_MAX_ENV_STEPS="640", A2C_HOLD_WHEN_DONE="true", A2C_EVAL_INTERVAL="0")
+    trainer = _spawn("trainer", env, tmp_path / "trainer.log")
+    player = _spawn("player", {"A2C_PLAYER_INDEX": "0", "A2C_NUM_TRAINERS": "1", "A2C_METRICS_PORT": "0",
+                               "A2C_TRAINER_ADDRESS": f"127.0.0.1:{grpc_port}"}, tmp_path / "player.log")
+    try:
+        assert player.wait(120) == 0, (tmp_path / "player.log").read_text()
+        with pytest.raises(subprocess.TimeoutExpired):
+            trainer.wait(3)  # without --hold-when-done it exits once its player heard "done"
+        report = probe.trainer_status(f"127.0.0.1:{grpc_port}", timeout_s=5)
+        assert report is not None and report["phase"] == "FINISHED" and report["env_steps"] >= 640
+        trainer.send_signal(signal.SIGTERM)
+        assert trainer.wait(20) == 0, (tmp_path / "trainer.log").read_text()
+    finally:
+        for p in (trainer, player):
+            if p.poll() is None:
+                p.kill()
+    assert "serving the final status until SIGTERM" in (tmp_path / "trainer.log").read_text()
+
+
+@pytest.mark.parametrize("role", ["trainer", "player"])
+def test_a_role_that_cannot_start_exits_3_with_a_termination_message(tmp_path: Path, role: str) -> None:
+    """The same error on every restart: exit code 3 and the reason where the kubelet reads it."""
+    message = tmp_path / "termination-log"
+    message.write_text("")  # the kubelet creates the file; the process only writes it
+    env = {**os.environ, "A2C_ENV_ID": "NoSuchEnvironment-v0", "A2C_METRICS_PORT": "-1",
+           "A2C_TERMINATION_MESSAGE_PATH": str(message), "RANK": "0", "A2C_PLAYER_INDEX": "0",
+           "A2C_RUN_DIR": str(tmp_path / "run")}
+    done = subprocess.run([sys.executable, "-m", "a2c", role], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 3, done.stderr.decode()[-2000:]
+    text = message.read_text()
+    assert text.startswith(f"{role} cannot start:") and "NoSuchEnvironment" in text
+    assert "cannot start" in done.stderr.decode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -32,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--tls-ca", default="", help="PEM CA bundle that verifies trainers of jobs with spec.tls")
     p.add_argument("--tls-cert", default="", help="PEM client certificate for trainers that require mutual TLS")
     p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
+    p.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
+                   help="act only while holding a coordination.k8s.io Lease, so several replicas are safe "
+                        "(default: on)")
+    p.add_argument("--lease-name", default="a2c-controller", help="name of the leader-election Lease")
+    p.add_argument("--lease-namespace", default="",
+                   help="namespace of the Lease (default: $POD_NAMESPACE, else --namespace, else default)")
     p.set_defaults(func=run_controller)
     r = sub.add_parser("render", help="print the Kubernetes objects an A2CJob would get",
                        description="Print, as a YAML stream, the children of every A2CJob in the file.")
@@ -71,7 +78,7 @@ def run_render(args: argparse.Namespace) -> int:
 def run_controller(args: argparse.Namespace) -> int:
     from kubernetes import config as kubeconfig
 
-    from a2c.controller import handlers, kube, loop
+    from a2c.controller import handlers, kube, leader, loop
     from a2c.service import tls
 
     try:
@@ -86,13 +93,25 @@ def run_controller(args: argparse.Namespace) -> int:
             kubeconfig.load_incluster_config()
         except kubeconfig.ConfigException:
             kubeconfig.load_kube_config()
-    metrics.bind("all", "controller", 0)
-    metrics.serve(args.metrics_port)
     runner = loop.Loop(handlers.Reconciler(kube.Kube(), tls=credentials), args.namespace or None, args.resync_s)
+    election = leader.Election(args.lease_name, args.lease_namespace or os.environ.get("POD_NAMESPACE")
+                               or args.namespace or "default") if args.leader_election else None
+    stuck_after_s = max(60.0, 6 * args.resync_s)
+
+    def health() -> str:
+        if election is not None and not election.leading:
+            return ""  # a standby replica is healthy while it waits for the lease
+        return "" if runner.healthy(stuck_after_s) else f"reconcile loop stuck for over {stuck_after_s:.0f} s"
+
+    metrics.bind("all", "controller", 0)
+    metrics.serve(args.metrics_port, health=health)
     signal.signal(signal.SIGTERM, lambda *_: runner.shutdown())
     log.info("a2c controller: watching %s", args.namespace or "all namespaces")
     try:
-        runner.run()
+        if election is None:
+            runner.run()
+            return 0
+        return election.run(runner.run, runner.shutdown, runner.stop)
     except KeyboardInterrupt:
         runner.shutdown()
     return 0

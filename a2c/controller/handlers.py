@@ -1,10 +1,11 @@
 """Reconcile one A2CJob: observe, decide, apply, act, report. Thin: the logic is in `status` and `resources`.
 
-Data flow: `loop` calls `Reconciler.reconcile(namespace, name)` on every watch event and on every resync.
-It reads the job and its trainer pods (`kube`), asks trainer 0 for progress (`probe`), lets
-`status.decide` choose, applies the children `resources.render` gives for that decision, deletes the
-trainer pods when the gang must restart (their StatefulSet recreates them, all at once: Parallel), emits
-Events and writes the status subresource. Running it twice in a row changes nothing the second time.
+Data flow: `loop` calls `Reconciler.reconcile(namespace, name, poll)` on watch events that matter
+(poll=False) and on every resync (poll=True). It reads the job and its trainer pods (`kube`), asks trainer 0
+for progress (`probe`, on resyncs only), lets `status.decide` choose, applies the children
+`resources.render` gives for that decision, deletes the trainer pods when the gang must restart (their
+StatefulSet recreates them, all at once: Parallel), writes the status subresource, then emits the Events.
+Running it twice in a row changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -28,15 +29,28 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017 (py3.10)
 
 
+def _last_termination(containers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest `terminated` record of the pod's containers (the current state, else lastState)."""
+    for c in containers:
+        for where in ("state", "lastState"):
+            terminated = (c.get(where) or {}).get("terminated")
+            if terminated:
+                return dict(terminated)
+    return {}
+
+
 def trainer_pods(items: list[dict[str, Any]]) -> list[status.TrainerPod]:
     pods = []
     for pod in items:
         meta, st = pod["metadata"], pod.get("status") or {}
         containers = st.get("containerStatuses") or []
+        ended = _last_termination(containers)
         pods.append(status.TrainerPod(
             name=meta["name"], uid=meta.get("uid", ""), deleting=bool(meta.get("deletionTimestamp")),
             restarts=sum(int(c.get("restartCount", 0)) for c in containers),
             ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []),
+            exit_code=int(ended["exitCode"]) if "exitCode" in ended else None,
+            message=str(ended.get("message") or ""),
         ))
     return sorted(pods, key=lambda p: p.ordinal)
 
@@ -54,8 +68,11 @@ class Reconciler:
         self.probe_timeout_s = probe_timeout_s
         self.clock = clock
 
-    def reconcile(self, namespace: str, name: str) -> str:
-        """One level-triggered pass over one job; returns what happened (for logs, metrics and tests)."""
+    def reconcile(self, namespace: str, name: str, poll: bool = True) -> str:
+        """One level-triggered pass over one job; returns what happened (for logs, metrics and tests).
+
+        `poll`: ask trainer 0 for progress (the periodic resync does; a watch event does not, so our own
+        status writes, which come back as watch events, cause no further writes)."""
         metrics.bind(name, "controller", 0)
         try:
             job = self.kube.get(jobspec.API_VERSION, jobspec.KIND, namespace, name)
@@ -63,7 +80,7 @@ class Reconciler:
             return "gone"  # deleted: its children go with it (ownerReferences), nothing to do
         job["metadata"].setdefault("namespace", namespace)
         try:
-            result = self._reconcile(job)
+            result = self._reconcile(job, poll)
         except Exception:
             metrics.labels(metrics.CONTROLLER_ERRORS).inc()
             metrics.labels(metrics.CONTROLLER_RECONCILES, result="error").inc()
@@ -71,7 +88,7 @@ class Reconciler:
         metrics.labels(metrics.CONTROLLER_RECONCILES, result=result).inc()
         return result
 
-    def _reconcile(self, job: dict[str, Any]) -> str:
+    def _reconcile(self, job: dict[str, Any], poll: bool) -> str:
         meta, now = job["metadata"], self.clock()
         try:
             jobspec.validate_name(meta["name"])
@@ -81,18 +98,20 @@ class Reconciler:
         selector = resources.selector(meta["name"], "trainer")
         pods = trainer_pods(self.kube.list("v1", "Pod", meta["namespace"], selector))
         terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
-        report = None if terminal else self._probe(job)
-        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job))
+        report = self._probe(job) if poll and not terminal else None
+        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job), polled=poll)
 
         changed = [self.kube.apply(obj) for obj in resources.render(job, decision.stopped, decision.trainers)]
         if decision.restart_gang:
             for pod in pods:  # the StatefulSet recreates them together; they resume from the checkpoint
                 self.kube.delete("v1", "Pod", meta["namespace"], pod.name)
-        for type_, reason, message in decision.events:
-            self.kube.event(job, type_, reason, message, now)
         status_changed = decision.status != (job.get("status") or {})
         if status_changed:
             self.kube.patch_status(job, decision.status)
+        # Events only once the status they announce is written: a refused write (retried at the next pass)
+        # must not post the same Event again and again.
+        for type_, reason, message in decision.events:
+            self.kube.event(job, type_, reason, message, now)
         phase = decision.status.get("phase", "")
         for p in PHASES:
             metrics.labels(metrics.CONTROLLER_JOBS, phase=p).set(1 if p == phase else 0)
@@ -119,6 +138,6 @@ class Reconciler:
         conds = list(old.get("conditions") or [])
         status.set_condition(conds, "Failed", True, "InvalidSpec", why, now, new["observedGeneration"])
         new["conditions"] = conds
-        self.kube.event(job, "Warning", "InvalidSpec", why, now)
         self.kube.patch_status(job, new)
+        self.kube.event(job, "Warning", "InvalidSpec", why, now)
         return "invalid"

@@ -11,6 +11,7 @@ from that annotation, so fields removed from the rendering are removed from the 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import uuid
@@ -61,6 +62,9 @@ class Kube:
 
     def request(self, method: str, url: str, body: Any = None, content_type: str = "application/json",
                 query: dict[str, str] | None = None, stream: bool = False, timeout_s: float | None = None) -> Any:
+        if body is not None:
+            # JSON has no NaN or Infinity; the API server answers 400 to them. Refuse here, with the reason.
+            json.dumps(body, allow_nan=False, default=str)
         _m, full, headers, payload, _p = self.api.param_serialize(
             method=method, resource_path=url, query_params=query or None, body=body,
             header_params={"Content-Type": content_type, "Accept": "application/json"}, auth_settings=["BearerToken"],
@@ -81,9 +85,17 @@ class Kube:
 
     def list(self, api_version: str, kind: str, namespace: str | None, labels: dict[str, str]) -> list[dict[str, Any]]:
         """Objects with all of `labels` (also filtered here: a test server may ignore labelSelector)."""
+        return self.list_at(api_version, kind, namespace, labels)[0]
+
+    def list_at(self, api_version: str, kind: str, namespace: str | None,
+                labels: dict[str, str]) -> tuple[builtins.list[dict[str, Any]], str]:
+        """`list`, and the list's resourceVersion: the point a watch resumes from."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        items = self.request("GET", path(api_version, kind, namespace), query={"labelSelector": selector})["items"]
-        return [o for o in items if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
+        reply = self.request("GET", path(api_version, kind, namespace),
+                             query={"labelSelector": selector} if selector else None)
+        items = [o for o in reply.get("items") or []
+                 if all((o["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
+        return items, str((reply.get("metadata") or {}).get("resourceVersion") or "")
 
     def apply(self, obj: dict[str, Any]) -> str:
         """Create `obj` or bring it to the rendering; returns 'created', 'patched' or 'unchanged'."""
@@ -130,14 +142,19 @@ class Kube:
         self.request("POST", path("v1", "Event", meta["namespace"]), body=event)
 
     def watch(self, api_version: str, kind: str, namespace: str | None, timeout_s: float, selector: str = "",
-              opened: Callable[[Any], None] = lambda _: None) -> Iterator[dict[str, Any]]:
-        """Watch events until the server closes the stream or `timeout_s` passes without a byte.
+              opened: Callable[[Any], None] = lambda _: None, resource_version: str = "") -> Iterator[dict[str, Any]]:
+        """Watch events after `resource_version` until the server closes the stream or `timeout_s` passes
+        without a byte (bookmarks, asked for, arrive well within it on a quiet watch).
 
         `opened` gets the raw urllib3 response, so another thread can shut the stream down.
         """
+        query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(max(1, int(timeout_s * 30)))}
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        if selector:
+            query["labelSelector"] = selector
         response = self.request("GET", path(api_version, kind, namespace), stream=True, timeout_s=timeout_s,
-                                query={"watch": "true", "allowWatchBookmarks": "false",
-                                       **({"labelSelector": selector} if selector else {})})
+                                query=query)
         opened(response.response)
         try:
             buffer = b""

@@ -1,10 +1,15 @@
 """The operator's main loop: level-triggered reconciles fed by watches and a periodic resync.
 
-Data flow: two watch threads (A2CJobs; pods labelled `app.kubernetes.io/managed-by=a2c-controller`)
-turn every event into a job key on a queue; a resync lists all jobs every `resync_s` (this is also when
-trainer 0's progress is polled); one worker reconciles the keys one at a time (`handlers.Reconciler`),
-so a job is never reconciled twice at once. A failed reconcile is logged and retried on the next
-resync. Watches reconnect on their own; a missed event is caught by the next resync.
+Data flow: two watch threads (A2CJobs; pods labelled `app.kubernetes.io/managed-by=a2c-controller`) list
+once, then watch from the list's resourceVersion (with bookmarks, resuming where they left off when a stream
+ends, relisting on 410 Gone) and turn the events that matter into job keys on a queue; a resync every
+`resync_s` lists all jobs and reconciles each with `poll=True` (the only time trainer 0's progress is asked
+for); one worker reconciles the keys one at a time (`handlers.Reconciler`), so a job is never reconciled
+twice at once. A failed reconcile is logged and retried on the next resync.
+
+What does not matter, and so causes no reconcile: a job event whose generation is already observed in its
+status (our own status writes come back as such events; reconciling them would write again, forever),
+bookmarks. `heartbeat` is the time the worker last went round; /healthz fails when it is stale.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from a2c.controller import spec as jobspec
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
+GONE = 410
+
+
+class Expired(Exception):
+    """The watch's resourceVersion is older than the server keeps: list again."""
 
 
 class Loop:
@@ -28,7 +38,8 @@ class Loop:
         self.namespace = namespace
         self.resync_s = resync_s
         self.stop = threading.Event()
-        self._pending: set[Key] = set()
+        self.heartbeat = time.monotonic()
+        self._pending: dict[Key, bool] = {}  # key -> poll trainer 0 when reconciling it
         self._wake = threading.Condition()
         self._streams: list[Any] = []
 
@@ -43,33 +54,61 @@ class Loop:
             except Exception as exc:
                 log.debug("closing a watch stream: %s", exc)
 
-    def enqueue(self, key: Key) -> None:
+    def enqueue(self, key: Key, poll: bool = False) -> None:
         with self._wake:
-            self._pending.add(key)
+            self._pending[key] = self._pending.get(key, False) or poll
             self._wake.notify()
 
+    def healthy(self, max_age_s: float) -> bool:
+        """The worker went round within `max_age_s` (it does at least every resync_s when nothing happens)."""
+        return time.monotonic() - self.heartbeat <= max_age_s
+
     def _watch(self, api_version: str, kind: str, key_of: Any, selector: str = "") -> None:
+        labels = dict(pair.split("=", 1) for pair in selector.split(",")) if selector else {}
+        version = ""
         while not self.stop.is_set():
             try:
-                events = self.kube.watch(api_version, kind, self.namespace, timeout_s=self.resync_s,
-                                         selector=selector, opened=self._streams.append)
+                if not version:  # (re)list: every object counts as changed, then watch from here
+                    items, version = self.kube.list_at(api_version, kind, self.namespace, labels)
+                    for obj in items:
+                        self._offer(obj, key_of, "ADDED", kind)
+                events = self.kube.watch(api_version, kind, self.namespace, timeout_s=max(90.0, 3 * self.resync_s),
+                                         selector=selector, opened=self._streams.append, resource_version=version)
                 for event in events:
-                    key = key_of(event.get("object") or {})
-                    if key is not None:
-                        self.enqueue(key)
+                    version = self._handle(event, key_of, kind) or version
                     if self.stop.is_set():
                         return
-            except Exception as exc:  # timeouts and dropped connections: reconnect
+            except Expired:
+                log.info("watch %s: resourceVersion %s expired; listing again", kind, version)
+                version = ""
+            except Exception as exc:  # timeouts and dropped connections: resume from `version`
                 log.debug("watch %s ended: %s", kind, exc)
                 self.stop.wait(0.5)
             finally:
                 self._streams[:] = [s for s in self._streams if not getattr(s, "closed", False)]
 
+    def _handle(self, event: dict[str, Any], key_of: Any, kind: str) -> str:
+        """Act on one watch event; returns the resourceVersion it brings ('' if none)."""
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            if int(obj.get("code") or 0) == GONE:
+                raise Expired(obj.get("message", ""))
+            raise RuntimeError(f"watch error: {obj.get('message', obj)}")
+        if event.get("type") != "BOOKMARK":
+            self._offer(obj, key_of, str(event.get("type")), kind)
+        return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _offer(self, obj: dict[str, Any], key_of: Any, type_: str, kind: str) -> None:
+        if type_ == "MODIFIED" and kind == jobspec.KIND and _observed(obj):
+            return  # a status write (ours) or a metadata change: nothing to act on
+        key = key_of(obj)
+        if key is not None:
+            self.enqueue(key)
+
     def _resync(self) -> None:
-        labels: dict[str, str] = {}
         try:
-            for job in self.kube.list(jobspec.API_VERSION, jobspec.KIND, self.namespace, labels):
-                self.enqueue((job["metadata"].get("namespace") or "default", job["metadata"]["name"]))
+            for job in self.kube.list(jobspec.API_VERSION, jobspec.KIND, self.namespace, {}):
+                self.enqueue((job["metadata"].get("namespace") or "default", job["metadata"]["name"]), poll=True)
         except Exception as exc:
             log.warning("listing A2CJobs failed: %s", exc)
 
@@ -83,21 +122,29 @@ class Loop:
             threading.Thread(target=self._watch, args=args, name=f"watch-{name}", daemon=True).start()
         next_resync = 0.0
         while not self.stop.is_set():
+            self.heartbeat = time.monotonic()
             if time.monotonic() >= next_resync:
                 self._resync()
                 next_resync = time.monotonic() + self.resync_s
             with self._wake:
                 if not self._pending:
                     self._wake.wait(timeout=max(0.0, next_resync - time.monotonic()))
-                keys, self._pending = sorted(self._pending), set()
-            for namespace, name in keys:
+                keys, self._pending = sorted(self._pending.items()), {}
+            for (namespace, name), poll in keys:
                 if self.stop.is_set():
                     break
                 try:
-                    result = self.reconciler.reconcile(namespace, name)
-                    log.debug("reconciled %s/%s: %s", namespace, name, result)
+                    result = self.reconciler.reconcile(namespace, name, poll=poll)
+                    log.debug("reconciled %s/%s (poll=%s): %s", namespace, name, poll, result)
                 except Exception:
                     log.exception("reconcile %s/%s failed; retrying at the next resync", namespace, name)
+
+
+def _observed(job: dict[str, Any]) -> bool:
+    meta, status = job.get("metadata") or {}, job.get("status") or {}
+    generation = meta.get("generation")
+    return (generation is not None and status.get("observedGeneration") == generation
+            and not meta.get("deletionTimestamp"))
 
 
 def _job_key(obj: dict[str, Any]) -> Key | None:

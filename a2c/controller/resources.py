@@ -4,9 +4,10 @@ Data flow: `handlers` (and `a2c render`) call `render(job)`; it fills in default
 builds the role configs (`spec.trainer_config` / `spec.player_config`) and renders them as
 
     ConfigMap   <job>-config        every A2C_* variable of both roles (envFrom in both StatefulSets)
-    PVC         <job>-checkpoints   only with spec.checkpoint.persistent; mounted at --run-dir
     Service     <job>-trainer       headless, publishNotReadyAddresses: peers resolve before ready
-    StatefulSet <job>-trainer       Parallel; RANK from the pod-index label; WORLD_SIZE/MASTER_* for DDP
+    StatefulSet <job>-trainer       Parallel; RANK from the pod-index label; WORLD_SIZE/MASTER_* for DDP;
+                                    with spec.checkpoint.persistent a volumeClaimTemplate mounted at --run-dir
+                                    (PVC checkpoints-<job>-trainer-<i>, retained: it outlives the job)
     StatefulSet <job>-player        Parallel; A2C_PLAYER_INDEX from the pod-index label (no Service: nothing
                                     dials a player, so its governing service name is only nominal)
 
@@ -33,6 +34,8 @@ TLS_ENV = {"A2C_TLS_CERT", "A2C_TLS_KEY", "A2C_TLS_CA"}
 POD_ENV |= TLS_ENV
 # Players can be rescaled without touching the trainers: this one change must not roll the trainer pods.
 TRAINER_HASH_EXCLUDES = {"A2C_PLAYERS_PER_TRAINER"}
+CHECKPOINTS = "checkpoints"  # the trainers' checkpoint volume (and volumeClaimTemplate) name
+GRACE_AFTER_ROUND_S = 60  # SIGTERM -> the group agrees to stop after this round, writes its checkpoint, exits
 
 
 def env_vars(obj: Any) -> dict[str, str]:
@@ -116,14 +119,23 @@ def configmap(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(job, f"{name}-config", None), "data": data}
 
 
-def checkpoint_pvc(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_claim(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The trainers' volumeClaimTemplate: each rank gets its own PVC `checkpoints-<job>-trainer-<i>` (one
+    ReadWriteOnce volume shared by every rank would strand ranks on other nodes; only rank 0 writes, the others
+    get its state over the process group). Created by the StatefulSet controller and, with the Retain policy,
+    owned by nothing: they outlive the job, so a job re-created with the same name (`helm upgrade`) resumes."""
     ckpt = spec["checkpoint"]
     pvc_spec: dict[str, Any] = {"accessModes": [ckpt["accessMode"]],
                                 "resources": {"requests": {"storage": ckpt["size"]}}}
     if ckpt.get("storageClassName"):
         pvc_spec["storageClassName"] = ckpt["storageClassName"]
-    meta = _meta(job, f"{job['metadata']['name']}-checkpoints", "checkpoints")
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": pvc_spec}
+    return {"metadata": {"name": CHECKPOINTS, "labels": labels(job["metadata"]["name"], "checkpoints")},
+            "spec": pvc_spec}
+
+
+def checkpoint_pvc_name(job_name: str, ordinal: int = 0) -> str:
+    """The PVC the StatefulSet controller makes for trainer `ordinal` (`<template>-<statefulset>-<ordinal>`)."""
+    return f"{CHECKPOINTS}-{job_name}-trainer-{ordinal}"
 
 
 def trainer_service(job: dict[str, Any]) -> dict[str, Any]:
@@ -181,27 +193,32 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
         # Kubernetes' grpc probe speaks plaintext only: with TLS it can only see that the port accepts connections.
         "readinessProbe": {**({"tcpSocket": {"port": "grpc"}} if cfg.tls_cert else {"grpc": {"port": cfg.port}}),
                            "periodSeconds": 5, "failureThreshold": 3},
+        # `a2c trainer` writes why it cannot start to /dev/termination-log (exit code 3); any other crash
+        # leaves its log tail there, so the controller can say what happened.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": resources,
         "securityContext": container_sec,
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"},
-                         {"name": "checkpoints", "mountPath": cfg.run_dir}, *_tls_mounts(spec)],
+                         {"name": CHECKPOINTS, "mountPath": cfg.run_dir}, *_tls_mounts(spec)],
     }
-    checkpoints: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": f"{name}-checkpoints"}} if spec["checkpoint"]["persistent"]
-        else {"emptyDir": {}}
-    )
+    persistent = bool(spec["checkpoint"]["persistent"])
+    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "tmp", "emptyDir": {}},
+               *([] if persistent else [{"name": CHECKPOINTS, "emptyDir": {}}]), *_tls_volumes(spec)]
     pod: dict[str, Any] = {
-        "securityContext": pod_sec, "containers": [container], "terminationGracePeriodSeconds": 30,
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "tmp", "emptyDir": {}},
-                    {"name": "checkpoints", **checkpoints}, *_tls_volumes(spec)],
-        **_placement(trainers),
+        "securityContext": pod_sec, "containers": [container],
+        "terminationGracePeriodSeconds": int(cfg.round_timeout_s) + GRACE_AFTER_ROUND_S,
+        "volumes": volumes, **_placement(trainers),
     }
     if gpus > 0 and not trainers.get("tolerations"):
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     trainer_env = {k: v for k, v in env_vars(cfg).items() if k not in TRAINER_HASH_EXCLUDES}
     # OnDelete: the StatefulSet never rolls trainers one by one (a half-updated DDP group cannot train);
     # the controller restarts the whole gang when the template changes (see trainer_template_hash).
-    return _statefulset(job, "trainer", replicas, pod, _digest(trainer_env), "OnDelete")
+    sts = _statefulset(job, "trainer", replicas, pod, _digest(trainer_env), "OnDelete")
+    if persistent:
+        sts["spec"]["volumeClaimTemplates"] = [checkpoint_claim(job, spec)]
+        sts["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    return sts
 
 
 def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -271,10 +288,7 @@ def render(job: dict[str, Any], stopped: bool = False, trainers: int | None = No
         spec["trainers"]["replicas"] = trainers
     n = int(spec["trainers"]["replicas"])
     players = n * int(spec["players"]["replicasPerTrainer"])
-    out = [configmap(job, spec)]
-    if spec["checkpoint"]["persistent"]:
-        out.append(checkpoint_pvc(job, spec))
-    out.append(trainer_service(job))
+    out = [configmap(job, spec), trainer_service(job)]
     out.append(trainer_statefulset(job, spec, 0 if stopped else n))
     out.append(player_statefulset(job, spec, 0 if stopped else players))
     return out

@@ -26,7 +26,7 @@ METRICS_PORT = 9090
 DDP_PORT = 29500
 RUN_DIR = "/checkpoints"
 TLS_DIR = "/etc/a2c/tls"  # spec.tls.secretName is mounted here: tls.crt, tls.key, ca.crt (cert-manager's names)
-LINGER_S = 30.0  # trainers keep serving this long after the end, so the controller's poll sees it
+STARTUP_TIMEOUT_S = 900  # the trainer group may take this long to form (image pulls, GPU node scale-up)
 MAX_NAME = 40  # <job>-trainer-<revision hash> must stay within 63 characters
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -57,6 +57,7 @@ def defaults() -> dict[str, Any]:
             "replicas": 1, "gpus": 0, "backend": _default(config.TrainerConfig, "backend"),
             "roundTimeoutSeconds": _default(config.TrainerConfig, "round_timeout_s"),
             "distTimeoutSeconds": _default(config.TrainerConfig, "dist_timeout_s"),
+            "startupTimeoutSeconds": STARTUP_TIMEOUT_S,
             **copy.deepcopy(placement),
         },
         "players": {
@@ -145,13 +146,16 @@ def tls_files(spec: dict[str, Any], role: str) -> tuple[str, str, str]:
 def trainer_config(name: str, namespace: str, spec: dict[str, Any]) -> config.TrainerConfig:
     """What every trainer of this job runs with (rank is left to the pod: RANK from its ordinal)."""
     trainers, stop, ckpt, evaluation = spec["trainers"], spec["stop"], spec["checkpoint"], spec["evaluation"]
+    if int(trainers["gpus"]) > 1:
+        raise ValueError(f"spec.trainers.gpus is {trainers['gpus']}: a trainer pod runs one rank on one GPU "
+                         "(use more trainer replicas for more GPUs)")
     cert, key, ca = tls_files(spec, "trainer")
     return config.TrainerConfig(
         world_size=int(trainers["replicas"]), master_addr=master_addr(name, namespace), master_port=DDP_PORT,
         port=GRPC_PORT, metrics_port=METRICS_PORT, players_per_trainer=int(spec["players"]["replicasPerTrainer"]),
         run_dir=RUN_DIR, checkpoint_interval=int(ckpt["interval"]), keep_checkpoints=int(ckpt["keep"]),
         round_timeout_s=float(trainers["roundTimeoutSeconds"]), dist_timeout_s=float(trainers["distTimeoutSeconds"]),
-        backend=trainers["backend"], device="cuda" if int(trainers["gpus"]) > 0 else "cpu", linger_s=LINGER_S,
+        backend=trainers["backend"], device="cuda" if int(trainers["gpus"]) > 0 else "cpu", hold_when_done=True,
         tls_cert=cert, tls_key=key, tls_ca=ca,
         eval_interval=int(evaluation["interval"]), eval_episodes=int(evaluation["episodes"]),
         env=_env_config(spec), algo=_algo_config(spec),
@@ -167,6 +171,6 @@ def player_config(name: str, namespace: str, spec: dict[str, Any]) -> config.Pla
     cert, key, ca = tls_files(spec, "player")
     return config.PlayerConfig(
         num_trainers=int(spec["trainers"]["replicas"]), trainer_address=trainer_address(name, namespace),
-        metrics_port=METRICS_PORT, tls_cert=cert, tls_key=key, tls_ca=ca, env=_env_config(spec),
-        algo=_algo_config(spec),
+        metrics_port=METRICS_PORT, tls_cert=cert, tls_key=key, tls_ca=ca, hold_when_done=True,
+        env=_env_config(spec), algo=_algo_config(spec),
     )

@@ -6,14 +6,23 @@ Data flow: `handlers.reconcile` observes the trainer pods (`TrainerPod`) and tra
 a gang restart, emit the Events, write the status. The previous status is the controller's memory (it
 survives controller restarts): `trainerPods` remembers each trainer pod's uid and restart count so a
 lost rank is noticed even if the pod came back before we looked.
+
+Rules a real cluster forces on us: a trainer group forms only once every rank is Ready (pods start at
+different times: image pulls, GPU node scale-up), so restarts before that are waiting, not failures, bounded
+by `spec.trainers.startupTimeoutSeconds`; a final report (SUCCEEDED / FINISHED) beats anything else seen in
+the same pass; a trainer that exited with `termination.EXIT_CANNOT_START` fails the job at once; no
+non-finite number ever goes into status (JSON has none).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from a2c import termination
 from a2c.controller import spec as jobspec
 
 PENDING, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Pending", "Running", "Restarting", "Succeeded", "Failed"
@@ -27,6 +36,8 @@ class TrainerPod:
     restarts: int
     ready: bool
     deleting: bool = False
+    exit_code: int | None = None  # of the container's last termination (state or lastState), if any
+    message: str = ""  # that termination's message (terminationMessagePath or the log tail)
 
     @property
     def ordinal(self) -> int:
@@ -75,17 +86,39 @@ def lost_trainers(seen: dict[str, dict[str, Any]], pods: list[TrainerPod]) -> li
 
 def _progress(status: dict[str, Any], report: dict[str, Any]) -> None:
     status.update(iteration=int(report["iteration"]), envSteps=int(report["env_steps"]),
-                  meanReturn=float(report["mean_return"]), episodes=int(report["episodes"]))
+                  episodes=int(report["episodes"]))
+    mean = float(report["mean_return"])
+    if math.isfinite(mean):  # NaN until the first episode ends: JSON has no NaN (the API server answers 400)
+        status["meanReturn"] = mean
+    else:
+        status.pop("meanReturn", None)
 
 
-def _conditions(d: Decision, pods: list[TrainerPod], report: dict[str, Any] | None, now: str, gen: int) -> None:
+def _seconds_between(start: str, now: str) -> float:
+    parse = datetime.datetime.fromisoformat
+    return (parse(now.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def cannot_start(pods: list[TrainerPod]) -> TrainerPod | None:
+    """A trainer whose last run ended with EXIT_CANNOT_START: its configuration can never run."""
+    return next((p for p in pods if p.exit_code == termination.EXIT_CANNOT_START), None)
+
+
+def _ready(pods: list[TrainerPod], trainers: int) -> int:
+    return len([p for p in pods if p.ready and not p.deleting and 0 <= p.ordinal < trainers])
+
+
+def _conditions(d: Decision, pods: list[TrainerPod], report: dict[str, Any] | None, polled: bool, now: str,
+                gen: int) -> None:
     status = d.status
     conds = status.setdefault("conditions", [])
     phase, reason, message = status["phase"], status.get("reason", ""), status.get("message", "")
-    ready = phase == RUNNING and report is not None and len([p for p in pods if p.ready]) >= d.trainers
-    set_condition(conds, "Ready", ready, "TrainersReady" if ready else "TrainersNotReady",
-                  f"{len([p for p in pods if p.ready])}/{d.trainers} trainers ready"
-                  + ("" if report is not None else "; trainer 0 not answering"), now, gen)
+    if polled or phase != RUNNING or not any(c["type"] == "Ready" for c in conds):
+        # Between polls (a watch event) trainer 0 was not asked: a Running job keeps its Ready condition.
+        ready = phase == RUNNING and report is not None and _ready(pods, d.trainers) >= d.trainers
+        set_condition(conds, "Ready", ready, "TrainersReady" if ready else "TrainersNotReady",
+                      f"{_ready(pods, d.trainers)}/{d.trainers} trainers ready"
+                      + ("" if report is not None or not polled else "; trainer 0 not answering"), now, gen)
     set_condition(conds, "Progressing", phase not in TERMINAL, reason or phase, message, now, gen)
     set_condition(conds, "Succeeded", phase == SUCCEEDED, reason if phase == SUCCEEDED else "NotSucceeded",
                   message if phase == SUCCEEDED else "", now, gen)
@@ -94,11 +127,14 @@ def _conditions(d: Decision, pods: list[TrainerPod], report: dict[str, Any] | No
 
 
 def decide(
-    job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] | None, now: str, template: str
+    job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] | None, now: str, template: str,
+    polled: bool = True,
 ) -> Decision:
     """The new status of `job` and the actions that make the cluster match it.
 
     `template` identifies the trainer pod template the spec renders (`resources.trainer_template_hash`).
+    `polled`: trainer 0 was asked for `report` (the periodic resync); a reconcile caused by a watch event
+    does not ask, and then leaves progress and the Ready condition as they were.
     """
     spec = jobspec.with_defaults(job.get("spec"))
     gen = int(job["metadata"].get("generation") or 0)
@@ -108,6 +144,8 @@ def decide(
     want = int(spec["trainers"]["replicas"])
     players = want * int(spec["players"]["replicasPerTrainer"])
     d = Decision(status=status, trainers=int(old.get("trainerReplicas") or want))
+    report = report if polled else None
+    final = report is not None and report["phase"] in ("SUCCEEDED", "FINISHED")
 
     if old.get("phase") in TERMINAL:  # final: keep it scaled down, leave the record as it was
         d.stopped = True
@@ -116,54 +154,91 @@ def decide(
     if "trainerReplicas" not in old:
         status.update(phase=PENDING, reason="Created", message="children created", startTime=now,
                       trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerPods={},
-                      trainerTemplate=template)
+                      trainerTemplate=template, groupFormed=False, groupStartTime=now)
         d.trainers = want
         d.events.append(("Normal", "Created", f"created {want} trainers and {players} players"))
-    elif int(old["trainerReplicas"]) != want or old.get("trainerTemplate", template) != template:
+    elif not final and (int(old["trainerReplicas"]) != want or old.get("trainerTemplate", template) != template):
         resized = int(old["trainerReplicas"]) != want
         what = f"trainers {old['trainerReplicas']} -> {want}" if resized else "trainer spec changed"
         persistent = spec["checkpoint"]["persistent"]
         resume = "from the checkpoint" if persistent else "from scratch (no persistent checkpoint)"
         status.update(phase=RESTARTING, reason="Reforming", trainerReplicas=want, playerReplicas=players,
-                      trainerPods={}, trainerTemplate=template, message=f"{what}: re-forming the group {resume}")
+                      trainerPods={}, trainerTemplate=template, groupFormed=False, groupStartTime=now,
+                      message=f"{what}: re-forming the group {resume}")
         d.trainers, d.restart_gang = want, True
         d.events.append(("Normal", "Reforming", status["message"]))
     else:
         if int(old.get("playerReplicas") or players) != players:
             status["playerReplicas"] = players
             d.events.append(("Normal", "ScaledPlayers", f"players {old.get('playerReplicas')} -> {players}"))
-        lost = lost_trainers(old.get("trainerPods") or {}, pods)
-        restarts = int(old.get("gangRestarts") or 0) + (1 if lost else 0)
-        if lost and restarts > int(spec["maxGangRestarts"]):
-            status.update(phase=FAILED, reason="TooManyGangRestarts", completionTime=now, trainerPods={},
-                          message=f"{'; '.join(lost)}: gang restart {restarts} exceeds maxGangRestarts")
-            d.stopped = True
-            d.events.append(("Warning", "Failed", status["message"]))
-        elif lost:
-            status.update(phase=RESTARTING, reason="GangRestart", gangRestarts=restarts, trainerPods={},
-                          message=f"{'; '.join(lost)}: restarting all trainers from the checkpoint ({restarts})")
-            d.restart_gang = True
-            d.events.append(("Warning", "GangRestart", status["message"]))
-        else:
-            status["trainerTemplate"] = template
-            status["trainerPods"] = {p.name: {"uid": p.uid, "restarts": p.restarts}
-                                     for p in pods if not p.deleting and 0 <= p.ordinal < d.trainers}
+        status["trainerTemplate"] = template
+        if not final:
+            _watch_group(d, spec, pods, now)
 
     if report is not None and not d.restart_gang and status["phase"] != FAILED:
         _progress(status, report)
-        if report["phase"] in ("SUCCEEDED", "FINISHED"):
+        if final:
             reached = report["phase"] == "SUCCEEDED"
+            mean = f"{status['meanReturn']:.1f}" if "meanReturn" in status else "n/a"
             status.update(phase=SUCCEEDED, completionTime=now,
                           reason="TargetReached" if reached else "StepBudgetSpent",
-                          message=(f"mean return {status['meanReturn']:.1f} reached the target" if reached else
-                                   f"step budget spent at mean return {status['meanReturn']:.1f}")
+                          message=(f"mean return {mean} reached the target" if reached else
+                                   f"step budget spent at mean return {mean}")
                           + "; players stopped, checkpoints kept")
             d.stopped = True
             d.events.append(("Normal", "Succeeded", status["message"]))
-        elif report["phase"] in ("STARTING", "TRAINING", "STOPPING"):
+        elif report["phase"] in ("STARTING", "TRAINING", "STOPPING") and status.get("groupFormed", True):
             if status["phase"] != RUNNING:
                 d.events.append(("Normal", "Running", f"trainer 0 reports {report['phase']}"))
             status.update(phase=RUNNING, reason=report["phase"].capitalize(),
                           message=report.get("message") or f"iteration {status['iteration']}")
-    _conditions(d, pods, report, now, gen)
+    _conditions(d, pods, report, polled, now, gen)
     return d
+
+
+def _watch_group(d: Decision, spec: dict[str, Any], pods: list[TrainerPod], now: str) -> None:
+    """Until every rank has been Ready, wait (up to the start-up deadline); after that, a lost rank is a gang
+    failure. A trainer that can never start fails the job at once, formed or not."""
+    status, old = d.status, dict(d.status)
+    live = {p.name: {"uid": p.uid, "restarts": p.restarts}
+            for p in pods if not p.deleting and 0 <= p.ordinal < d.trainers}
+    broken = cannot_start(pods)
+    if broken is not None:
+        why = broken.message.strip() or f"{broken.name} exited with code {broken.exit_code}"
+        status.update(phase=FAILED, reason="TrainerCannotStart", completionTime=now, trainerPods={},
+                      message=f"{broken.name}: {why}"[:1024])
+        d.stopped = True
+        d.events.append(("Warning", "TrainerCannotStart", status["message"]))
+        return
+    if not old.get("groupFormed", True):
+        ready = _ready(pods, d.trainers)
+        if ready >= d.trainers:
+            status.update(groupFormed=True, trainerPods=live)
+            return
+        waited = _seconds_between(str(old.get("groupStartTime") or now), now)
+        limit = float(spec["trainers"]["startupTimeoutSeconds"])
+        if waited > limit:
+            status.update(phase=FAILED, reason="StartupTimeout", completionTime=now, trainerPods={},
+                          message=f"only {ready}/{d.trainers} trainers ready after {waited:.0f} s "
+                                  f"(startupTimeoutSeconds {limit:g})")
+            d.stopped = True
+            d.events.append(("Warning", "StartupTimeout", status["message"]))
+            return
+        status.update(trainerPods=live, reason="WaitingForTrainers",
+                      message=f"waiting for trainers ({ready}/{d.trainers} ready)")
+        return
+    lost = lost_trainers(old.get("trainerPods") or {}, pods)
+    restarts = int(old.get("gangRestarts") or 0) + (1 if lost else 0)
+    if lost and restarts > int(spec["maxGangRestarts"]):
+        status.update(phase=FAILED, reason="TooManyGangRestarts", completionTime=now, trainerPods={},
+                      message=f"{'; '.join(lost)}: gang restart {restarts} exceeds maxGangRestarts")
+        d.stopped = True
+        d.events.append(("Warning", "Failed", status["message"]))
+    elif lost:
+        status.update(phase=RESTARTING, reason="GangRestart", gangRestarts=restarts, trainerPods={},
+                      groupFormed=False, groupStartTime=now,
+                      message=f"{'; '.join(lost)}: restarting all trainers from the checkpoint ({restarts})")
+        d.restart_gang = True
+        d.events.append(("Warning", "GangRestart", status["message"]))
+    else:
+        status["trainerPods"] = live

@@ -41,7 +41,7 @@ def example_jobs() -> list[dict[str, Any]]:
 
 SPECS = {
     "defaults": job(),
-    "gpu+pvc": job(trainers={"replicas": 3, "gpus": 2, "nodeSelector": {"gpu": "a100"}},
+    "gpu+pvc": job(trainers={"replicas": 3, "gpus": 1, "nodeSelector": {"gpu": "a100"}},
                    checkpoint={"persistent": True, "storageClassName": "fast", "size": "10Gi"}),
     "placement": job(players={"replicasPerTrainer": 4, "tolerations": [{"key": "spot", "operator": "Exists"}],
                               "affinity": {"nodeAffinity": {}}, "resources": {"limits": {"cpu": "500m", "memory": 1}}}),
@@ -56,7 +56,7 @@ def test_kubernetes_versions_cover_1_28_to_newest() -> None:
 def test_every_child_is_valid_for_every_kubernetes_version(version: str) -> None:
     objs = [o for j in SPECS.values() for o in resources.render(j)] + example_jobs()
     objs += [o for o in resources.render(SPECS["gpu+pvc"], stopped=True)]
-    assert {o["kind"] for o in objs} == {"ConfigMap", "Service", "StatefulSet", "PersistentVolumeClaim"}
+    assert {o["kind"] for o in objs} == {"ConfigMap", "Service", "StatefulSet"}
     for obj in objs:
         kubernetes_validate.validate(obj, version, strict=True)
 
@@ -93,21 +93,30 @@ def test_headless_service_and_trainer_statefulset_form_a_ddp_group() -> None:
     assert env["MASTER_ADDR"]["value"] == "cp-trainer-0.cp-trainer.ml.svc"
     assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"]["value"] == "1"
     assert c["readinessProbe"]["grpc"]["port"] == 50051
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["nodeSelector"] == {"gpu": "a100"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["allowPrivilegeEscalation"] is False
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
-    assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "cp-checkpoints"
+    # Persistent checkpoints: one PVC per rank from a volumeClaimTemplate (no shared ReadWriteOnce volume),
+    # retained when the StatefulSet goes, so they outlive the job; the pod template has no such volume.
+    assert "checkpoints" not in volumes
     assert {"name": "checkpoints", "mountPath": "/checkpoints"} in c["volumeMounts"]
-    assert objs["PersistentVolumeClaim/cp-checkpoints"]["spec"]["storageClassName"] == "fast"
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "checkpoints" and "ownerReferences" not in claim["metadata"]
+    assert claim["spec"]["storageClassName"] == "fast" and claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    assert resources.checkpoint_pvc_name("cp") == "checkpoints-cp-trainer-0"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["terminationGracePeriodSeconds"] >= 60  # a final checkpoint after the round in flight
     assert not c["image"].endswith(":latest") and c["image"] == jobspec.IMAGE
 
 
 def test_cpu_job_has_no_gpu_no_pvc_and_an_emptydir_run_dir() -> None:
     objs = by_kind(resources.render(job()))
     assert not any(k.startswith("PersistentVolumeClaim") for k in objs)
+    assert "volumeClaimTemplates" not in objs["StatefulSet/cp-trainer"]["spec"]
     pod = objs["StatefulSet/cp-trainer"]["spec"]["template"]["spec"]
     assert "nvidia.com/gpu" not in str(pod)
     assert {v["name"]: v for v in pod["volumes"]}["checkpoints"] == {"name": "checkpoints", "emptyDir": {}}
@@ -235,7 +244,14 @@ def test_stopped_job_scales_to_zero_but_keeps_service_config_and_checkpoints() -
     objs = by_kind(resources.render(SPECS["gpu+pvc"], stopped=True))
     assert objs["StatefulSet/cp-trainer"]["spec"]["replicas"] == 0
     assert objs["StatefulSet/cp-player"]["spec"]["replicas"] == 0
-    assert {"Service/cp-trainer", "ConfigMap/cp-config", "PersistentVolumeClaim/cp-checkpoints"} <= set(objs)
+    assert {"Service/cp-trainer", "ConfigMap/cp-config"} <= set(objs)
+    assert objs["StatefulSet/cp-trainer"]["spec"]["volumeClaimTemplates"]  # scaled down, claims retained
+
+
+def test_more_than_one_gpu_per_trainer_is_refused() -> None:
+    """One rank per pod uses one GPU; a second one would sit idle, so the spec is refused (InvalidSpec)."""
+    with pytest.raises(ValueError, match="one rank on one GPU"):
+        resources.render(job(trainers={"gpus": 2}))
 
 
 @pytest.mark.parametrize("name", ["Bad", "1abc", "a" * 41, "ends-"])

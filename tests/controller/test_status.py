@@ -150,8 +150,83 @@ def _unknown(schema: dict[str, Any], value: Any, path: str = "status") -> list[s
 def test_every_status_field_written_survives_the_crd_schema() -> None:
     written = [running(), status.decide(job(running()), [pod(0)], None, T1, "h1").status,
                status.decide(job(running()), [pod(0), pod(1)], report("SUCCEEDED"), T1, "h1").status,
-               status.decide(job(running(gangRestarts=9)), [pod(0)], None, T1, "h1").status]
+               status.decide(job(running(gangRestarts=9)), [pod(0)], None, T1, "h1").status,
+               status.decide(job(status.decide(job(), [], None, T0, "h1").status), [pod(0, ready=False)], None,
+                             T1, "h1").status]
     for st in written:
         assert _unknown(SCHEMA, st) == []
         jsonschema.Draft4Validator(SCHEMA).validate(st)
     assert _unknown(SCHEMA, {"phase": "Running", "bogus": 1}) == ["status.bogus"]
+
+
+# --- what a real cluster does (issue: the Kubernetes path as a real cluster behaves) --------------------------
+
+
+def test_a_final_report_beats_a_restart_seen_in_the_same_pass() -> None:
+    """A trainer that finished may exit and be restarted by its StatefulSet before we look: success stands."""
+    d = status.decide(job(running()), [pod(0), pod(1, restarts=1)], report("SUCCEEDED", mean_return=480.0), T1, "h1")
+    assert d.status["phase"] == status.SUCCEEDED and not d.restart_gang and d.stopped
+    assert d.status["gangRestarts"] == 0 and [e[1] for e in d.events] == ["Succeeded"]
+    later = status.decide(job(d.status), [pod(0, restarts=2), pod(1, restarts=3)], None, T1, "h1")
+    assert later.status["phase"] == status.SUCCEEDED and not later.restart_gang and later.events == []
+
+
+def test_no_non_finite_number_reaches_status() -> None:
+    """mean_return is NaN until the first episode ends; JSON has no NaN (kube-apiserver answers 400)."""
+    import json
+    import math
+
+    d = status.decide(job(running()), [pod(0), pod(1)], report(mean_return=math.nan), T1, "h1")
+    assert "meanReturn" not in d.status and d.status["iteration"] == 10
+    json.dumps(d.status, allow_nan=False)
+    done = status.decide(job(running()), [pod(0), pod(1)], report("FINISHED", mean_return=math.inf), T1, "h1")
+    assert "meanReturn" not in done.status and "n/a" in done.status["message"]
+    json.dumps(done.status, allow_nan=False)
+
+
+def test_a_reconcile_without_a_poll_changes_nothing_on_a_running_job() -> None:
+    """Watch events (our own status writes among them) must not cause another write: no poll, same status."""
+    st = running()
+    d = status.decide(job(st), [pod(0), pod(1)], None, T1, "h1", polled=False)
+    assert d.status == st and d.events == [] and not d.restart_gang
+    polled = status.decide(job(st), [pod(0), pod(1)], None, T1, "h1")  # asked, and trainer 0 did not answer
+    assert cond(polled.status, "Ready")["status"] == "False" and "not answering" in cond(polled.status, "Ready")["message"]
+
+
+def test_restarts_while_the_group_forms_are_waiting_not_failures() -> None:
+    """Pods start at different times (image pulls, node scale-up): ranks that time out waiting restart."""
+    d = status.decide(job(), [], None, T0, "h1")
+    for restarts in range(1, 6):  # more than maxGangRestarts, and never counted
+        d = status.decide(job(d.status), [pod(0, ready=False), pod(1, restarts=restarts, ready=False)],
+                          report("STARTING"), T1, "h1")
+        assert not d.restart_gang and d.status["gangRestarts"] == 0 and d.status["phase"] == status.PENDING
+    assert d.status["message"] == "waiting for trainers (0/2 ready)" and d.status["reason"] == "WaitingForTrainers"
+    d = status.decide(job(d.status), [pod(0), pod(1, restarts=5)], report(), T1, "h1")
+    assert d.status["groupFormed"] is True and d.status["phase"] == status.RUNNING
+    d = status.decide(job(d.status), [pod(0), pod(1, restarts=6)], report(), T1, "h1")
+    assert d.restart_gang and d.status["gangRestarts"] == 1 and d.status["groupFormed"] is False
+
+
+def test_a_group_that_never_forms_fails_at_its_startup_deadline() -> None:
+    d = status.decide(job(trainers={"replicas": 2, "startupTimeoutSeconds": 30}), [], None, T0, "h1")
+    pods = [pod(0), pod(1, ready=False)]
+    early = status.decide(job(d.status, trainers={"replicas": 2, "startupTimeoutSeconds": 30}), pods, None,
+                          "2026-01-01T00:00:20Z", "h1")
+    assert early.status["phase"] == status.PENDING and "1/2 ready" in early.status["message"]
+    late = status.decide(job(d.status, trainers={"replicas": 2, "startupTimeoutSeconds": 30}), pods, None, T1, "h1")
+    assert late.status["phase"] == status.FAILED and late.status["reason"] == "StartupTimeout" and late.stopped
+    assert "1/2 trainers ready after 60 s" in late.status["message"]
+
+
+def test_a_trainer_that_cannot_start_fails_the_job_with_its_message() -> None:
+    """Exit code 3 (termination.EXIT_CANNOT_START): the same error on every restart, so no restart loop."""
+    broken = status.TrainerPod("cp-trainer-0", "uid-0", 1, False, exit_code=3,
+                               message="trainer cannot start: NameNotFound: Environment `Nope` doesn't exist.")
+    d = status.decide(job(status.decide(job(), [], None, T0, "h1").status), [broken, pod(1, ready=False)], None,
+                      T1, "h1")
+    assert d.status["phase"] == status.FAILED and d.status["reason"] == "TrainerCannotStart" and d.stopped
+    assert "Environment `Nope` doesn't exist" in d.status["message"]
+    assert d.events[0][:2] == ("Warning", "TrainerCannotStart")
+    crashed = status.TrainerPod("cp-trainer-1", "uid-1", 1, True, exit_code=1, message="lost peer")
+    other = status.decide(job(running()), [pod(0), crashed], None, T1, "h1")
+    assert other.restart_gang and other.status["phase"] == status.RESTARTING  # any other crash: a gang restart
