@@ -108,22 +108,24 @@ def labels(metric: Any, **extra: str) -> Any:
     return metric.labels(**_base, **extra)
 
 
-def serve(port: int, addr: str = "0.0.0.0", health: Callable[[], str] | None = None) -> int:
+def serve(port: int, addr: str = "0.0.0.0", checks: dict[str, Callable[[], str]] | None = None) -> int:
     """Serve /metrics on `port` (0: a free one); returns the port, or -1 when disabled.
 
-    `health`: also serve /healthz, answering 200 while it returns "" and 503 with its text otherwise (the
-    controller's livenessProbe: a stuck reconcile loop, not just a live HTTP thread, fails it)."""
+    `checks`: more paths, each answering 200 while its function returns "" and 503 with its text otherwise:
+    the controller's /healthz (liveness: a stuck reconcile loop, not just a live HTTP thread, fails it) and a
+    trainer's /readyz (readiness where the kubelet's grpc probe cannot go: a TLS port)."""
     if port < 0:
         return -1
-    if health is None:
+    if not checks:
         server, _thread = start_http_server(port, addr=addr)
         return int(server.server_address[1])
     metrics_app = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if environ.get("PATH_INFO") != "/healthz":
+        check = checks.get(environ.get("PATH_INFO", ""))
+        if check is None:
             return metrics_app(environ, start_response)
-        problem = health()
+        problem = check()
         start_response("503 Service Unavailable" if problem else "200 OK", [("Content-Type", "text/plain")])
         return [(problem or "ok").encode() + b"\n"]
 

@@ -83,6 +83,7 @@ class Trainer:
         self.cfg, self.rank = cfg, rank
         self.run_dir = Path(cfg.run_dir)
         self.stop_requested = threading.Event()
+        self.serving = threading.Event()  # the gRPC health service says SERVING
         self.phase: int = Phase.STARTING
         self.message = ""
         self.started = time.monotonic()
@@ -116,6 +117,10 @@ class Trainer:
             active_players=self.active_players, message=self.message,
         )
 
+    def readiness(self) -> str:
+        """"" once the group has formed and the first weights are published (health: SERVING); else why not."""
+        return "" if self.serving.is_set() else f"not serving yet ({Phase.Name(self.phase)})"
+
     def request_stop(self, *_: object) -> None:
         self.stop_requested.set()
         self.inbox.close()
@@ -141,6 +146,7 @@ class Trainer:
             self._resume(group)
             self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
             running.set_serving(True)
+            self.serving.set()
             log.info("trainer %d ready: weights version %d published", self.rank, self.progress.version)
             metrics.labels(metrics.TRAINER_ITERATION).set(self.progress.version)
             for reason in inbox.REFUSAL_REASONS:  # a healthy run shows 0, not "no data"
@@ -348,13 +354,14 @@ def run(cfg: config.TrainerConfig) -> int:
             log.error("%s", exc)
             return 2
     metrics.bind(metrics.job_name(), "trainer", rank)
-    port = metrics.serve(cfg.metrics_port)
     torch.set_num_threads(int(os.environ.get("A2C_TORCH_THREADS", "1")))
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     try:
         trainer = Trainer(cfg, rank)  # makes the environment and the model: fails the same way on every restart
     except Exception as exc:
         return termination.cannot_start("trainer", exc)
+    # /readyz says what the grpc health service says: a TLS port is out of the kubelet's grpc probe's reach
+    port = metrics.serve(cfg.metrics_port, checks={"/readyz": trainer.readiness})
     signal.signal(signal.SIGTERM, trainer.request_stop)
     signal.signal(signal.SIGINT, trainer.request_stop)
     log.info("trainer %d/%d: %s, metrics port %d", rank, cfg.world_size, env.describe(cfg.env), port)

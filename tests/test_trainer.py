@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def test_hold_when_done_keeps_serving_the_final_status_until_sigterm(tmp_path: P
 
     grpc_port = free_port()
     env = _trainer_env(tmp_path, 0, 1, free_port(), grpc_port)
-    env.update(A2C_MAX_ENV_STEPS="640", A2C_HOLD_WHEN_DONE="true", A2C_EVAL_INTERVAL="0")
+    env.update(A2C_MAX_ENV_STEPS="640", A2C_HOLD_WHEN_DONE="true", A2C_EVAL_INTERVAL="0",
+               A2C_METRICS_PORT=str(free_port()))
     trainer = _spawn("trainer", env, tmp_path / "trainer.log")
     player = _spawn("player", {"A2C_PLAYER_INDEX": "0", "A2C_NUM_TRAINERS": "1", "A2C_METRICS_PORT": "0",
                                "A2C_TRAINER_ADDRESS": f"127.0.0.1:{grpc_port}"}, tmp_path / "player.log")
@@ -169,6 +171,8 @@ def test_hold_when_done_keeps_serving_the_final_status_until_sigterm(tmp_path: P
             trainer.wait(3)  # without --hold-when-done it exits once its player heard "done"
         report = probe.trainer_status(f"127.0.0.1:{grpc_port}", timeout_s=5)
         assert report is not None and report["phase"] == "FINISHED" and report["env_steps"] >= 640
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['A2C_METRICS_PORT']}/readyz", timeout=5) as resp:
+            assert resp.status == 200  # still Ready: the controller's next poll reads the final status
         trainer.send_signal(signal.SIGTERM)
         assert trainer.wait(20) == 0, (tmp_path / "trainer.log").read_text()
     finally:
@@ -176,6 +180,30 @@ def test_hold_when_done_keeps_serving_the_final_status_until_sigterm(tmp_path: P
             if p.poll() is None:
                 p.kill()
     assert "serving the final status until SIGTERM" in (tmp_path / "trainer.log").read_text()
+
+
+def test_readyz_fails_until_the_group_has_formed(tmp_path: Path) -> None:
+    """The readiness a TLS trainer's pod uses: 503 while rank 0 waits for a peer that never comes."""
+    metrics_port = free_port()
+    env = _trainer_env(tmp_path, 0, 2, free_port(), free_port())
+    env.update(A2C_METRICS_PORT=str(metrics_port), A2C_EVAL_INTERVAL="0")
+    trainer = _spawn("trainer", env, tmp_path / "trainer.log")
+
+    def readyz() -> tuple[int, str] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+        except OSError:
+            return None  # not listening yet
+
+    try:
+        wait_for(readyz, 60, "the metrics port")
+        assert readyz() == (503, "not serving yet (STARTING)\n")
+    finally:
+        trainer.kill()
+        trainer.wait(10)
 
 
 @pytest.mark.parametrize("role", ["trainer", "player"])

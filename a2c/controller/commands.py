@@ -104,7 +104,7 @@ def run_controller(args: argparse.Namespace) -> int:
         return "" if runner.healthy(stuck_after_s) else f"reconcile loop stuck for over {stuck_after_s:.0f} s"
 
     metrics.bind("all", "controller", 0)
-    metrics.serve(args.metrics_port, health=health)
+    metrics.serve(args.metrics_port, checks={"/healthz": health})
     signal.signal(signal.SIGTERM, lambda *_: runner.shutdown())
     log.info("a2c controller: watching %s", args.namespace or "all namespaces")
     try:

@@ -190,9 +190,10 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
             {"name": "HOME", "value": "/tmp"},
         ],
         "envFrom": [{"configMapRef": {"name": f"{name}-config"}}],
-        # Kubernetes' grpc probe speaks plaintext only: with TLS it can only see that the port accepts connections.
-        "readinessProbe": {**({"tcpSocket": {"port": "grpc"}} if cfg.tls_cert else {"grpc": {"port": cfg.port}}),
-                           "periodSeconds": 5, "failureThreshold": 3},
+        # Ready = the group has formed and the first weights are out (the health service says SERVING). The
+        # kubelet's grpc probe speaks plaintext only: a TLS trainer says the same on /readyz of its metrics port.
+        "readinessProbe": {**({"httpGet": {"path": "/readyz", "port": "metrics"}} if cfg.tls_cert
+                              else {"grpc": {"port": cfg.port}}), "periodSeconds": 5, "failureThreshold": 3},
         # `a2c trainer` writes why it cannot start to /dev/termination-log (exit code 3); any other crash
         # leaves its log tail there, so the controller can say what happened.
         "terminationMessagePolicy": "FallbackToLogsOnError",

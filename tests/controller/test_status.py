@@ -190,7 +190,8 @@ def test_a_reconcile_without_a_poll_changes_nothing_on_a_running_job() -> None:
     d = status.decide(job(st), [pod(0), pod(1)], None, T1, "h1", polled=False)
     assert d.status == st and d.events == [] and not d.restart_gang
     polled = status.decide(job(st), [pod(0), pod(1)], None, T1, "h1")  # asked, and trainer 0 did not answer
-    assert cond(polled.status, "Ready")["status"] == "False" and "not answering" in cond(polled.status, "Ready")["message"]
+    ready = cond(polled.status, "Ready")
+    assert ready["status"] == "False" and "not answering" in ready["message"]
 
 
 def test_restarts_while_the_group_forms_are_waiting_not_failures() -> None:

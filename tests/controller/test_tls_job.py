@@ -97,13 +97,14 @@ def test_rendered_commands_mean_what_the_spec_says_and_the_configmap_holds_no_tl
     assert player == want_player
 
 
-def test_readiness_probe_is_tcp_with_tls_and_grpc_without() -> None:
-    """Kubernetes' grpc probe cannot do TLS (it would fail the handshake forever): a TCP probe instead."""
-    for case, want in ((None, {"grpc": {"port": jobspec.GRPC_PORT}}), ("tls", {"tcpSocket": {"port": "grpc"}}),
-                       ("mutual", {"tcpSocket": {"port": "grpc"}})):
+def test_readiness_probe_is_readyz_with_tls_and_grpc_without() -> None:
+    """Kubernetes' grpc probe cannot do TLS (it would fail the handshake forever), and a TCP probe would call a
+    trainer Ready before its group formed: with TLS the trainer's /readyz (plain HTTP, metrics port) instead."""
+    readyz = {"httpGet": {"path": "/readyz", "port": "metrics"}}
+    for case, want in ((None, {"grpc": {"port": jobspec.GRPC_PORT}}), ("tls", readyz), ("mutual", readyz)):
         pod = children(job(CASES[case] if case else None))["StatefulSet/cp-trainer"]["spec"]["template"]["spec"]
         (c,) = pod["containers"]
-        probe_spec = {k: v for k, v in c["readinessProbe"].items() if k in ("grpc", "tcpSocket")}
+        probe_spec = {k: v for k, v in c["readinessProbe"].items() if k in ("grpc", "tcpSocket", "httpGet")}
         assert probe_spec == want, case
         assert "grpc" in {p["name"] for p in c["ports"]}
 
