@@ -8,6 +8,10 @@
 #                     --build-arg BASE_IMAGE=pytorch/pytorch:<version>-cuda<x.y>-cudnn9-runtime \
 #                     --build-arg TORCH_VERSION= .
 #     (the base image brings Python and a CUDA build of torch; TORCH_VERSION= keeps that torch).
+#   Extras:         docker build -t a2c:0.1.0-mujoco --build-arg EXTRAS=mujoco .
+#     EXTRAS names extras of pyproject.toml, comma-separated (box2d, mujoco, atari): the image installs
+#     `.[EXTRAS]`; empty installs the base package (classic control only). docs/images.md says which
+#     image each example needs (LunarLander: box2d, HalfCheetah: mujoco).
 #
 # BASE_IMAGE must provide python3 (>= 3.10) with the venv module. Both stages use it, so the
 # virtual environment built in the first one runs unchanged in the second.
@@ -18,11 +22,23 @@ FROM ${BASE_IMAGE} AS build
 # The torch release pinned into the image; empty keeps the torch the base image already has.
 ARG TORCH_VERSION="2.13.0"
 ARG TORCH_INDEX_URL=""
+ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # --system-site-packages: a CUDA base image's own torch stays visible inside the venv.
 RUN python3 -m venv --system-site-packages /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# Box2D (the box2d extra) has binary wheels for x86_64 only (CPython 3.10-3.13); elsewhere pip builds it
+# from source, which needs swig and a C++ compiler. They go into this stage only: the runtime stage copies
+# nothing but the virtual environment. (Versions come from the base image's distribution.)
+# hadolint ignore=DL3008
+RUN case ",${EXTRAS}," in \
+      *,box2d,*) if [ "$(uname -m)" != x86_64 ]; then \
+                   apt-get update \
+                   && apt-get install -y --no-install-recommends g++ swig \
+                   && rm -rf /var/lib/apt/lists/*; \
+                 fi ;; \
+    esac
 # torch first (its own index, its own pin), so `pip install .` finds the requirement satisfied.
 RUN if [ -n "$TORCH_VERSION" ]; then \
         if [ -n "$TORCH_INDEX_URL" ]; then export PIP_INDEX_URL="$TORCH_INDEX_URL"; fi; \
@@ -30,7 +46,8 @@ RUN if [ -n "$TORCH_VERSION" ]; then \
     fi
 WORKDIR /src
 COPY . .
-RUN pip install /src && rm -rf /src
+# /src, or /src[box2d,mujoco] with EXTRAS=box2d,mujoco.
+RUN pip install "/src${EXTRAS:+[${EXTRAS}]}" && rm -rf /src
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="a2c" \

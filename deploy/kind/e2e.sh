@@ -2,6 +2,9 @@
 # End-to-end on kind: build the image, load it into the cluster, `helm install --wait`, wait until the
 # default A2CJob has made progress, `helm test`, and dump everything useful when a step fails.
 #
+# The image goes into the nodes as an archive (`docker save` + `kind load image-archive`):
+# `kind load docker-image` fails with Docker's containerd image store, the default since Docker 29.
+#
 # Needs docker, kind, kubectl and helm on PATH. Environment (all optional):
 #   CLUSTER_NAME      kind cluster (created from deploy/kind/cluster.yaml if missing)  [a2c]
 #   RELEASE           Helm release                                                      [a2c]
@@ -60,6 +63,17 @@ dump_logs() {
   exit "$rc"
 }
 
+# Saves the image to a temporary archive and loads it into every node of the cluster. A file, not a pipe:
+# kind opens the archive once per node, concurrently.
+load_image() {
+  local dir rc=0
+  dir="$(mktemp -d)"
+  { docker save --output "${dir}/image.tar" "$IMAGE" \
+      && kind load image-archive "${dir}/image.tar" --name "$CLUSTER_NAME"; } || rc=$?
+  rm -rf "$dir"
+  return "$rc"
+}
+
 # Prints the iteration the release's A2CJob reports (0 until it reports one); fails if it failed.
 job_iteration() {
   local job phase iteration
@@ -93,7 +107,7 @@ main() {
     docker build "${build_args[@]}" -t "$IMAGE" "$ROOT"
   fi
   log "loading ${IMAGE} into ${CLUSTER_NAME}"
-  kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
+  load_image
 
   log "installing release ${RELEASE}"
   helm upgrade --install "$RELEASE" "${ROOT}/deploy/helm" \

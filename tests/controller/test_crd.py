@@ -7,6 +7,7 @@ import copy
 import pathlib
 from typing import Any
 
+import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -33,6 +34,9 @@ def test_crd_is_a_valid_apiextensions_object() -> None:
     columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
     assert columns["Phase"] == ".status.phase" and columns["Iteration"] == ".status.iteration"
     assert columns["Return"] == ".status.meanReturn" and columns["Age"] == ".metadata.creationTimestamp"
+    assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert columns["Reason"] == ".status.reason"
+    assert list(columns)[:3] == ["Phase", "Ready", "Reason"]
 
 
 def _nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -66,6 +70,8 @@ BAD = {
     "zero trainers": ("trainers", "replicas", 0),
     "too many trainers": ("trainers", "replicas", 65),
     "negative gpus": ("trainers", "gpus", -1),
+    "two gpus per trainer pod": ("trainers", "gpus", 2),
+    "zero startup timeout": ("trainers", "startupTimeoutSeconds", 0),
     "unknown backend": ("trainers", "backend", "mpi"),
     "zero players": ("players", "replicasPerTrainer", 0),
     "zero envs": ("players", "envsPerPlayer", 0),
@@ -130,3 +136,116 @@ def test_crd_defaults_are_the_controllers_defaults() -> None:
     assert jobspec.with_defaults(admitted) == jobspec.defaults()
     leaves = [p for p, n in _nodes(SCHEMA["properties"]["spec"]) if "default" in n and n.get("type") != "object"]
     assert len(leaves) >= 30  # every hyperparameter, bound and enum has one
+
+
+# --- CEL rules (x-kubernetes-validations), evaluated with cel-python ---------------------------------------
+
+
+def _rules(schema: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(schema path, rule) -> message, for every x-kubernetes-validations rule in the schema."""
+    return {(path, r["rule"]): r["message"] for path, node in _nodes(schema)
+            for r in node.get("x-kubernetes-validations") or []}
+
+
+RULES = _rules(SCHEMA)
+CEL = celpy.Environment()
+
+
+def cel(rule: str, self_: Any, old: Any = None) -> bool:
+    """The rule's verdict on `self_` (and `oldSelf`, for a transition rule: an update from `old`)."""
+    activation = {"self": celpy.json_to_cel(self_)}
+    if old is not None:
+        activation["oldSelf"] = celpy.json_to_cel(old)
+    return bool(CEL.program(CEL.compile(rule)).evaluate(activation))
+
+
+def _meta(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {}}
+
+
+NAME_SIZE = ("", "self.metadata.name.size() <= 40")
+NAME_DNS = ("", "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+MUTUAL = (".spec.tls", "!self.mutual || self.secretName != ''")
+CLASS_SET = (".spec.checkpoint", "has(self.storageClassName) == has(oldSelf.storageClassName)")
+# (rule, [(self, oldSelf or None)] accepted, [...] refused)
+CEL_CASES: list[tuple[tuple[str, str], list[tuple[Any, Any]], list[tuple[Any, Any]]]] = [
+    (NAME_SIZE, [(_meta("a" * 40), None), (_meta("cartpole"), None)], [(_meta("a" * 41), None)]),
+    (NAME_DNS, [(_meta("cartpole"), None), (_meta("lunar-lander-2"), None), (_meta("a"), None)],
+     [(_meta("2cartpole"), None), (_meta("CartPole"), None), (_meta("cart.pole"), None), (_meta("cart-"), None)]),
+    (MUTUAL, [({"secretName": "", "mutual": False}, None), ({"secretName": "tls", "mutual": True}, None)],
+     [({"secretName": "", "mutual": True}, None)]),
+    (CLASS_SET, [({}, {}), ({"storageClassName": "fast"}, {"storageClassName": "fast"})],
+     [({"storageClassName": "fast"}, {}), ({}, {"storageClassName": "fast"})]),
+    *[((f".spec.checkpoint.{field}", "self == oldSelf"), [(same, same)], [(new, old)])
+      for field, same, new, old in [("persistent", True, True, False), ("persistent", False, False, True),
+                                    ("size", "1Gi", "2Gi", "1Gi"), ("storageClassName", "fast", "slow", "fast"),
+                                    ("accessMode", "ReadWriteOnce", "ReadWriteMany", "ReadWriteOnce")]],
+]
+
+
+def test_every_cel_rule_is_tested_here() -> None:
+    assert set(RULES) == {case[0] for case in CEL_CASES}
+
+
+@pytest.mark.parametrize(("rule", "accepted", "refused"), CEL_CASES,
+                         ids=[f"{where or 'root'}: {rule}" for (where, rule), _, _ in CEL_CASES])
+def test_cel_rule_accepts_and_refuses(rule: tuple[str, str], accepted: list[tuple[Any, Any]],
+                                      refused: list[tuple[Any, Any]]) -> None:
+    for self_, old in accepted:
+        assert cel(rule[1], self_, old) is True, (self_, old)
+    for self_, old in refused:
+        assert cel(rule[1], self_, old) is False, (self_, old)
+
+
+def test_pvc_fields_are_immutable_with_a_way_out() -> None:
+    """Each field that shapes the checkpoint volume has a transition rule whose message says what to do."""
+    for field in ("persistent", "size", "storageClassName", "accessMode"):
+        message = RULES[(f".spec.checkpoint.{field}", "self == oldSelf")]
+        assert f"spec.checkpoint.{field}" in message and "delete the job and create it again" in message
+    assert "delete the job and create it again" in RULES[CLASS_SET]
+    assert "40 characters" in RULES[NAME_SIZE]
+
+
+def _at(doc: Any, path: str) -> Any:
+    for key in path.split(".")[1:]:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_pass_every_cel_rule(path: pathlib.Path) -> None:
+    """What the API server does on create (rules without oldSelf) and on an update that changes nothing."""
+    for doc in yaml.safe_load_all(path.read_text()):
+        admitted = _apply_defaults(SCHEMA, doc)
+        for where, rule in RULES:
+            node = _at(admitted, where)
+            if node is None:
+                continue  # Kubernetes evaluates a rule only where its value is present
+            assert cel(rule, node, node if "oldSelf" in rule else None), (where, rule)
+
+
+def test_gpus_are_limited_to_one_per_trainer_pod() -> None:
+    gpus = SCHEMA["properties"]["spec"]["properties"]["trainers"]["properties"]["gpus"]
+    assert (gpus["minimum"], gpus["maximum"]) == (0, 1)
+    assert "refused" in gpus["description"]
+
+
+def test_startup_timeout_field() -> None:
+    field = SCHEMA["properties"]["spec"]["properties"]["trainers"]["properties"]["startupTimeoutSeconds"]
+    assert (field["type"], field["minimum"], field["default"]) == ("number", 1, 900)
+    assert "StartupTimeout" in field["description"]
+
+
+def test_name_rules_are_the_controllers() -> None:
+    """The API server refuses the names `spec.validate_name` would mark InvalidSpec, and only those."""
+    assert NAME_SIZE[1] == f"self.metadata.name.size() <= {jobspec.MAX_NAME}"
+    assert NAME_DNS[1] == f"self.metadata.name.matches('{jobspec._NAME.pattern}')"
+    for name in ("cartpole", "a" * 40, "a" * 41, "2cartpole", "cart.pole", "cart-"):
+        try:
+            jobspec.validate_name(name)
+            valid = True
+        except ValueError:
+            valid = False
+        assert (cel(NAME_SIZE[1], _meta(name)) and cel(NAME_DNS[1], _meta(name))) is valid, name

@@ -87,6 +87,11 @@ def test_validation_catches_a_broken_object(rendered_cases) -> None:
 BAD_VALUES = [
     ({"job": {"trainers": {"replicas": 0}}}, "/job/trainers/replicas", "minimum"),
     ({"job": {"trainers": {"gpus": -1}}}, "/job/trainers/gpus", "minimum"),
+    ({"job": {"trainers": {"gpus": 2}}}, "/job/trainers/gpus", "maximum"),
+    ({"job": {"trainers": {"startupTimeoutSeconds": 0}}}, "/job/trainers/startupTimeoutSeconds", "minimum"),
+    ({"controller": {"replicas": 0}}, "/controller/replicas", "minimum"),
+    ({"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "Never"}},
+     "/podDisruptionBudget/unhealthyPodEvictionPolicy", "'IfHealthyBudget', 'AlwaysAllow'"),
     ({"job": {"trainers": {"gpu": 1}}}, "/job/trainers", "'gpu' not allowed"),
     ({"job": {"players": {"replicasPerTrainer": "2"}}}, "/job/players/replicasPerTrainer", "want integer"),
     ({"job": {"algorithm": {"optimizer": "sgd"}}}, "/job/algorithm/optimizer", "'rmsprop', 'rmsprop_tf', 'adam'"),
@@ -188,7 +193,42 @@ def test_default_job_trains_cartpole_on_cpu(rendered_cases) -> None:
     spec = one(rendered_cases["defaults"], "A2CJob")["spec"]
     assert spec["environment"]["id"] == "CartPole-v1"
     assert spec["trainers"]["gpus"] == 0
+    assert spec["trainers"]["startupTimeoutSeconds"] == 900
     assert spec["image"] == "a2c:0.1.0" and spec["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize("case", JOB_CASES)
+def test_default_job_survives_an_upgrade(case: str, rendered_cases) -> None:
+    """`helm upgrade` deletes and re-creates the hook job: it resumes only if its checkpoints are on PVCs
+    that outlive it. The chart's job has them by default, and the controller renders them so: a trainer
+    volumeClaimTemplate that the StatefulSet's deletion leaves behind."""
+    job = one(rendered_cases[case], "A2CJob")
+    assert job["spec"]["checkpoint"]["persistent"] is True
+    (trainers,) = [c for c in resources.render(copy.deepcopy(job))
+                   if c["kind"] == "StatefulSet" and c["metadata"]["name"].endswith("-trainer")]
+    assert trainers["spec"]["volumeClaimTemplates"], "persistent checkpoints come from a volumeClaimTemplate"
+    assert trainers["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    text = (chartlib.CHART / "values.yaml").read_text()
+    for promise in ("`helm upgrade` deletes the job and creates it again", "`helm uninstall` does not delete the job",
+                    "delete pvc -l a2c.dev/job=<job>"):
+        assert promise in text, promise
+
+
+def test_notes_say_how_to_delete_the_retained_checkpoints(rendered_cases) -> None:
+    """The PVC name and the label selector NOTES.txt print are those of the claims the trainers get."""
+    rendered = rendered_cases["defaults"]
+    job = one(rendered, "A2CJob")
+    (trainers,) = [c for c in resources.render(copy.deepcopy(job))
+                   if c["kind"] == "StatefulSet" and c["metadata"]["name"].endswith("-trainer")]
+    (claim,) = trainers["spec"]["volumeClaimTemplates"]
+    text = chartlib.notes(rendered)
+    assert f"{claim['metadata']['name']}-{trainers['metadata']['name']}-<i>" in text
+    command = next(line.strip() for line in text.splitlines() if "delete pvc" in line)
+    assert command.startswith(f"kubectl -n {NAMESPACE} delete pvc -l ")
+    key, _, value = command.rpartition(" ")[2].partition("=")
+    assert claim["metadata"]["labels"][key] == value == job["metadata"]["name"]
+    emptydir = chartlib.notes(chartlib.render({"job": {"checkpoint": {"persistent": False}}}))
+    assert "delete pvc" not in emptydir and "starts training over" in emptydir
 
 
 def test_gpu_values_reach_the_job(rendered_cases) -> None:
@@ -329,7 +369,33 @@ def test_deployment_selector_is_name_instance_component(rendered_cases) -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert set(selector) == {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_controller_replicas_elect_a_leader(replicas: int) -> None:
+    """Only the Lease holder acts, so replicas may overlap: a rolling update that never drops to zero pods,
+    and the downward-API identity the election uses."""
+    deployment = one(chartlib.render({"controller": {"replicas": replicas}}), "Deployment")
+    assert deployment["spec"]["replicas"] == replicas
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    args = cli.build_parser().parse_args(container["args"])
+    assert getattr(args, "leader_election", True) is True  # the controller's default: on
+
+
+def test_controller_liveness_is_the_reconcile_loop(rendered_cases) -> None:
+    """/healthz (fails when the reconcile loop is stuck) restarts the pod after about two minutes;
+    readiness stays on /metrics, which a standby replica serves too."""
+    container = one(rendered_cases["defaults"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    live, ready = container["livenessProbe"], container["readinessProbe"]
+    assert live["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert ready["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert 90 <= live["periodSeconds"] * live["failureThreshold"] <= 180
+    assert live["timeoutSeconds"] < live["periodSeconds"]
 
 
 def test_names_fit_63_characters_with_the_longest_release_name(chart_with_observability) -> None:
@@ -371,11 +437,19 @@ def test_rbac_is_namespaced_and_minimal(rendered_cases) -> None:
                for group in rule["apiGroups"] for res in rule["resources"]}
     assert all("*" not in verbs for verbs in granted.values())
     assert not any("*" in res or "*" in group for group, res in granted)
-    assert {"get", "list", "watch", "patch"} <= granted[("a2c.dev", "a2cjobs")]
-    assert "patch" in granted[("a2c.dev", "a2cjobs/status")]
-    assert {"create", "patch", "delete"} <= granted[("apps", "statefulsets")]
-    assert "create" not in granted[("", "pods")]  # pods come from StatefulSets
-    assert ("", "secrets") not in granted
+    children = {"get", "list", "watch", "create", "patch", "delete"}
+    assert granted == {
+        ("a2c.dev", "a2cjobs"): {"get", "list", "watch"},  # the controller never writes a job's spec
+        ("a2c.dev", "a2cjobs/status"): {"get", "patch", "update"},
+        ("a2c.dev", "a2cjobs/finalizers"): {"update"},  # blockOwnerDeletion on the children
+        ("apps", "statefulsets"): children,
+        ("", "services"): children,
+        ("", "configmaps"): children,
+        ("", "persistentvolumeclaims"): children,
+        ("", "pods"): {"get", "list", "watch", "delete"},  # pods come from StatefulSets; delete = gang restart
+        ("", "events"): {"create", "patch"},
+        ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},  # leader election
+    }
     # Every kind the controller's API client addresses is granted (a2c/controller/kube.py).
     for (api_version, _kind), plural in kube.PLURALS.items():
         group = api_version.rpartition("/")[0]
@@ -493,7 +567,15 @@ def test_pod_disruption_budgets_select_the_job_pods(rendered_cases) -> None:
     children = resources.render(copy.deepcopy(one(rendered, "A2CJob")))
     budgets = {p["metadata"]["name"].rsplit("-", 1)[-1]: p for p in of_kind(rendered, "PodDisruptionBudget")}
     assert set(budgets) == {"trainers", "players"}
-    assert budgets["trainers"]["spec"]["maxUnavailable"] == 0
+    # One trainer may be evicted (a node drain then restarts the gang once, from its checkpoint): with 0 a
+    # drain would hang until the job ends. Pods that are not Ready never hold a drain up.
+    assert budgets["trainers"]["spec"]["maxUnavailable"] == 1
+    for budget in budgets.values():
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    blocking = chartlib.render({"podDisruptionBudget": {"trainers": {"maxUnavailable": 0},
+                                                        "unhealthyPodEvictionPolicy": None}})
+    budget = next(p for p in of_kind(blocking, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-trainers"))
+    assert budget["spec"]["maxUnavailable"] == 0 and "unhealthyPodEvictionPolicy" not in budget["spec"]
     for sts in (c for c in children if c["kind"] == "StatefulSet"):
         role = sts["metadata"]["name"].rsplit("-", 1)[-1] + "s"
         labels = sts["spec"]["template"]["metadata"]["labels"]

