@@ -1,0 +1,418 @@
+"""The test API server refuses what kube-apiserver refuses and keeps its object semantics.
+
+Each test talks to a real `APIServer` on port 0 the way the controller does (the official client through
+`a2c.controller.kube.Kube`), or runs the real `kubectl` binary against it.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from a2c.controller import kube
+from tests.cluster.apiserver import APIServer
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "deploy" / "helm" / "files" / "a2cjob-crd.yaml"
+JOBS = "/apis/a2c.dev/v1alpha1/namespaces/default/a2cjobs"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def crd() -> dict[str, Any]:
+    return dict(yaml.safe_load(CRD_PATH.read_text()))
+
+
+def job(name: str = "cartpole") -> dict[str, Any]:
+    obj = dict(yaml.safe_load((ROOT / "examples" / "cartpole.yaml").read_text()))
+    obj["metadata"] = {"name": name, "namespace": "default"}
+    return obj
+
+
+def configmap(name: str, **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default", **extra},
+            "data": {"k": "v"}}
+
+
+def connect(server: APIServer, token: str | None = None) -> kube.Kube:
+    return kube.Kube(client.ApiClient(server.client_configuration(token)), timeout_s=5.0)
+
+
+@pytest.fixture
+def server() -> Iterator[APIServer]:
+    with APIServer(bookmark_interval_s=0.2) as srv:
+        yield srv
+
+
+@pytest.fixture
+def api(server: APIServer) -> kube.Kube:
+    return connect(server)
+
+
+@pytest.fixture
+def jobs(server: APIServer, api: kube.Kube) -> kube.Kube:
+    """`api` with the A2CJob CRD installed."""
+    api.request("POST", CRDS, body=crd())
+    return api
+
+
+def status_of(call: Any) -> tuple[int, dict[str, Any]]:
+    with pytest.raises(client.ApiException) as info:
+        call()
+    return info.value.status, json.loads(info.value.body or "{}")
+
+
+def raw(server: APIServer, method: str, path: str, body: bytes, content_type: str = "application/json") -> Any:
+    """A request with a hand-written body (the client would not send NaN)."""
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(server.url + path, data=body, method=method,
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+# --- JSON and decoding -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_non_strict_json_is_a_bad_request(server: APIServer, api: kube.Kube, text: str) -> None:
+    body = json.dumps(configmap("x")).replace('"v"', text).encode()
+    code, status = raw(server, "POST", "/api/v1/namespaces/default/configmaps", body)
+    assert (code, status["reason"], status["kind"]) == (400, "BadRequest", "Status")
+    assert server.objects("v1", "ConfigMap", "default") == []
+
+
+def test_trailing_garbage_is_a_bad_request(server: APIServer) -> None:
+    code, _ = raw(server, "POST", "/api/v1/namespaces/default/configmaps", json.dumps(configmap("x")).encode() + b"}")
+    assert code == 400
+
+
+def test_unknown_field_of_a_builtin_kind_is_refused(server: APIServer, api: kube.Kube) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+           "spec": {"containers": [{"name": "c", "image": "busybox:1", "foo": 1}]}}
+    code, status = status_of(lambda: api.request("POST", "/api/v1/namespaces/default/pods", body=pod))
+    assert code == 400 and 'unknown field "spec.containers[0].foo"' in status["message"]
+
+
+def test_wrong_type_of_a_builtin_field_is_refused(api: kube.Kube) -> None:
+    sts: dict[str, Any] = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s", "namespace": "default"},
+        "spec": {"replicas": "two", "selector": {"matchLabels": {"a": "b"}}, "serviceName": "s",
+                    "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c",
+                                                                                          "image": "i:1"}]}}}}
+    code, status = status_of(lambda: api.request("POST", "/apis/apps/v1/namespaces/default/statefulsets", body=sts))
+    assert code == 400 and "spec.replicas" in status["message"]
+    sts["spec"]["replicas"] = 2
+    api.request("POST", "/apis/apps/v1/namespaces/default/statefulsets", body=sts)
+
+
+# --- custom resources against the real CRD -----------------------------------------------------------------
+
+
+def test_custom_resource_is_defaulted_and_pruned(jobs: kube.Kube) -> None:
+    body = job()
+    body["spec"]["notAField"] = 1
+    created = jobs.request("POST", JOBS, body=body)
+    assert "notAField" not in created["spec"]
+    assert created["spec"]["algorithm"]["gamma"] == 0.99  # a default the example does not set
+    assert created["spec"]["trainers"]["replicas"] == 2  # what the example does set stays
+
+
+def test_custom_resource_unknown_field_under_strict_validation(jobs: kube.Kube) -> None:
+    body = job()
+    body["spec"]["notAField"] = 1
+    code, status = status_of(lambda: jobs.request("POST", JOBS, body=body, query={"fieldValidation": "Strict"}))
+    assert code == 400 and 'unknown field "spec.notAField"' in status["message"]
+
+
+def test_custom_resource_is_validated_against_the_schema(jobs: kube.Kube) -> None:
+    body = job()
+    body["spec"]["trainers"]["replicas"] = 0
+    body["spec"]["imagePullPolicy"] = "Sometimes"
+    code, status = status_of(lambda: jobs.request("POST", JOBS, body=body))
+    assert code == 422 and status["reason"] == "Invalid"
+    assert "spec.trainers.replicas" in status["message"] and "spec.imagePullPolicy" in status["message"]
+    fields = {c["field"] for c in status["details"]["causes"]}
+    assert {"spec.trainers.replicas", "spec.imagePullPolicy"} <= fields
+
+
+def test_custom_resource_status_is_validated(jobs: kube.Kube) -> None:
+    created = jobs.request("POST", JOBS, body=job())
+    code, status = status_of(lambda: jobs.patch_status(created, {"phase": "Exploded"}))
+    assert code == 422 and "status.phase" in status["message"]
+
+
+# --- status subresource, generation, concurrency ------------------------------------------------------------
+
+
+def test_main_resource_writes_ignore_status_and_status_writes_ignore_the_rest(jobs: kube.Kube) -> None:
+    created = jobs.request("POST", JOBS, body={**job(), "status": {"phase": "Running"}})
+    assert "status" not in created  # status on create is dropped
+    url = f"{JOBS}/cartpole"
+    after = jobs.request("PATCH", url, body={"spec": {"image": "a2c:0.2.0"}, "status": {"phase": "Failed"}},
+                         content_type="application/merge-patch+json")
+    assert after["spec"]["image"] == "a2c:0.2.0" and "status" not in after
+    both = {"spec": {"image": "a2c:0.3.0"}, "status": {"phase": "Running"}}
+    after = jobs.request("PATCH", url + "/status", body=both, content_type="application/merge-patch+json")
+    assert after["spec"]["image"] == "a2c:0.2.0" and after["status"] == {"phase": "Running"}
+
+
+def test_generation_bumps_only_on_spec_change(jobs: kube.Kube) -> None:
+    created = jobs.request("POST", JOBS, body=job())
+    assert created["metadata"]["generation"] == 1
+    url = f"{JOBS}/cartpole"
+    merge = "application/merge-patch+json"
+    labelled = jobs.request("PATCH", url, body={"metadata": {"labels": {"a": "b"}}}, content_type=merge)
+    assert labelled["metadata"]["generation"] == 1
+    jobs.patch_status(created, {"phase": "Running"})
+    assert jobs.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole")["metadata"]["generation"] == 1
+    changed = jobs.request("PATCH", url, body={"spec": {"trainers": {"replicas": 3}}}, content_type=merge)
+    assert changed["metadata"]["generation"] == 2
+
+
+def test_stale_resource_version_is_a_conflict(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    first = api.request("POST", url, body=configmap("c"))
+    api.request("PUT", f"{url}/c", body={**first, "data": {"k": "new"}})
+    code, status = status_of(lambda: api.request("PUT", f"{url}/c", body={**first, "data": {"k": "stale"}}))
+    assert code == 409 and status["reason"] == "Conflict"
+    stale_patch = {"metadata": {"resourceVersion": first["metadata"]["resourceVersion"]}, "data": {"k": "x"}}
+    code, _ = status_of(lambda: api.request("PATCH", f"{url}/c", body=stale_patch,
+                                            content_type="application/merge-patch+json"))
+    assert code == 409
+    code, status = status_of(lambda: api.request("POST", url, body=configmap("c")))
+    assert code == 409 and status["reason"] == "AlreadyExists"
+
+
+def test_noop_update_keeps_the_resource_version(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    first = api.request("POST", url, body=configmap("c"))
+    again = api.request("PATCH", f"{url}/c", body={"data": {"k": "v"}}, content_type="application/merge-patch+json")
+    assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+
+# --- watches ------------------------------------------------------------------------------------------------
+
+
+def collect(api: kube.Kube, path: str, query: dict[str, str], until: Any,
+            timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """Events of a watch until `until(events)` holds (or the stream ends)."""
+    events: list[dict[str, Any]] = []
+    response = api.request("GET", path, stream=True, timeout_s=timeout_s, query={"watch": "true", **query})
+    try:
+        buffer = b""
+        for chunk in response.response.stream(1024, decode_content=True):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                events.append(json.loads(line))
+            if until(events):
+                break
+    finally:
+        response.response.close()
+    return events
+
+
+def test_watch_from_a_resource_version_replays_only_later_events(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    api.request("POST", url, body=configmap("before"))
+    mark = api.request("GET", url)["metadata"]["resourceVersion"]
+    api.request("POST", url, body=configmap("after"))
+    api.request("DELETE", f"{url}/before")
+    events = collect(api, url, {"resourceVersion": mark}, lambda ev: len(ev) >= 2)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "after"),
+                                                                              ("DELETED", "before")]
+
+
+def test_watch_without_resource_version_lists_first_then_streams(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    api.request("POST", url, body=configmap("old", labels={"app": "a"}))
+    api.request("POST", url, body=configmap("other", labels={"app": "b"}))
+    threading.Timer(0.2, lambda: api.request("POST", url, body=configmap("new", labels={"app": "a"}))).start()
+    events = collect(api, url, {"labelSelector": "app=a"}, lambda ev: len(ev) >= 2)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "old"), ("ADDED", "new")]
+
+
+def test_expired_resource_version_is_410() -> None:
+    with APIServer(history=5) as server:
+        api = connect(server)
+        url = "/api/v1/namespaces/default/configmaps"
+        for i in range(10):
+            api.request("POST", url, body=configmap(f"c{i}"))
+        events = collect(api, url, {"resourceVersion": "1"}, lambda ev: len(ev) >= 1)
+        assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
+        assert events[0]["object"]["reason"] == "Expired"
+
+
+def test_bookmarks_arrive_when_asked_for(server: APIServer, api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    api.request("POST", url, body=configmap("c"))
+    rv = api.request("GET", url)["metadata"]["resourceVersion"]
+    events = collect(api, url, {"resourceVersion": rv, "allowWatchBookmarks": "true"},
+                     lambda ev: any(e["type"] == "BOOKMARK" for e in ev))
+    bookmark = next(e for e in events if e["type"] == "BOOKMARK")
+    assert set(bookmark["object"]) == {"kind", "apiVersion", "metadata"}
+    assert int(bookmark["object"]["metadata"]["resourceVersion"]) >= int(rv)
+    plain = collect(api, url, {"resourceVersion": rv, "timeoutSeconds": "1"}, lambda ev: False)
+    assert plain == []  # no bookmarks unless asked, and timeoutSeconds ends the stream
+
+
+def test_stopping_the_server_ends_watches(server: APIServer, api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    done = threading.Event()
+
+    def watch() -> None:
+        collect(api, url, {"resourceVersion": "1"}, lambda ev: False, timeout_s=30)
+        done.set()
+    threading.Thread(target=watch, daemon=True).start()
+    server.wait_for(lambda: server.counts()["watch"] == 1)
+    started = time.monotonic()
+    server.stop()
+    assert done.wait(5) and time.monotonic() - started < 5
+
+
+# --- garbage collection -------------------------------------------------------------------------------------
+
+
+def owned(name: str, owner: dict[str, Any]) -> dict[str, Any]:
+    ref = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+           "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return configmap(name, ownerReferences=[ref])
+
+
+def test_children_are_collected_after_their_owner(server: APIServer, jobs: kube.Kube) -> None:
+    owner = jobs.request("POST", JOBS, body=job())
+    child = jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=owned("child", owner))
+    jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=owned("grandchild", child))
+    jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=configmap("unowned"))
+    jobs.delete("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole")
+    server.wait_for(lambda: [o["metadata"]["name"] for o in server.objects("v1", "ConfigMap", "default")]
+                    == ["unowned"], timeout=5)
+
+
+def test_orphan_propagation_keeps_children(server: APIServer, jobs: kube.Kube) -> None:
+    owner = jobs.request("POST", JOBS, body=job())
+    jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=owned("child", owner))
+    jobs.request("DELETE", f"{JOBS}/cartpole", body={"propagationPolicy": "Orphan"})
+    child = server.get("v1", "ConfigMap", "default", "child")
+    assert child is not None and "ownerReferences" not in child["metadata"]
+
+
+def test_finalizers_hold_deletion(server: APIServer, api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    api.request("POST", url, body=configmap("c", finalizers=["a2c.dev/test"]))
+    marked = api.request("DELETE", f"{url}/c")
+    assert marked["metadata"]["deletionTimestamp"]
+    api.request("PATCH", f"{url}/c", body={"metadata": {"finalizers": None}},
+                content_type="application/merge-patch+json")
+    assert server.get("v1", "ConfigMap", "default", "c") is None
+
+
+# --- counting -----------------------------------------------------------------------------------------------
+
+
+def test_requests_are_counted_by_user_and_verb() -> None:
+    with APIServer(anonymous=False) as server:
+        server.add_token("t-admin", "admin")
+        server.add_token("t-ctl", "system:serviceaccount:default:ctl")
+        admin, ctl = connect(server, "t-admin"), connect(server, "t-ctl")
+        url = "/api/v1/namespaces/default/configmaps"
+        admin.request("POST", url, body=configmap("c"))
+        ctl.request("GET", f"{url}/c")
+        ctl.request("GET", url)
+        ctl.request("PATCH", f"{url}/c", body={"data": {"k": "w"}}, content_type="application/merge-patch+json")
+        ctl.delete("v1", "ConfigMap", "default", "c")
+        assert server.counts("system:serviceaccount:default:ctl") == {"get": 1, "list": 1, "patch": 1, "delete": 1}
+        assert server.counts("admin") == {"create": 1}
+        assert server.counts()["get"] == 1
+        code, status = status_of(lambda: connect(server).request("GET", url))
+        assert code == 401 and status["reason"] == "Unauthorized"
+        code, _ = status_of(lambda: connect(server, "wrong").request("GET", url))
+        assert code == 401
+        server.reset_counts()
+        assert server.counts() == {}
+
+
+# --- RBAC ---------------------------------------------------------------------------------------------------
+
+
+def test_rbac_allows_what_a_role_grants_and_denies_the_rest() -> None:
+    with APIServer(anonymous=False, rbac=True) as server:
+        server.add_token("t-admin", "admin")
+        server.add_token("t-ctl", "system:serviceaccount:default:ctl")
+        admin, ctl = connect(server, "t-admin"), connect(server, "t-ctl")
+        admin.request("POST", CRDS, body=crd())
+        admin.request("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles", body={
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+            "rules": [{"apiGroups": ["a2c.dev"], "resources": ["a2cjobs"], "verbs": ["get", "list", "create"]},
+                      {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["mine"]}]})
+        admin.request("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings", body={
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+            "subjects": [{"kind": "ServiceAccount", "name": "ctl", "namespace": "default"}]})
+        created = ctl.request("POST", JOBS, body=job())
+        assert ctl.list("a2c.dev/v1alpha1", "A2CJob", "default", {})
+        code, status = status_of(lambda: ctl.patch_status(created, {"phase": "Running"}))
+        assert code == 403 and status["reason"] == "Forbidden"
+        assert status["message"] == ('a2cjobs.a2c.dev "cartpole" is forbidden: User "system:serviceaccount:default:ctl"'
+                                     ' cannot patch resource "a2cjobs/status" in API group "a2c.dev" in the namespace '
+                                     '"default"')
+        admin.request("POST", "/api/v1/namespaces/default/configmaps", body=configmap("mine"))
+        admin.request("POST", "/api/v1/namespaces/default/configmaps", body=configmap("theirs"))
+        assert ctl.get("v1", "ConfigMap", "default", "mine")
+        code, _ = status_of(lambda: ctl.get("v1", "ConfigMap", "default", "theirs"))
+        assert code == 403
+        code, _ = status_of(lambda: ctl.request("GET", "/api/v1/namespaces/kube-system/configmaps"))
+        assert code == 403  # a RoleBinding grants in its own namespace only
+
+
+# --- kubectl ------------------------------------------------------------------------------------------------
+
+
+def kubectl_binary() -> str | None:
+    here = pathlib.Path(sys.executable).parent / "kubectl"
+    return str(here) if here.exists() else shutil.which("kubectl")
+
+
+@pytest.mark.skipif(kubectl_binary() is None, reason="kubectl is not installed")
+def test_kubectl_against_the_server(tmp_path: pathlib.Path) -> None:
+    with APIServer(tls=True, anonymous=False) as server:
+        server.add_token("t-admin", "admin")
+        config = server.kubeconfig(tmp_path / "kubeconfig", token="t-admin")
+
+        def kubectl(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run([str(kubectl_binary()), "--kubeconfig", str(config), *args],
+                                  capture_output=True, text=True, timeout=60, cwd=tmp_path)
+            assert (done.returncode == 0) == ok, done.stderr
+            return done
+
+        kubectl("apply", "--validate=false", "-f", str(CRD_PATH))
+        kubectl("apply", "--validate=false", "-f", str(ROOT / "examples" / "cartpole.yaml"))
+        assert "a2cjobs" in kubectl("api-resources").stdout
+        table = kubectl("get", "a2cjobs").stdout
+        header = table.splitlines()[0].split()
+        columns = [c["name"].upper() for c in crd()["spec"]["versions"][0].get("additionalPrinterColumns", [])]
+        assert header[0] == "NAME" and all(c in header for c in columns), table
+        assert "cartpole" in table
+        assert "No resources found" in kubectl("get", "pods").stderr
+        live = server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole")
+        assert live is not None
+        connect(server, "t-admin").event(live, "Normal", "Started", "trainers are up", "2026-01-01T00:00:00Z")
+        described = kubectl("describe", "a2cjob", "cartpole").stdout
+        assert "Started" in described and "trainers are up" in described
+        kubectl("delete", "a2cjob", "cartpole", "--timeout=30s")
+        assert server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole") is None
