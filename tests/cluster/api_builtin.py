@@ -306,7 +306,13 @@ def validate(plural: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Er
         if not isinstance(spec, dict):
             return [("spec", "Required value")]
         errors += _selector_matches(spec, "spec")
-        errors += _pod_spec((spec.get("template") or {}).get("spec"), "spec.template.spec", template=True)
+        template_spec = (spec.get("template") or {}).get("spec")
+        if plural == "statefulsets" and isinstance(template_spec, dict) and spec.get("volumeClaimTemplates"):
+            # The pods' volumes are the template's plus one per claim template (what the StatefulSet controller
+            # adds); kube-apiserver does not check a StatefulSet's mounts at all, so this is still stricter.
+            claims = [{"name": c.get("metadata", {}).get("name", "")} for c in spec["volumeClaimTemplates"]]
+            template_spec = {**template_spec, "volumes": [*(template_spec.get("volumes") or []), *claims]}
+        errors += _pod_spec(template_spec, "spec.template.spec", template=True)
         if (spec.get("replicas") or 0) < 0:
             errors.append(("spec.replicas", f"Invalid value: {spec['replicas']}: must be greater than or equal to 0"))
         if old is not None and spec.get("selector") != old_spec.get("selector"):

@@ -136,3 +136,32 @@ def group(name: str, members: list[Resource]) -> dict[str, Any]:
     return {"kind": "APIGroup", "apiVersion": "v1", "name": name,
             "versions": [{"groupVersion": f"{name}/{v}", "version": v} for v in versions],
             "preferredVersion": {"groupVersion": f"{name}/{preferred}", "version": preferred}}
+
+
+def _gv_path(res: Resource) -> str:
+    return f"apis/{res.group}/{res.version}" if res.group else "api/v1"
+
+
+def openapi_root(resources: list[Resource]) -> dict[str, Any]:
+    """/openapi/v3: one document per group-version (kubectl reads it to learn that fieldValidation works)."""
+    return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=test"}
+                      for gv in sorted({_gv_path(r) for r in resources})}}
+
+
+def openapi_document(resources: list[Resource], gv: str) -> dict[str, Any] | None:
+    """A group-version's OpenAPI v3 document: each resource's PATCH operation with its query parameters."""
+    members = [r for r in resources if _gv_path(r) == gv]
+    if not members:
+        return None
+    params = [{"name": n, "in": "query", "schema": {"type": "string"}}
+              for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
+    paths = {}
+    for res in members:
+        scope = "/namespaces/{namespace}" if res.namespaced else ""
+        gvk = {"group": res.group, "version": res.version, "kind": res.kind}
+        paths[f"/{gv}{scope}/{res.plural}/{{name}}"] = {
+            "patch": {"operationId": f"patch{res.kind}", "parameters": params,
+                      "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
+                      "responses": {"200": {"description": "OK"}}}}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.37.0"}, "paths": paths,
+            "components": {"schemas": {}}}

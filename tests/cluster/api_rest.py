@@ -204,12 +204,21 @@ class Rest:
                 if not res.custom:
                     obj["status"] = api_builtin.initial_status(res.plural, obj)
             self.admit(res, obj, None)
+            if res.plural == "pods":
+                self.check_service_account(obj)
             stored = self.store.put(res.key, obj, "ADDED")
             if res.key == CRD_KEY:
                 stored = self.establish(stored)
             if res.plural == "namespaces":
                 api_builtin.seed_namespace(self, meta["name"])
             return self.output(res, stored)
+
+    def check_service_account(self, pod: dict[str, Any]) -> None:
+        """The ServiceAccount admission plugin: a pod runs as an existing ServiceAccount of its namespace."""
+        ns, name = pod["metadata"]["namespace"], pod["spec"].get("serviceAccountName", "default")
+        if self.store.get(("", "serviceaccounts"), ns, name) is None:
+            raise ApiError(403, "Forbidden", f'pods "{pod["metadata"]["name"]}" is forbidden: error looking up '
+                                             f'service account {ns}/{name}: serviceaccount "{name}" not found')
 
     def admit(self, res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         """Defaults and validation, built-in or from the CRD schema; raises 422 Invalid."""

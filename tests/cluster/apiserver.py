@@ -315,8 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _user(self) -> str:
         auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            user = self.api.tokens.get(auth[7:].strip())
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer":  # the scheme is case-insensitive (the in-cluster loader sends "bearer")
+            user = self.api.tokens.get(token.strip())
             if user is not None:
                 return user
         elif not auth and self.api.anonymous:
@@ -419,6 +420,12 @@ class _Handler(BaseHTTPRequestHandler):
             members = [r for r in served if r.group == parts[1] and r.version == parts[2]]
             if members:
                 return api_kinds.resource_list(members, f"{parts[1]}/{parts[2]}")
+        if parts == ["openapi", "v3"]:
+            return api_kinds.openapi_root(served)
+        if parts[:2] == ["openapi", "v3"]:
+            document = api_kinds.openapi_document(served, "/".join(parts[2:]))
+            if document is not None:
+                return document
         if not parts:
             return {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}
         raise _Reply(404, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -502,6 +509,13 @@ class _Handler(BaseHTTPRequestHandler):
         timeout = float(query.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        initial_events = query.get("sendInitialEvents") in ("true", "1")
+        if initial_events and not (bookmarks and query.get("resourceVersionMatch") == "NotOlderThan"):
+            raise ApiError(422, "Invalid", "sendInitialEvents requires allowWatchBookmarks=true and "
+                                           "resourceVersionMatch=NotOlderThan")
+        if query.get("resourceVersionMatch") and not initial_events:
+            raise ApiError(422, "Invalid", "resourceVersionMatch is forbidden for watch unless sendInitialEvents "
+                                           "is provided")
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -510,11 +524,14 @@ class _Handler(BaseHTTPRequestHandler):
         def in_scope(obj: dict[str, Any]) -> bool:
             return not ns or obj["metadata"].get("namespace") == ns
 
-        if start in ("", "0"):
+        if start in ("", "0") or initial_events:
             with store.cond:
                 last = store.rv
                 current = [o for o in store.items(res.key, ns or None) if match(o)]
             initial = [("ADDED", rest.output(res, o)) for o in current]
+            if initial_events:  # the streaming list ends with a bookmark that says so
+                initial.append(("BOOKMARK", {"kind": res.kind, "apiVersion": res.api_version, "metadata": {
+                    "resourceVersion": str(last), "annotations": {"k8s.io/initial-events-end": "true"}}}))
         else:
             last, initial = int(start), []
         if not self._emit(res, initial):
@@ -538,9 +555,11 @@ class _Handler(BaseHTTPRequestHandler):
             out = []
             for event in events:
                 last = event.rv
+                was = event.old is not None and in_scope(event.old) and match(event.old)
                 if in_scope(event.obj) and match(event.obj):
-                    out.append((event.type, rest.output(res, event.obj)))
-                elif event.type == "MODIFIED" and event.old is not None and in_scope(event.old) and match(event.old):
+                    entered = event.type == "MODIFIED" and not was
+                    out.append(("ADDED" if entered else event.type, rest.output(res, event.obj)))
+                elif event.type == "MODIFIED" and was:
                     out.append(("DELETED", rest.output(res, event.obj)))  # it left the selection
             if bookmarks and time.monotonic() >= next_bookmark and not events:
                 last = max(last, synced)

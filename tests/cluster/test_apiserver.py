@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client
 
 from a2c.controller import kube
+from tests.cluster import api_schema
 from tests.cluster.apiserver import APIServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -400,8 +401,12 @@ def test_kubectl_against_the_server(tmp_path: pathlib.Path) -> None:
             assert (done.returncode == 0) == ok, done.stderr
             return done
 
-        kubectl("apply", "--validate=false", "-f", str(CRD_PATH))
-        kubectl("apply", "--validate=false", "-f", str(ROOT / "examples" / "cartpole.yaml"))
+        kubectl("apply", "-f", str(CRD_PATH))
+        kubectl("wait", "--for=condition=established", "crd/a2cjobs.a2c.dev", "--timeout=10s")
+        kubectl("apply", "-f", str(ROOT / "examples" / "cartpole.yaml"))
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({**job("bad"), "spec": {"notAField": 1}}))
+        assert 'unknown field "spec.notAField"' in kubectl("apply", "-f", str(bad), ok=False).stderr
         assert "a2cjobs" in kubectl("api-resources").stdout
         table = kubectl("get", "a2cjobs").stdout
         header = table.splitlines()[0].split()
@@ -409,6 +414,18 @@ def test_kubectl_against_the_server(tmp_path: pathlib.Path) -> None:
         assert header[0] == "NAME" and all(c in header for c in columns), table
         assert "cartpole" in table
         assert "No resources found" in kubectl("get", "pods").stderr
+        cm = tmp_path / "cm.yaml"
+        cm.write_text(yaml.safe_dump(configmap("c")))
+        kubectl("apply", "-f", str(cm))
+        cm.write_text(yaml.safe_dump({**configmap("c"), "data": {"other": "v"}}))
+        kubectl("apply", "-f", str(cm))  # a strategic merge patch that also removes the old key
+        assert (server.get("v1", "ConfigMap", "default", "c") or {}).get("data") == {"other": "v"}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+               "spec": {"containers": [{"name": "c", "image": "i:1"}]}}
+        server.create(pod)
+        pods = kubectl("get", "pods").stdout.splitlines()
+        assert pods[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and pods[1].split()[:4] == [
+            "p", "0/1", "Pending", "0"]
         live = server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole")
         assert live is not None
         connect(server, "t-admin").event(live, "Normal", "Started", "trainers are up", "2026-01-01T00:00:00Z")
@@ -416,3 +433,196 @@ def test_kubectl_against_the_server(tmp_path: pathlib.Path) -> None:
         assert "Started" in described and "trainers are up" in described
         kubectl("delete", "a2cjob", "cartpole", "--timeout=30s")
         assert server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole") is None
+
+
+# --- more of what the real server refuses ---------------------------------------------------------------
+
+
+RULES_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.test.dev"},
+    "spec": {"group": "test.dev", "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "properties": {"spec": {
+                     "type": "object",
+                     "x-kubernetes-validations": [
+                         {"rule": "self.min <= self.max", "message": "min must not exceed max"},
+                         {"rule": "self.size == oldSelf.size", "message": "size is immutable"},
+                         {"rule": "!has(self.tags) || self.tags.size() < 3", "message": "at most two tags"}],
+                     "properties": {"min": {"type": "integer"}, "max": {"type": "integer"},
+                                    "size": {"type": "string", "default": "small"},
+                                    "tags": {"type": "array", "items": {"type": "string"}}}}}}}}]}}
+
+
+@pytest.mark.skipif(not api_schema.CEL_AVAILABLE, reason="no CEL library (cel-python) installed")
+def test_cel_rules_of_a_crd_are_enforced(api: kube.Kube) -> None:
+    api.request("POST", CRDS, body=RULES_CRD)
+    url = "/apis/test.dev/v1/namespaces/default/widgets"
+
+    def widget(**spec: Any) -> dict[str, Any]:
+        return {"apiVersion": "test.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": spec}
+    code, status = status_of(lambda: api.request("POST", url, body=widget(min=3, max=1)))
+    assert code == 422 and "spec: Invalid value: \"object\": min must not exceed max" in status["message"]
+    code, status = status_of(lambda: api.request("POST", url, body=widget(min=1, max=3, tags=["a", "b", "c"])))
+    assert code == 422 and "at most two tags" in status["message"]
+    created = api.request("POST", url, body=widget(min=1, max=3))
+    assert created["spec"]["size"] == "small"  # defaulted before the rules ran
+    code, status = status_of(lambda: api.request("PATCH", f"{url}/w", body={"spec": {"size": "large"}},
+                                                 content_type="application/merge-patch+json"))
+    assert code == 422 and "size is immutable" in status["message"]  # a transition rule sees oldSelf
+    api.request("PATCH", f"{url}/w", body={"spec": {"max": 4}}, content_type="application/merge-patch+json")
+
+
+def test_a_crd_that_is_not_structural_is_refused(api: kube.Kube) -> None:
+    bad = json.loads(json.dumps(RULES_CRD))
+    del bad["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["min"]["type"]
+    code, status = status_of(lambda: api.request("POST", CRDS, body=bad))
+    assert code == 422 and "properties[min].type: Required value" in status["message"]
+
+
+def test_strategic_merge_patch_merges_containers_by_name(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/pods"
+    api.request("POST", url, body={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+        "containers": [{"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
+                       {"name": "b", "image": "b:1"}]}})
+    patched = api.request("PATCH", f"{url}/p", content_type="application/strategic-merge-patch+json",
+                          body={"spec": {"containers": [{"name": "b", "image": "b:2"}]},
+                                "metadata": {"labels": {"x": "y"}}})
+    images = {c["name"]: c["image"] for c in patched["spec"]["containers"]}
+    assert images == {"a": "a:1", "b": "b:2"} and patched["spec"]["containers"][0]["env"] == [{"name": "X",
+                                                                                               "value": "1"}]
+    code, status = status_of(lambda: api.request(
+        "PATCH", f"{url}/p", content_type="application/strategic-merge-patch+json",
+        body={"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}))
+    assert code == 422 and "pod updates may not change fields" in status["message"]  # pods are mostly immutable
+
+
+def test_strategic_merge_directives(api: kube.Kube, jobs: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    api.request("POST", url, body=configmap("c", labels={"a": "1", "b": "2"}, finalizers=["x/a", "x/b"]))
+    patched = api.request("PATCH", f"{url}/c", content_type="application/strategic-merge-patch+json", body={
+        "metadata": {"labels": {"$patch": "replace", "c": "3"}, "$deleteFromPrimitiveList/finalizers": ["x/a"]}})
+    assert patched["metadata"]["labels"] == {"c": "3"} and patched["metadata"]["finalizers"] == ["x/b"]
+    jobs.request("POST", JOBS, body=job())
+    code, _ = status_of(lambda: jobs.request("PATCH", f"{JOBS}/cartpole", body={"spec": {}},
+                                             content_type="application/strategic-merge-patch+json"))
+    assert code == 415  # custom resources take no strategic merge patch
+
+
+def test_json_patch(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    api.request("POST", url, body=configmap("c"))
+    patched = api.request("PATCH", f"{url}/c", content_type="application/json-patch+json", body=[
+        {"op": "test", "path": "/data/k", "value": "v"}, {"op": "add", "path": "/data/n", "value": "1"},
+        {"op": "remove", "path": "/data/k"}])
+    assert patched["data"] == {"n": "1"}
+    code, _ = status_of(lambda: api.request("PATCH", f"{url}/c", content_type="application/json-patch+json",
+                                            body=[{"op": "test", "path": "/data/n", "value": "2"}]))
+    assert code == 422
+
+
+def test_selectors(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    for name, tier in (("a", "web"), ("b", "db"), ("c", None)):
+        api.request("POST", url, body=configmap(name, **({"labels": {"tier": tier}} if tier else {})))
+
+    def names(**query: str) -> list[str]:
+        return [o["metadata"]["name"] for o in api.request("GET", url, query=query)["items"]]
+    assert names(labelSelector="tier in (web,db)") == ["a", "b"]
+    assert names(labelSelector="tier notin (web)") == ["b", "c"]
+    assert names(labelSelector="!tier") == ["c"]
+    assert names(labelSelector="tier,tier!=db") == ["a"]
+    assert names(fieldSelector="metadata.name=b") == ["b"]
+    code, status = status_of(lambda: names(fieldSelector="data.k=v"))
+    assert code == 400 and "field label not supported: data.k" in status["message"]
+    code, _ = status_of(lambda: names(labelSelector="tier in (web"))
+    assert code == 400
+
+
+def test_watch_follows_objects_into_and_out_of_a_selection(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    api.request("POST", url, body=configmap("c"))
+    rv = api.request("GET", url)["metadata"]["resourceVersion"]
+    merge = "application/merge-patch+json"
+    api.request("PATCH", f"{url}/c", body={"metadata": {"labels": {"app": "a"}}}, content_type=merge)
+    api.request("PATCH", f"{url}/c", body={"metadata": {"labels": {"app": "b"}}}, content_type=merge)
+    events = collect(api, url, {"resourceVersion": rv, "labelSelector": "app=a"}, lambda ev: len(ev) >= 2)
+    assert [e["type"] for e in events] == ["ADDED", "DELETED"]
+
+
+def test_namespaces_must_exist_and_take_their_contents_along(server: APIServer, api: kube.Kube) -> None:
+    body = configmap("c")
+    body["metadata"].pop("namespace")
+    code, status = raw(server, "POST", "/api/v1/namespaces/ml/configmaps", json.dumps(body).encode())
+    assert code == 404 and status["message"] == 'namespaces "ml" not found'
+    api.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
+                                                    "metadata": {"name": "ml"}})
+    assert server.get("v1", "ServiceAccount", "ml", "default") is not None  # as the serviceaccount controller does
+    api.request("POST", "/api/v1/namespaces/ml/configmaps", body=body)
+    api.request("DELETE", "/api/v1/namespaces/ml")
+    assert server.objects("v1", "ConfigMap", "ml") == [] and server.get("v1", "Namespace", "", "ml") is None
+
+
+def test_deletecollection_by_label(server: APIServer, api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    for name, app in (("a", "x"), ("b", "x"), ("c", "y")):
+        api.request("POST", url, body=configmap(name, labels={"app": app}))
+    api.request("DELETE", url, query={"labelSelector": "app=x"})
+    assert [o["metadata"]["name"] for o in server.objects("v1", "ConfigMap", "default")] == ["c"]
+    assert server.counts()["deletecollection"] == 1
+
+
+def test_pods_need_their_service_account(api: kube.Kube) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"serviceAccountName": "ctl", "containers": [{"name": "c", "image": "i:1"}]}}
+    code, status = status_of(lambda: api.request("POST", "/api/v1/namespaces/default/pods", body=pod))
+    assert code == 403 and 'serviceaccount "ctl" not found' in status["message"]
+    api.request("POST", "/api/v1/namespaces/default/serviceaccounts",
+                body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "ctl"}})
+    created = api.request("POST", "/api/v1/namespaces/default/pods", body=pod)
+    assert created["status"]["phase"] == "Pending" and created["spec"]["restartPolicy"] == "Always"
+
+
+def statefulset(name: str, labels: dict[str, str], template_labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+            "spec": {"serviceName": name, "replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": template_labels},
+                                  "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}}
+
+
+def test_statefulset_rules(api: kube.Kube) -> None:
+    url = "/apis/apps/v1/namespaces/default/statefulsets"
+    code, status = status_of(lambda: api.request("POST", url, body=statefulset("s", {"a": "1"}, {"a": "2"})))
+    assert code == 422 and "`selector` does not match template `labels`" in status["message"]
+    api.request("POST", url, body=statefulset("s", {"a": "1"}, {"a": "1"}))
+    merge = "application/merge-patch+json"
+    api.request("PATCH", f"{url}/s", body={"spec": {"replicas": 3}}, content_type=merge)
+    code, status = status_of(lambda: api.request("PATCH", f"{url}/s", body={"spec": {"serviceName": "t"}},
+                                                 content_type=merge))
+    assert code == 422 and "updates to statefulset spec for fields other than" in status["message"]
+
+
+def test_names_and_labels_are_validated(api: kube.Kube) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    code, status = status_of(lambda: api.request("POST", url, body=configmap("Not_A_Name")))
+    assert code == 422 and "metadata.name" in status["message"]
+    code, status = status_of(lambda: api.request("POST", url, body=configmap("c", labels={"a": "x" * 64})))
+    assert code == 422 and "metadata.labels" in status["message"]
+    made = api.request("POST", url, body=configmap("", generateName="gen-"))
+    assert made["metadata"]["name"].startswith("gen-") and len(made["metadata"]["name"]) == 9
+
+
+def test_in_cluster_credentials_over_tls(tmp_path: pathlib.Path) -> None:
+    from kubernetes.config import incluster_config
+    with APIServer(tls=True, anonymous=False) as server:
+        server.add_token("pod-token", "system:serviceaccount:default:ctl")
+        folder = server.serviceaccount_dir(tmp_path / "sa", "pod-token", "default")
+        cfg = client.Configuration()
+        incluster_config.InClusterConfigLoader(
+            token_filename=str(folder / "token"), cert_filename=str(folder / "ca.crt"),
+            environ={"KUBERNETES_SERVICE_HOST": server.host, "KUBERNETES_SERVICE_PORT": str(server.port)},
+        ).load_and_set(cfg)
+        api = kube.Kube(client.ApiClient(cfg), timeout_s=5.0)
+        assert api.request("GET", "/api/v1/namespaces/default/configmaps")["items"] == []
+        assert server.counts("system:serviceaccount:default:ctl") == {"list": 1}
