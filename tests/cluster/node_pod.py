@@ -1,0 +1,481 @@
+"""The kubelet of the test node for one pod: sandbox, volumes, containers as processes, probes, status.
+
+Data flow: `node.Node` makes a `PodRuntime` for each pod it sees and calls `start()`; a thread sets up the
+sandbox (network namespace from `netns`, volumes from `node_env`), runs the init containers one after the
+other, then one `Container` thread per container. Each start writes a spec for `node_launch.py` and runs it in
+a new session; its exit is recorded (exit code, reason, message) and the restart policy decides, with an
+exponential back-off (`Settings.backoff_s`). A prober thread per running container runs its startup,
+liveness and readiness probes (times scaled by `Settings.probe_scale`). `status()` renders the pod's
+`.status` from all that; the node writes it through `/status` when it changes. `terminate()` is the
+deletion path: SIGTERM to every container's process group, SIGKILL after the grace period, then the
+sandbox goes (namespace, emptyDirs, logs stay until the node stops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.cluster import netns, node_env
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_launch.py")
+SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Settings:
+    node_name: str
+    pods_dir: str
+    backoff_s: tuple[float, float] = (0.2, 2.0)
+    backoff_reset_s: float = 10.0
+    probe_scale: float = 0.1
+    grace_cap_s: float = 3.0
+
+
+class Host(Protocol):
+    """What a pod needs from its node."""
+
+    settings: Settings
+
+    def fetch(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+    def sandbox(self, runtime: PodRuntime) -> netns.PodNet: ...
+    def claim_dir(self, namespace: str, claim: str) -> str | None: ...
+    def service_account(self, runtime: PodRuntime) -> tuple[str, dict[str, str]]: ...
+    def wake(self) -> None: ...
+
+
+class PodRuntime:
+    def __init__(self, host: Host, pod: Obj) -> None:
+        self.host, self.pod = host, pod
+        meta = pod["metadata"]
+        self.namespace, self.name = meta.get("namespace") or "default", meta["name"]
+        self.uid = meta.get("uid") or f"{self.namespace}.{self.name}"
+        self.dir = os.path.join(host.settings.pods_dir, self.uid)
+        self.net: netns.PodNet | None = None
+        self.mount_dirs: dict[str, str] = {}  # volume name -> host directory
+        self.sa: tuple[str, dict[str, str]] | None = None
+        self.started_at = now()
+        self.setup_error = ""
+        self.stopping = threading.Event()
+        self.finished = threading.Event()  # every process gone and the sandbox removed
+        self.initialized = False
+        self.init_failed = False
+        self.init_containers = [Container(self, c, init=True) for c in pod["spec"].get("initContainers") or []]
+        self.containers = [Container(self, c) for c in pod["spec"]["containers"]]
+        self.conditions: dict[str, tuple[str, str]] = {}
+        self.written: Obj | None = None
+        self._thread = threading.Thread(target=self._run, name=f"pod-{self.name}", daemon=True)
+
+    @property
+    def hostname(self) -> str:
+        return str(self.pod["spec"].get("hostname") or self.name)[:63]
+
+    def start(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._setup()
+                break
+            except node_env.ConfigError as exc:
+                self.setup_error = str(exc)
+                self.host.wake()
+                self.stopping.wait(0.5)
+            except Exception as exc:
+                log.exception("pod %s/%s: sandbox", self.namespace, self.name)
+                self.setup_error = f"sandbox: {exc}"
+                self.host.wake()
+                self.stopping.wait(1.0)
+        self.setup_error = ""
+        for c in self.init_containers:
+            if self.stopping.is_set():
+                return
+            c.run()
+            if c.exit_code != 0:
+                self.init_failed = True
+                self.host.wake()
+                return
+        self.initialized = True
+        self.host.wake()
+        threads = [threading.Thread(target=c.run, name=f"{self.name}/{c.name}", daemon=True) for c in self.containers]
+        for t in threads:
+            t.start()
+
+    def _setup(self) -> None:
+        if self.net is None:
+            self.net = self.host.sandbox(self)
+            self.host.wake()
+        settings, pod = self.host.settings, self.pod
+        for vol in pod["spec"].get("volumes") or []:
+            name = vol["name"]
+            if name in self.mount_dirs:
+                continue
+            directory = os.path.join(self.dir, "volumes", name)
+            if "emptyDir" in vol:
+                os.makedirs(directory, exist_ok=True)
+                os.chmod(directory, 0o777)
+            elif "persistentVolumeClaim" in vol:
+                claim = vol["persistentVolumeClaim"]["claimName"]
+                found = self.host.claim_dir(self.namespace, claim)
+                if found is None:
+                    raise node_env.ConfigError(f'persistentvolumeclaim "{claim}" not found')
+                directory = found
+            elif "hostPath" in vol:
+                directory = vol["hostPath"]["path"]
+                if vol["hostPath"].get("type") == "DirectoryOrCreate":
+                    os.makedirs(directory, exist_ok=True)
+            else:
+                node_env.volume(vol, self._pod_with_ip(), directory, self.host.fetch, settings.node_name)
+            self.mount_dirs[name] = directory
+        if self.sa is None and pod["spec"].get("automountServiceAccountToken", True) is not False:
+            self.sa = self.host.service_account(self)
+
+    def _pod_with_ip(self) -> Obj:
+        ip = self.net.ip if self.net else ""
+        return {**self.pod, "status": {**(self.pod.get("status") or {}), "podIP": ip}}
+
+    def mounts(self, container: Container) -> list[Obj]:
+        out = []
+        for m in container.spec.get("volumeMounts") or []:
+            source = self.mount_dirs[m["name"]]
+            if m.get("subPath"):
+                source = os.path.join(source, m["subPath"])
+                if not os.path.exists(source):
+                    os.makedirs(source)
+            out.append({"source": source, "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))})
+        if self.sa and all(m["target"] != SA_PATH for m in out):
+            out.append({"source": self.sa[0], "target": SA_PATH, "readOnly": True})
+        out.append({"source": container.term_file,
+                    "target": container.spec.get("terminationMessagePath", "/dev/termination-log")})
+        return out
+
+    # status
+
+    def ready(self) -> bool:
+        return self.initialized and all(c.ready for c in self.containers)
+
+    def phase(self) -> str:
+        if self.init_failed:
+            return "Failed"
+        if not self.initialized:
+            return "Pending"
+        if all(c.done for c in self.containers):
+            return "Succeeded" if all(c.exit_code == 0 for c in self.containers) else "Failed"
+        if any(c.proc is not None or c.restart_count or c.done for c in self.containers):
+            return "Running"
+        return "Pending"
+
+    def _condition(self, kind: str, ok: bool) -> Obj:
+        status = "True" if ok else "False"
+        if self.conditions.get(kind, ("", ""))[0] != status:
+            self.conditions[kind] = (status, now())
+        return {"type": kind, "status": status, "lastProbeTime": None,
+                "lastTransitionTime": self.conditions[kind][1]}
+
+    def status(self) -> Obj:
+        ready = self.ready()
+        out: Obj = {
+            "phase": self.phase(), "hostIP": self.host_ip(), "startTime": self.started_at, "qosClass": "BestEffort",
+            "conditions": [self._condition("PodScheduled", True), self._condition("Initialized", self.initialized),
+                           self._condition("ContainersReady", ready), self._condition("Ready", ready)],
+            "containerStatuses": [c.status() for c in self.containers],
+        }
+        if self.net:
+            out["podIP"] = self.net.ip
+            out["podIPs"] = [{"ip": self.net.ip}]
+        if self.init_containers:
+            out["initContainerStatuses"] = [c.status() for c in self.init_containers]
+        return out
+
+    def host_ip(self) -> str:
+        return self.net.ip.rsplit(".", 1)[0] + ".1" if self.net else ""
+
+    # deletion
+
+    def grace_s(self) -> float:
+        grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        return min(float(grace), self.host.settings.grace_cap_s)
+
+    def terminate(self, grace_s: float | None = None) -> None:
+        """SIGTERM every container, SIGKILL what is left after the grace period; then the sandbox goes."""
+        self.stopping.set()
+        grace = self.grace_s() if grace_s is None else grace_s
+        running = [c for c in self.init_containers + self.containers if c.proc is not None]
+        for c in running:
+            c.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for c in running:
+            if not c.exited.wait(max(0.0, deadline - time.monotonic())):
+                c.signal(signal.SIGKILL)
+        for c in running:
+            c.exited.wait(5)
+        self._thread.join(5)
+
+
+class Container:
+    def __init__(self, pod: PodRuntime, spec: Obj, init: bool = False) -> None:
+        self.pod, self.spec, self.init = pod, spec, init
+        self.name = spec["name"]
+        self.dir = os.path.join(pod.dir, "init" if init else "containers", self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.term_file = os.path.join(self.dir, "termination-log")
+        self.log_file = os.path.join(self.dir, "current.log")
+        self.previous_log = os.path.join(self.dir, "previous.log")
+        self.restart_count = 0
+        self.state: Obj = {"waiting": {"reason": "PodInitializing" if init else "ContainerCreating"}}
+        self.last_state: Obj = {}
+        self.ready = False
+        self.started = False
+        self.done = False
+        self.exit_code: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exited = threading.Event()
+        self.instance = 0
+
+    def signal(self, sig: int) -> None:
+        proc = self.proc
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+
+    def status(self) -> Obj:
+        out: Obj = {"name": self.name, "image": self.spec.get("image", ""), "imageID": "",
+                    "ready": self.ready, "restartCount": self.restart_count, "started": self.started,
+                    "state": self.state, "lastState": self.last_state}
+        if "running" in self.state or "terminated" in self.state:
+            out["containerID"] = f"a2c://{self.pod.uid}-{self.name}-{self.instance}"
+        return out
+
+    def _should_restart(self, code: int) -> bool:
+        policy = self.pod.pod["spec"].get("restartPolicy", "Always")
+        if self.init:
+            return code != 0 and policy != "Never"
+        return policy == "Always" or (policy == "OnFailure" and code != 0)
+
+    def run(self) -> None:
+        settings = self.pod.host.settings
+        delay = settings.backoff_s[0]
+        while not self.pod.stopping.is_set():
+            try:
+                ran_s, code = self._run_once()
+            except node_env.ConfigError as exc:
+                self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+                self.pod.host.wake()
+                self.pod.stopping.wait(delay)
+                continue
+            if self.pod.stopping.is_set() or not self._should_restart(code):
+                self.done = True
+                self.pod.host.wake()
+                return
+            if ran_s > settings.backoff_reset_s:
+                delay = settings.backoff_s[0]
+            self.last_state = self.state
+            self.state = {"waiting": {"reason": "CrashLoopBackOff", "message": (
+                f"back-off {delay:.1f}s restarting failed container={self.name} pod={self.pod.name}")}}
+            self.pod.host.wake()
+            if self.pod.stopping.wait(delay):
+                self.state, self.last_state = self.last_state, {}
+                break
+            delay = min(2 * delay, settings.backoff_s[1])
+            self.restart_count += 1
+
+    def _run_once(self) -> tuple[float, int]:
+        pod = self.pod
+        assert pod.net is not None
+        base = pod.sa[1] if pod.sa else {}
+        env = node_env.environment(pod._pod_with_ip(), self.spec, pod.host.fetch, pod.host.settings.node_name, base)
+        argv = node_env.command(self.spec, env)
+        if os.path.exists(self.log_file):
+            os.replace(self.log_file, self.previous_log)
+        open(self.term_file, "w").close()
+        root = os.path.join(self.dir, "root")
+        os.makedirs(root, exist_ok=True)
+        spec = {"parent": os.getpid(), "netns": f"/run/netns/{pod.net.netns}", "hostname": pod.hostname,
+                "root": root, "etc": {"hosts": pod.net.hosts_path,
+                                      "resolv.conf": f"{netns.NETNS_DIR}/{pod.net.netns}/resolv.conf"},
+                "mounts": pod.mounts(self), "workdir": self.spec.get("workingDir") or node_env.WORKDIR,
+                "argv": argv, "env": {**node_env.image_env(), **env}}
+        spec_file = os.path.join(self.dir, "spec.json")
+        with open(spec_file, "w") as f:
+            json.dump(spec, f)
+        self.exited.clear()
+        self.instance += 1
+        with open(self.log_file, "ab") as logf:
+            self.proc = subprocess.Popen([sys.executable, LAUNCHER, spec_file], stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
+        began = time.monotonic()
+        self.state = {"running": {"startedAt": now()}}
+        self.started = "startupProbe" not in self.spec
+        self.ready = self.started and "readinessProbe" not in self.spec and not self.init
+        pod.host.wake()
+        prober = Prober(self, self.instance) if not self.init else None
+        if prober:
+            prober.start()
+        code = self.proc.wait()
+        self.exit_code = code if code >= 0 else 128 - code
+        self.ready = False
+        self.state = {"terminated": self._terminated(self.exit_code)}
+        self.proc = None
+        self.exited.set()
+        pod.host.wake()
+        return time.monotonic() - began, self.exit_code
+
+    def _terminated(self, code: int) -> Obj:
+        started = self.state.get("running", {}).get("startedAt", now())
+        out: Obj = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+                    "finishedAt": now(), "containerID": f"a2c://{self.pod.uid}-{self.name}-{self.instance}"}
+        if code > 128:
+            out["signal"] = code - 128
+        message = _read_tail(self.term_file, 4096, None)
+        if not message and code != 0 and self.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            message = _read_tail(self.log_file, 2048, 80)
+        if message:
+            out["message"] = message
+        return out
+
+
+def _read_tail(path: str, max_bytes: int, max_lines: int | None) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    if max_lines is not None:
+        data = "\n".join(data.splitlines()[-max_lines:])
+    return data
+
+
+class Prober:
+    """Startup, liveness and readiness probes of one container instance (ends when that instance does)."""
+
+    def __init__(self, container: Container, instance: int) -> None:
+        self.c, self.instance = container, instance
+        self.scale = container.pod.host.settings.probe_scale
+        self.probes = {kind: container.spec[kind] for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+                       if kind in container.spec}
+        self.counts = {kind: [0, 0] for kind in self.probes}  # consecutive successes, failures
+
+    def start(self) -> None:
+        if self.probes:
+            threading.Thread(target=self._run, name=f"probe-{self.c.name}", daemon=True).start()
+
+    def _alive(self) -> bool:
+        return self.c.instance == self.instance and not self.c.exited.is_set() and not self.c.pod.stopping.is_set()
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        due = {k: began + float(p.get("initialDelaySeconds", 0)) * self.scale for k, p in self.probes.items()}
+        while self._alive():
+            kind = min((k for k in due if k != "startupProbe" or not self.c.started), key=lambda k: due[k],
+                       default=None)
+            if kind is None:
+                return
+            if self.c.exited.wait(max(0.0, due[kind] - time.monotonic())) or not self._alive():
+                return
+            probe = self.probes[kind]
+            due[kind] = time.monotonic() + max(0.05, float(probe.get("periodSeconds", 10)) * self.scale)
+            if kind != "startupProbe" and not self.c.started:
+                continue
+            ok = self._check(probe)
+            if not self._alive():
+                return
+            counts = self.counts[kind]
+            counts[0], counts[1] = (counts[0] + 1, 0) if ok else (0, counts[1] + 1)
+            success, failure = int(probe.get("successThreshold", 1)), int(probe.get("failureThreshold", 3))
+            if kind == "readinessProbe":
+                ready = self.c.ready
+                if counts[0] >= success:
+                    ready = True
+                elif counts[1] >= failure:
+                    ready = False
+                if ready != self.c.ready:
+                    self.c.ready = ready
+                    self.c.pod.host.wake()
+            elif kind == "startupProbe" and counts[0] >= success:
+                self.c.started = True
+                self.c.ready = "readinessProbe" not in self.probes
+                self.c.pod.host.wake()
+            elif counts[1] >= failure:  # liveness or startup failed: the kubelet kills; restartPolicy decides
+                log.info("%s/%s: %s failed %d times: killing", self.c.pod.name, self.c.name, kind, counts[1])
+                self._kill()
+                return
+
+    def _kill(self) -> None:
+        self.c.signal(signal.SIGTERM)
+        if not self.c.exited.wait(self.c.pod.grace_s()):
+            self.c.signal(signal.SIGKILL)
+
+    def _port(self, port: Any) -> int:
+        if isinstance(port, int) or str(port).isdigit():
+            return int(port)
+        for p in self.c.spec.get("ports") or []:
+            if p.get("name") == port:
+                return int(p["containerPort"])
+        raise ValueError(f"no port named {port}")
+
+    def _check(self, probe: Obj) -> bool:
+        net = self.c.pod.net
+        timeout = float(probe.get("timeoutSeconds", 1))
+        try:
+            if "grpc" in probe:
+                target = f"{net.ip}:{self._port(probe['grpc']['port'])}" if net else ""
+                with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", "")), timeout=timeout)
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+            if "httpGet" in probe:
+                get = probe["httpGet"]
+                host = get.get("host") or (net.ip if net else "")
+                url = f"{get.get('scheme', 'HTTP').lower()}://{host}:{self._port(get['port'])}{get.get('path', '/')}"
+                request = urllib.request.Request(url, headers={h["name"]: h["value"]
+                                                               for h in get.get("httpHeaders") or []})
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                     urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+                with opener.open(request, timeout=timeout) as response:
+                    return 200 <= response.status < 400
+            if "tcpSocket" in probe:
+                with socket.create_connection((net.ip if net else "", self._port(probe["tcpSocket"]["port"])),
+                                              timeout=timeout):
+                    return True
+            if "exec" in probe:
+                proc = self.c.proc
+                if proc is None:
+                    return False
+                done = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "-n", "-u", "-r", "-w", "--",
+                                       *probe["exec"]["command"]], capture_output=True, timeout=timeout + 5)
+                return done.returncode == 0
+        except Exception as exc:
+            log.debug("%s/%s probe: %s", self.c.pod.name, self.c.name, exc)
+            return False
+        return False
+
+
+def remove_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,434 @@
+"""The test node against the test API server: each kubelet/controller rule with a small pod, as root.
+
+Containers run `python -c ...` (the venv's python, as the image's PATH has it) so a pod starts in a fraction
+of a second; one runs the real `a2c` entrypoint, one the real gloo rendezvous between two pods.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import netns, node, node_api
+from tests.cluster.apiserver import APIServer
+
+Obj = dict[str, Any]
+NS = "default"
+
+
+class Admin:
+    """The test's own client (as kubectl would be), under its own user."""
+
+    def __init__(self, api: APIServer, ca_file: str) -> None:
+        api.add_token("admin-token", "test:admin")
+        self.client = node_api.Api(api.url, "admin-token", ca_file)
+
+    def delete(self, plural: str, name: str) -> None:
+        self.client.delete(node_api.path("apps/v1" if plural in ("statefulsets", "deployments") else "v1", plural,
+                                         NS, name))
+
+    def patch(self, plural: str, name: str, body: Obj) -> None:
+        self.client.merge_patch(node_api.path("apps/v1", plural, NS, name), body)
+
+
+Cluster = tuple[APIServer, node.Node, Admin]
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[APIServer, node.Node, Admin]]:
+    node.require_root()
+    graceful = bool(getattr(request, "param", False))
+    with APIServer(tls=True, graceful_pods=graceful) as api, \
+            node.Node(api.url, ca_pem=api.ca_pem.decode(), add_token=api.add_token) as n:
+        (tmp_path / "ca.crt").write_bytes(api.ca_pem)
+        yield api, n, Admin(api, str(tmp_path / "ca.crt"))
+        assert not n.errors, n.errors
+
+
+def py(code: str) -> list[str]:
+    return ["python", "-c", textwrap.dedent(code)]
+
+
+def container(code: str, name: str = "c", **extra: Any) -> Obj:
+    return {"name": name, "image": "a2c:test", "command": py(code), **extra}
+
+
+def pod(name: str, *containers: Obj, **spec: Any) -> Obj:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
+            "spec": {"containers": list(containers), **spec}}
+
+
+def statefulset(name: str, replicas: int, *containers: Obj, **spec: Any) -> Obj:
+    template: Obj = {"metadata": {"labels": {"app": name}}, "spec": {"containers": list(containers),
+                                                                "terminationGracePeriodSeconds": 1}}
+    for key in ("volumes",):
+        if key in spec:
+            template["spec"][key] = spec.pop(key)
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name, "namespace": NS},
+            "spec": {"replicas": replicas, "serviceName": name, "podManagementPolicy": "Parallel",
+                     "selector": {"matchLabels": {"app": name}}, "template": template, **spec}}
+
+
+def headless(name: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": {"app": name},
+                     "ports": [{"name": "grpc", "port": 50051}]}}
+
+
+def get(api: APIServer, api_version: str, kind: str, name: str) -> Obj:
+    found = api.get(api_version, kind, NS, name)
+    assert found is not None, f"no {kind} {name}"
+    return found
+
+
+def status(api: APIServer, name: str) -> Obj:
+    found = api.get("v1", "Pod", NS, name)
+    return (found or {}).get("status") or {}
+
+
+def condition(api: APIServer, name: str, kind: str) -> str | None:
+    return next((c["status"] for c in status(api, name).get("conditions") or [] if c["type"] == kind), None)
+
+
+def test_statefulset_pods_labels_ips_scale_and_recreate(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    api.create(statefulset("web", 3, container("import time; time.sleep(60)")))
+    n.wait(lambda: all(condition(api, f"web-{i}", "Ready") == "True" for i in range(3)), what="3 ready pods")
+    sts = get(api, "apps/v1", "StatefulSet", "web")
+    ips = set()
+    for i in range(3):
+        p = api.get("v1", "Pod", NS, f"web-{i}")
+        assert p is not None
+        labels = p["metadata"]["labels"]
+        assert labels["apps.kubernetes.io/pod-index"] == str(i)
+        assert labels["statefulset.kubernetes.io/pod-name"] == f"web-{i}"
+        assert (p["spec"]["hostname"], p["spec"]["subdomain"], p["spec"]["nodeName"]) == (f"web-{i}", "web", "local")
+        ref = p["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == ("StatefulSet", sts["metadata"]["uid"], True)
+        assert p["status"]["podIP"].startswith("10.244.") and p["status"]["phase"] == "Running"
+        ips.add(p["status"]["podIP"])
+    assert len(ips) == 3
+    n.wait(lambda: (api.get("apps/v1", "StatefulSet", NS, "web") or {}).get("status", {}).get("readyReplicas") == 3)
+    st = get(api, "apps/v1", "StatefulSet", "web")["status"]
+    assert st["replicas"] == st["currentReplicas"] == st["availableReplicas"] == 3 and st["observedGeneration"] == 1
+
+    old_uid = get(api, "v1", "Pod", "web-0")["metadata"]["uid"]
+    admin.delete("pods", "web-0")
+    n.wait(lambda: (api.get("v1", "Pod", NS, "web-0") or {}).get("metadata", {}).get("uid") not in (None, old_uid),
+           what="web-0 recreated")
+    n.wait(lambda: condition(api, "web-0", "Ready") == "True")
+
+    admin.patch("statefulsets", "web", {"spec": {"replicas": 1}})
+    n.wait(lambda: [p["metadata"]["name"] for p in api.objects("v1", "Pod", NS)] == ["web-0"], what="scale to 1")
+    n.wait(lambda: get(api, "apps/v1", "StatefulSet", "web")["status"].get("replicas") == 1)
+
+
+GRPC_SERVER = """
+    import signal, threading, grpc
+    from concurrent import futures
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_insecure_port("0.0.0.0:50051")
+    server.start()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    def toggle(*_):
+        print("toggled", flush=True)
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    signal.signal(signal.SIGUSR1, toggle)
+    threading.Event().wait()
+"""
+
+GRPC_CLIENT = """
+    import socket, time, grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    name = "grpc-0.grpc.default.svc"
+    deadline = time.time() + 30
+    while True:  # started before the server: its name appears in /etc/hosts later, in place
+        try:
+            addr = socket.getaddrinfo(name, 50051, socket.AF_INET)[0][4][0]
+            break
+        except socket.gaierror:
+            assert time.time() < deadline, "never resolved"
+            time.sleep(0.1)
+    print("getaddrinfo", addr, flush=True)
+    for target in (name + ":50051", "grpc-0.grpc:50051", "grpc.default.svc.cluster.local:50051"):
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10,
+                                                              wait_for_ready=True)
+            print(target, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), flush=True)
+"""
+
+
+def test_grpc_between_pods_by_name_and_readiness_probe(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    api.create(pod("client", container(GRPC_CLIENT), restartPolicy="Never"))
+    n.wait(lambda: "running" in (status(api, "client").get("containerStatuses") or [{}])[0].get("state", {}))
+    api.create(headless("grpc"))
+    probe = {"grpc": {"port": 50051}, "periodSeconds": 1, "failureThreshold": 1}
+    api.create(statefulset("grpc", 1, container(GRPC_SERVER, ports=[{"name": "grpc", "containerPort": 50051}],
+                                                readinessProbe=probe)))
+    n.wait(lambda: condition(api, "grpc-0", "Ready") == "True", what="grpc-0 ready by its grpc probe")
+    n.wait(lambda: status(api, "client").get("phase") == "Succeeded", timeout_s=30, what="client done")
+    out = n.logs(NS, "client")
+    ip = n.pod_ip(NS, "grpc-0")
+    assert f"getaddrinfo {ip}" in out
+    assert out.count("SERVING") == 3, out  # c-ares (grpc's resolver) found all three names
+
+    n.kill(NS, "grpc-0", signal.SIGUSR1)
+    n.wait(lambda: condition(api, "grpc-0", "Ready") == "False", what="not ready after NOT_SERVING")
+    assert "toggled" in n.logs(NS, "grpc-0")
+    assert status(api, "grpc-0")["containerStatuses"][0]["restartCount"] == 0
+
+
+ENV_PRINTER = """
+    import json, os, sys
+    keys = ["FROM_CM", "PREFIXED_MODE", "SECRET_PW", "POD_NAME", "POD_NS", "POD_IP", "NODE", "INDEX_LABEL",
+            "COMBINED", "HOME", "PYTHONUNBUFFERED", "KUBERNETES_SERVICE_HOST", "MISSING_OK"]
+    mode = oct(os.stat("/etc/conf/renamed").st_mode & 0o777)
+    print(json.dumps({"env": {k: os.environ.get(k) for k in keys}, "argv": sys.argv[1:], "cwd": os.getcwd(),
+                      "files": sorted(os.listdir("/etc/conf")), "mode": mode,
+                      "conf": open("/etc/conf/renamed").read(), "exe": sys.executable}))
+"""
+
+
+def test_env_configmap_secret_fieldref_expansion_and_projected_files(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": NS},
+                "data": {"FROM_CM": "cm-value", "MODE": "fast", "a.txt": "alpha"}})
+    api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec", "namespace": NS},
+                "data": {"pw": "czNjcjN0"}})
+    c = container(ENV_PRINTER, args=["$(POD_NAME)", "$$(POD_NAME)", "$(UNKNOWN)"], workingDir="/etc/conf",
+                  envFrom=[{"configMapRef": {"name": "cfg"}}, {"prefix": "PREFIXED_", "configMapRef": {"name": "cfg"}},
+                           {"secretRef": {"name": "absent", "optional": True}}],
+                  env=[{"name": "SECRET_PW", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
+                       {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                       {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                       {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                       {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                       {"name": "INDEX_LABEL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                       {"name": "COMBINED", "value": "$(POD_NAME)-$(FROM_CM)-$(HOME)"},
+                       {"name": "MISSING_OK", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope",
+                                                                               "optional": True}}}],
+                  volumeMounts=[{"name": "conf", "mountPath": "/etc/conf", "readOnly": True}])
+    api.create(pod("envy", c, restartPolicy="Never", volumes=[
+        {"name": "conf", "configMap": {"name": "cfg", "defaultMode": 0o440, "items": [{"key": "a.txt",
+                                                                                       "path": "renamed"}]}}]))
+    n.wait(lambda: status(api, "envy").get("phase") in ("Succeeded", "Failed"), what="envy done")
+    import json
+
+    out = json.loads(n.logs(NS, "envy"))
+    assert status(api, "envy")["phase"] == "Succeeded", out
+    env = out["env"]
+    assert env["FROM_CM"] == "cm-value" and env["PREFIXED_MODE"] == "fast" and env["SECRET_PW"] == "s3cr3t"
+    assert (env["POD_NAME"], env["POD_NS"], env["NODE"], env["INDEX_LABEL"]) == ("envy", NS, "local", "envy")
+    assert env["POD_IP"] == status(api, "envy")["podIP"]
+    assert env["COMBINED"] == "envy-cm-value-$(HOME)"  # the image's ENV is not a reference target
+    assert env["HOME"] == "/tmp" and env["PYTHONUNBUFFERED"] == "1" and env["MISSING_OK"] is None
+    assert env["KUBERNETES_SERVICE_HOST"] == "kubernetes.default.svc"
+    assert out["argv"] == ["envy", "$(POD_NAME)", "$(UNKNOWN)"]
+    assert (out["cwd"], out["files"], out["mode"], out["conf"]) == ("/etc/conf", ["renamed"], "0o440", "alpha")
+    assert out["exe"].startswith(os.path.dirname(sys.executable))
+
+
+COUNTER = """
+    import os, time
+    for path in ("/data/log", "/scratch/log"):
+        with open(path, "a") as f:
+            f.write(os.environ["HOSTNAME_"] + "\\n")
+    print("data", len(open("/data/log").readlines()), "scratch", len(open("/scratch/log").readlines()), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_emptydir_per_pod_pvc_outlives_it(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    c = container(COUNTER, env=[{"name": "HOSTNAME_", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                  volumeMounts=[{"name": "data", "mountPath": "/data"}, {"name": "scratch", "mountPath": "/scratch"}])
+    claim = {"metadata": {"name": "data", "labels": {"tier": "disk"}},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    api.create(statefulset("box", 1, c, volumes=[{"name": "scratch", "emptyDir": {}}], volumeClaimTemplates=[claim]))
+    n.wait(lambda: "data 1 scratch 1" in n.logs(NS, "box-0"), what="first pod wrote")
+    pvc = api.get("v1", "PersistentVolumeClaim", NS, "data-box-0")
+    assert pvc is not None and pvc["metadata"]["labels"] == {"tier": "disk", "app": "box"}
+    assert not pvc["metadata"].get("ownerReferences")  # Retain: the claim outlives its StatefulSet
+    uid = get(api, "v1", "Pod", "box-0")["metadata"]["uid"]
+    admin.delete("pods", "box-0")
+    n.wait(lambda: (api.get("v1", "Pod", NS, "box-0") or {}).get("metadata", {}).get("uid") not in (None, uid))
+    n.wait(lambda: "data 2 scratch 1" in n.logs(NS, "box-0"), what="second pod: same claim, fresh emptyDir")
+
+
+def test_restart_backoff_exit_code_and_termination_message(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    crash = container("""
+        import sys
+        print("attempt", flush=True)
+        open("/dev/termination-log", "w").write("bye")
+        sys.exit(3)
+    """, name="crash")
+    fallback = container("""
+        import sys
+        for i in range(100): print("line", i)
+        sys.exit(2)
+    """, name="fallback", terminationMessagePolicy="FallbackToLogsOnError")
+    api.create(pod("crashy", crash, fallback))
+
+    def restarted() -> bool:
+        st = {c["name"]: c for c in status(api, "crashy").get("containerStatuses") or []}
+        return all(st.get(name, {}).get("restartCount", 0) >= 2 for name in ("crash", "fallback"))
+
+    n.wait(restarted, what="both containers restarted twice")
+    st = {c["name"]: c for c in status(api, "crashy")["containerStatuses"]}
+    last = st["crash"]["lastState"]["terminated"]
+    assert (last["exitCode"], last["reason"], last["message"]) == (3, "Error", "bye")
+    assert last["startedAt"] <= last["finishedAt"]
+    tail = st["fallback"]["lastState"]["terminated"]["message"]
+    assert tail.splitlines()[-1] == "line 99" and len(tail.splitlines()) == 80
+    assert status(api, "crashy")["phase"] == "Running"
+    assert "attempt" in n.logs(NS, "crashy", "crash", previous=True)
+
+
+@pytest.mark.parametrize("cluster", [True], indirect=True)
+def test_delete_sigterm_then_sigkill_after_grace(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    stubborn = container("""
+        import signal, time
+        def term(*_): print("got SIGTERM", flush=True)
+        signal.signal(signal.SIGTERM, term)
+        print("up", flush=True)
+        while True: time.sleep(1)
+    """)
+    api.create(pod("stubborn", stubborn, terminationGracePeriodSeconds=1))
+    n.wait(lambda: "up" in n.logs(NS, "stubborn"), what="stubborn up")
+    pid = n.pid(NS, "stubborn")
+    assert pid
+    began = time.monotonic()
+    admin.delete("pods", "stubborn")
+    assert get(api, "v1", "Pod", "stubborn")["metadata"]["deletionTimestamp"]  # graceful: the kubelet confirms
+    n.wait(lambda: api.get("v1", "Pod", NS, "stubborn") is None, what="pod removed after the kubelet stopped it")
+    took = time.monotonic() - began
+    assert "got SIGTERM" in n.logs(NS, "stubborn")
+    assert 0.9 <= took < 4, took
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def _accepts_lowercase_bearer(api: APIServer, ca_file: str) -> bool:
+    """kube-apiserver takes the scheme in any case; the python client's in-cluster config sends `bearer`."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    api.add_token("probe-token", "test:probe")
+    request = urllib.request.Request(api.url + "/api/v1/namespaces", headers={"Authorization": "bearer probe-token"})
+    try:
+        urllib.request.urlopen(request, context=ssl.create_default_context(cafile=ca_file), timeout=5).close()
+    except urllib.error.HTTPError as exc:
+        return exc.code != 401
+    return True
+
+
+def test_real_a2c_entrypoint(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    api.create(pod("cli", {"name": "a2c", "image": "a2c:test", "args": ["--help"]}, restartPolicy="Never"))
+    n.wait(lambda: status(api, "cli").get("phase") in ("Succeeded", "Failed"), timeout_s=40, what="a2c --help")
+    assert status(api, "cli")["phase"] == "Succeeded", n.logs(NS, "cli")
+    assert "usage" in n.logs(NS, "cli").lower()
+
+
+def test_in_cluster_credentials_over_tls(cluster: Cluster, tmp_path: Path) -> None:
+    api, n, admin = cluster
+    if not _accepts_lowercase_bearer(api, str(tmp_path / "ca.crt")):
+        pytest.xfail("the test API server refuses 'Authorization: bearer <token>' (load_incluster_config sends it)")
+    lister = container("""
+        from kubernetes import client, config
+        config.load_incluster_config()
+        pods = client.CoreV1Api().list_namespaced_pod("default").items
+        print("pods:", sorted(p.metadata.name for p in pods))
+    """)
+    api.create(pod("lister", lister, restartPolicy="Never"))
+    n.wait(lambda: status(api, "lister").get("phase") in ("Succeeded", "Failed"), timeout_s=40, what="lister")
+    assert status(api, "lister")["phase"] == "Succeeded", n.logs(NS, "lister")
+    assert "'lister'" in n.logs(NS, "lister")
+    assert api.counts("system:serviceaccount:default:default")["list"] == 1
+
+
+def test_deployment_pods_and_status(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ctl", "namespace": NS},
+           "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "ctl"}}, "strategy": {"type": "Recreate"},
+                    "template": {"metadata": {"labels": {"app": "ctl"}},
+                                 "spec": {"containers": [container("import time; time.sleep(60)")],
+                                          "terminationGracePeriodSeconds": 1}}}}
+    api.create(dep)
+    n.wait(lambda: (api.get("apps/v1", "Deployment", NS, "ctl") or {}).get("status", {}).get("availableReplicas") == 2)
+    names = [p["metadata"]["name"] for p in api.objects("v1", "Pod", NS)]
+    assert len(names) == 2 and all(len(name.split("-")) == 3 and name.startswith("ctl-") for name in names)
+    st = get(api, "apps/v1", "Deployment", "ctl")["status"]
+    assert st["updatedReplicas"] == st["readyReplicas"] == 2 and st["observedGeneration"] == 1
+
+
+@pytest.mark.slow
+def test_gloo_rendezvous_between_pods_by_headless_name(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    code = """
+        import os, torch, torch.distributed as dist
+        dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=2)
+        t = torch.tensor([float(os.environ["RANK"]) + 1])
+        dist.all_reduce(t)
+        print("sum", t.item(), flush=True)
+        dist.destroy_process_group()
+        import time; time.sleep(60)
+    """
+    index = "metadata.labels['apps.kubernetes.io/pod-index']"
+    env = [{"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
+           {"name": "MASTER_ADDR", "value": "ddp-0.ddp.default.svc"}, {"name": "MASTER_PORT", "value": "29500"}]
+    api.create(headless("ddp"))
+    api.create(statefulset("ddp", 2, container(code, env=env)))
+    n.wait(lambda: all("sum 3.0" in n.logs(NS, f"ddp-{i}") for i in range(2)), timeout_s=60, what="all_reduce")
+
+
+def test_stop_leaves_nothing_and_sweep_removes_a_dead_run() -> None:
+    node.require_root()
+    with APIServer() as api:
+        n = node.Node(api.url, add_token=api.add_token)
+        with n:
+            api.create(pod("p", container("import time; time.sleep(60)"), terminationGracePeriodSeconds=30))
+            n.wait(lambda: n.pid(NS, "p") if n.runtime(NS, "p") else None, what="a process")
+            pid = n.pid(NS, "p")
+            assert n.net is not None
+            run, bridge, state = n.net.run, n.net.bridge, n.net.state_dir
+        assert not os.path.exists(f"/proc/{pid}")
+        assert run not in netns.ip("netns", "list").stdout
+        assert bridge not in netns.ip("link", "show").stdout
+        assert not [d for d in os.listdir(netns.NETNS_DIR) if run in d] if os.path.isdir(netns.NETNS_DIR) else True
+        assert not os.path.exists(state)
+
+    dead = "zzzzz0"  # no lock held: a crashed run's leftovers
+    netns.ip("netns", "add", f"a2c-{dead}-000")
+    netns.ip("link", "add", f"a2cb{dead}", "type", "bridge")
+    os.makedirs(f"{netns.NETNS_DIR}/a2c-{dead}-000", exist_ok=True)
+    os.makedirs(f"{netns.STATE_ROOT}/{dead}/pods", exist_ok=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", f"a2c-{dead}-000", "sleep", "60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while not netns.netns_pids(f"a2c-{dead}-000"):
+            assert time.monotonic() < deadline, "sleep never entered the namespace"
+            time.sleep(0.05)
+        gone = node.sweep()
+        assert {f"netns a2c-{dead}-000", f"link a2cb{dead}", f"state {dead}"} <= set(gone)
+        assert sleeper.wait(5) == -signal.SIGKILL
+        assert f"a2c-{dead}" not in netns.ip("netns", "list").stdout
+        assert not os.path.exists(f"{netns.NETNS_DIR}/a2c-{dead}-000")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
