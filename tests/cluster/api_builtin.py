@@ -207,7 +207,6 @@ def _default_service(spec: dict[str, Any], old: dict[str, Any] | None) -> None:
 # --- validation --------------------------------------------------------------------------------------------
 
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 _SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "Ki": 2**10, "Mi": 2**20,
            "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "n": 1e-9, "u": 1e-6}
 

@@ -100,8 +100,8 @@ class Rest:
         out = copy.deepcopy(obj)
         out["apiVersion"], out["kind"] = res.api_version, res.kind
         if res.custom:
-            api_schema.apply_defaults(out, res.schema)
-        return out
+            out = api_schema.normalize_numbers(api_schema.apply_defaults(out, res.schema))
+        return dict(out)
 
     def get(self, res: Resource, ns: str, name: str) -> dict[str, Any]:
         obj = self.store.get(res.key, ns, name)
@@ -225,7 +225,7 @@ class Rest:
         name = obj["metadata"].get("name", "")
         errors = api_builtin.validate_meta(res, obj, old)
         if res.custom:
-            api_schema.apply_defaults(obj, res.schema)
+            obj.update(api_schema.normalize_numbers(api_schema.apply_defaults(obj, res.schema)))
             errors += api_schema.validate(obj, res.schema, old)
         else:
             api_builtin.default(res.plural, obj, old)
@@ -250,6 +250,9 @@ class Rest:
             if check_rv and meta.get("resourceVersion") and meta["resourceVersion"] != old["metadata"][
                     "resourceVersion"]:
                 raise conflict(res, name)
+            if check_rv and not meta.get("resourceVersion") and (res.custom or res.key == CRD_KEY):
+                raise invalid(res, name, [("metadata.resourceVersion", "Invalid value: 0x0: must be specified for "
+                                                                       "an update")])
             if meta.get("uid") and meta["uid"] != old["metadata"]["uid"]:
                 raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {meta['uid']}, UID in "
                                                 f"object meta: {old['metadata']['uid']}")
@@ -408,13 +411,15 @@ class Rest:
         self.unserve(crd, keep_objects=True)
         for res in api_kinds.from_crd(crd):
             self.resources[(res.group, res.version, res.plural)] = res
+        before = {c["type"]: c for c in (crd.get("status") or {}).get("conditions") or []}
         now = api_schema.now()
         status = copy.deepcopy(crd)
         status["status"] = {
             "acceptedNames": crd["spec"]["names"],
             "storedVersions": sorted({v["name"] for v in crd["spec"]["versions"] if v.get("storage")}
                                      | set((crd.get("status") or {}).get("storedVersions") or [])),
-            "conditions": [{"type": t, "status": "True", "lastTransitionTime": now, "reason": r, "message": m}
+            "conditions": [{"type": t, "status": "True", "reason": r, "message": m,
+                            "lastTransitionTime": before.get(t, {}).get("lastTransitionTime", now)}
                            for t, r, m in (("NamesAccepted", "NoConflicts", "no conflicts found"),
                                            ("Established", "InitialNamesAccepted", "the initial names have been "
                                                                                    "accepted"))]}

@@ -92,8 +92,19 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+
+
 def _decode(value: Any, schema: dict[str, Any], path: str, found: Decoded, drop: bool) -> None:
+    if str(schema.get("$ref", "")).endswith("resource.Quantity") and isinstance(value, str) \
+            and not _QUANTITY.match(value):
+        found.type_errors.append(f"quantities must match the regular expression "
+                                 f"'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' ({path}: {value!r})")
+        return
     schema = resolve(schema)
+    if schema.get("format") == "date-time" and isinstance(value, str) and not _DATE_TIME.match(value):
+        found.type_errors.append(f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00": cannot parse ({path})')
+        return
     if "oneOf" in schema:  # IntOrString, Quantity
         if not any(_fits(value, _types(resolve(s))) for s in schema["oneOf"]):
             found.type_errors.append(f"cannot unmarshal {json_type(value)} into Go struct field {path or '.'}")

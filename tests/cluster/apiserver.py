@@ -329,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
         parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/") if p]
-        raw = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        raw = self._body()
         user, verb, target = "", "get", (url.path, "", "")
         try:
             user = self._user()
@@ -448,8 +448,10 @@ class _Handler(BaseHTTPRequestHandler):
         if verb == "get":
             return 200, self._shape(res, [rest.get(res, ns, name)], single=True)
         if verb == "list":
-            items = rest.select(res, ns or None, query.get("labelSelector", ""), query.get("fieldSelector", ""))
-            return 200, self._shape(res, items, single=False)
+            with self.api.store.cond:  # the items and the list's resourceVersion are one snapshot
+                items = rest.select(res, ns or None, query.get("labelSelector", ""), query.get("fieldSelector", ""))
+                rv = str(self.api.store.rv)
+            return 200, self._shape(res, items, single=False, rv=rv)
         if verb == "create":
             if body is None:
                 raise ApiError(400, "BadRequest", "request body must not be empty")
@@ -479,8 +481,8 @@ class _Handler(BaseHTTPRequestHandler):
             return "Partial"
         return "json"
 
-    def _shape(self, res: Resource, items: list[dict[str, Any]], single: bool) -> dict[str, Any]:
-        rv = str(self.api.store.rv)
+    def _shape(self, res: Resource, items: list[dict[str, Any]], single: bool, rv: str = "") -> dict[str, Any]:
+        rv = rv or str(self.api.store.rv)
         shape = self._accept()
         if shape == "Table":
             include = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("includeObject", ["Metadata"])

@@ -626,3 +626,26 @@ def test_in_cluster_credentials_over_tls(tmp_path: pathlib.Path) -> None:
         api = kube.Kube(client.ApiClient(cfg), timeout_s=5.0)
         assert api.request("GET", "/api/v1/namespaces/default/configmaps")["items"] == []
         assert server.counts("system:serviceaccount:default:ctl") == {"list": 1}
+
+
+def test_custom_resources_take_no_unconditional_put(jobs: kube.Kube) -> None:
+    created = jobs.request("POST", JOBS, body=job())
+    del created["metadata"]["resourceVersion"]
+    code, status = status_of(lambda: jobs.request("PUT", f"{JOBS}/cartpole", body=created))
+    assert code == 422 and "metadata.resourceVersion" in status["message"]
+
+
+def test_timestamps_and_quantities_must_parse(api: kube.Kube) -> None:
+    event: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "reason": "R", "message": "m",
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"}, "firstTimestamp": "yesterday"}
+    code, status = status_of(lambda: api.request("POST", "/api/v1/namespaces/default/events", body=event))
+    assert code == 400 and "parsing time" in status["message"]
+    event["firstTimestamp"] = "2026-01-01T00:00:00Z"
+    event["involvedObject"]["namespace"] = "elsewhere"
+    code, status = status_of(lambda: api.request("POST", "/api/v1/namespaces/default/events", body=event))
+    assert code == 422 and "does not match event.namespace" in status["message"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "image": "i:1", "resources": {"requests": {"cpu": "lots"}}}]}}
+    code, status = status_of(lambda: api.request("POST", "/api/v1/namespaces/default/pods", body=pod))
+    assert code == 400 and "quantities must match" in status["message"]
