@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 
 from a2c.controller import kube
-from tests.cluster import api_schema
+from tests.cluster import api_patch, api_schema, api_select
 from tests.cluster.apiserver import APIServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -649,3 +649,26 @@ def test_timestamps_and_quantities_must_parse(api: kube.Kube) -> None:
         {"name": "c", "image": "i:1", "resources": {"requests": {"cpu": "lots"}}}]}}
     code, status = status_of(lambda: api.request("POST", "/api/v1/namespaces/default/pods", body=pod))
     assert code == 400 and "quantities must match" in status["message"]
+
+
+# --- the pure parts -----------------------------------------------------------------------------------------
+
+
+def test_strategic_merge_order_and_retain_keys() -> None:
+    pod = {"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}],
+                    "volumes": [{"name": "v", "emptyDir": {}}]}}
+    patch = {"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "b"}, {"name": "a"}],
+                      "containers": [{"name": "c", "image": "c:1"}],
+                      "volumes": [{"name": "v", "$retainKeys": ["name", "configMap"], "configMap": {"name": "m"}}]}}
+    out = api_patch.strategic_merge(pod, patch, {"$ref": "#/$defs/io.k8s.api.core.v1.Pod"}, api_schema.resolve)
+    assert [c["name"] for c in out["spec"]["containers"]] == ["c", "b", "a"]
+    assert out["spec"]["volumes"] == [{"name": "v", "configMap": {"name": "m"}}]
+
+
+def test_printer_column_jsonpath() -> None:
+    obj = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"},
+                                                          {"type": "Other", "status": "False"}]}}
+    assert api_select.jsonpath(obj, ".status.phase") == ["Running"]
+    assert api_select.jsonpath(obj, '.status.conditions[?(@.type=="Ready")].status') == ["True"]
+    assert api_select.jsonpath(obj, "{.status.conditions[*].type}") == ["Ready", "Other"]
+    assert api_select.jsonpath(obj, ".status.missing") == []
