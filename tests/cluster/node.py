@@ -58,14 +58,15 @@ def sweep() -> list[str]:
 
 
 class Node:
-    def __init__(self, api_url: str, token: str | None = None, ca_pem: str | None = None, *,
+    def __init__(self, api_url: str, token: str | None = None, ca_pem: str | bytes | None = None, *,
                  user: str = "system:node:local", add_token: Callable[[str, str], None] | None = None,
                  name: str = "local", backoff_s: tuple[float, float] = (0.2, 2.0), backoff_reset_s: float = 10.0,
                  probe_scale: float = 0.1, grace_cap_s: float = 3.0, resync_s: float = 0.5,
                  api_host: str = "kubernetes.default.svc") -> None:
         """`add_token(token, user)` registers bearer tokens with the server (the node's own, and one per pod
         that mounts a service account); without it pods ask TokenRequest and the node's token must be known."""
-        self.api_url, self.ca_pem, self.user, self.add_token = api_url, ca_pem, user, add_token
+        self.ca_pem = ca_pem.decode() if isinstance(ca_pem, bytes) else ca_pem
+        self.api_url, self.user, self.add_token = api_url, user, add_token
         self.token = token or secrets.token_urlsafe(24)
         self.name, self.api_host, self.resync_s = name, api_host, resync_s
         self.tuning = dict(backoff_s=backoff_s, backoff_reset_s=backoff_reset_s, probe_scale=probe_scale,
@@ -82,6 +83,12 @@ class Node:
         self.retired: list[node_pod.PodRuntime] = []  # deleted pods, kept for their logs
         self._hosts_lock = threading.Lock()
         self._unbindable: set[str | None] = set()
+
+    @classmethod
+    def for_apiserver(cls, server: Any, **kwargs: Any) -> Node:
+        """A node of `tests.cluster.apiserver.APIServer` (its URL, its CA when TLS, tokens registered with it)."""
+        ca = server.ca_pem if getattr(server, "tls", False) else None
+        return cls(server.url, ca_pem=ca, add_token=server.add_token, **kwargs)
 
     # lifecycle
 
@@ -349,9 +356,10 @@ class Node:
 
     def _terminate(self, rt: node_pod.PodRuntime, confirm: bool) -> None:
         rt.stopping.set()
+        grace = rt.pod["metadata"].get("deletionGracePeriodSeconds")  # `delete --grace-period` overrides the spec
 
         def run() -> None:
-            rt.terminate()
+            rt.terminate(None if grace is None else min(float(grace), self.settings.grace_cap_s))
             if self.net:
                 self.net.remove_pod(rt.uid)
             node_pod.remove_dir(os.path.join(rt.dir, "volumes"))

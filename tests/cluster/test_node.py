@@ -101,6 +101,7 @@ def condition(api: APIServer, name: str, kind: str) -> str | None:
 
 def test_statefulset_pods_labels_ips_scale_and_recreate(cluster: Cluster) -> None:
     api, n, admin = cluster
+    api.create(headless("web"))
     api.create(statefulset("web", 3, container("import time; time.sleep(60)")))
     n.wait(lambda: all(condition(api, f"web-{i}", "Ready") == "True" for i in range(3)), what="3 ready pods")
     sts = get(api, "apps/v1", "StatefulSet", "web")
@@ -127,9 +128,13 @@ def test_statefulset_pods_labels_ips_scale_and_recreate(cluster: Cluster) -> Non
            what="web-0 recreated")
     n.wait(lambda: condition(api, "web-0", "Ready") == "True")
 
+    hosts = n.exec_in(NS, "web-0", ["getent", "hosts", "web-2.web.default.svc.cluster.local"])
+    assert hosts.stdout.split()[:1] == [n.pod_ip(NS, "web-2")], hosts
     admin.patch("statefulsets", "web", {"spec": {"replicas": 1}})
     n.wait(lambda: [p["metadata"]["name"] for p in api.objects("v1", "Pod", NS)] == ["web-0"], what="scale to 1")
     n.wait(lambda: get(api, "apps/v1", "StatefulSet", "web")["status"].get("replicas") == 1)
+    counts = api.counts("system:node:local")
+    assert counts["list"] == 5 and counts["watch"] <= 10, counts  # list once per kind, then watch
 
 
 GRPC_SERVER = """
@@ -172,7 +177,8 @@ GRPC_CLIENT = """
 
 def test_grpc_between_pods_by_name_and_readiness_probe(cluster: Cluster) -> None:
     api, n, admin = cluster
-    api.create(pod("client", container(GRPC_CLIENT), restartPolicy="Never"))
+    resolver = [{"name": "GRPC_DNS_RESOLVER", "value": "ares"}]  # c-ares, whatever grpc's default
+    api.create(pod("client", container(GRPC_CLIENT, env=resolver), restartPolicy="Never"))
     n.wait(lambda: "running" in (status(api, "client").get("containerStatuses") or [{}])[0].get("state", {}))
     api.create(headless("grpc"))
     probe = {"grpc": {"port": 50051}, "periodSeconds": 1, "failureThreshold": 1}
@@ -298,6 +304,91 @@ def test_restart_backoff_exit_code_and_termination_message(cluster: Cluster) -> 
     assert "attempt" in n.logs(NS, "crashy", "crash", previous=True)
 
 
+def test_liveness_failure_and_kill_restart_the_container(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    live = container("""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: (print("SIGTERM", flush=True), sys.exit(0)))
+        print("up", flush=True)
+        time.sleep(60)
+    """, livenessProbe={"tcpSocket": {"port": 8080}, "initialDelaySeconds": 3, "periodSeconds": 1,
+                     "failureThreshold": 2})
+    api.create(pod("live", live, terminationGracePeriodSeconds=1))
+    n.wait(lambda: (status(api, "live").get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+           what="restart after the liveness probe failed twice")
+    last = status(api, "live")["containerStatuses"][0]["lastState"]["terminated"]
+    # SIGTERM, as the kubelet kills (143 if it came before python had installed its handler)
+    assert last["exitCode"] == 143 or (last["exitCode"] == 0 and "SIGTERM" in n.logs(NS, "live", previous=True))
+
+    steady = container("import time; print('up', flush=True); time.sleep(60)", name="steady")
+    api.create(pod("steady", steady))
+    n.wait(lambda: "up" in n.logs(NS, "steady"))
+    n.kill(NS, "steady", signal.SIGKILL)
+    n.wait(lambda: (status(api, "steady").get("containerStatuses") or [{}])[0].get("restartCount", 0) == 1)
+    last = status(api, "steady")["containerStatuses"][0]["lastState"]["terminated"]
+    assert (last["exitCode"], last["signal"], last["reason"]) == (137, 9, "Error")
+
+
+def revisions(api: APIServer, name: str) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["metadata"]["labels"]["controller-revision-hash"]
+            for p in api.objects("v1", "Pod", NS) if p["metadata"]["name"].startswith(name + "-")}
+
+
+def test_update_strategies_ondelete_and_rolling(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    sleep = container("import time; time.sleep(60)")
+    api.create(statefulset("od", 2, sleep, updateStrategy={"type": "OnDelete"}))
+    api.create(statefulset("ru", 2, sleep))
+    n.wait(lambda: all(condition(api, f"{s}-{i}", "Ready") == "True" for s in ("od", "ru") for i in range(2)))
+    before = {**revisions(api, "od"), **revisions(api, "ru")}
+    env = {"spec": {"template": {"spec": {"containers": [{**sleep, "env": [{"name": "V", "value": "2"}]}]}}}}
+    admin.patch("statefulsets", "od", env)
+    admin.patch("statefulsets", "ru", env)
+    seen: list[dict[str, str]] = []
+
+    def rolled() -> bool:
+        seen.append(revisions(api, "ru"))
+        now = seen[-1]
+        return len(now) == 2 and all(now[p] != before[p] for p in now) and all(
+            condition(api, p, "Ready") == "True" for p in now)
+
+    n.wait(rolled, what="RollingUpdate replaced both pods")
+    assert any(s.get("ru-1") not in (None, before["ru-1"]) and s.get("ru-0") == before["ru-0"] for s in seen), \
+        "ru-1 (highest ordinal) first"
+    assert revisions(api, "od") == {p: before[p] for p in ("od-0", "od-1")}  # OnDelete: untouched
+    admin.delete("pods", "od-1")
+    n.wait(lambda: revisions(api, "od").get("od-1") not in (None, before["od-1"]), what="od-1 recreated, new template")
+    assert revisions(api, "od")["od-0"] == before["od-0"]
+    n.wait(lambda: get(api, "apps/v1", "StatefulSet", "ru")["status"].get("currentRevision")
+           == get(api, "apps/v1", "StatefulSet", "ru")["status"].get("updateRevision"))
+
+
+def test_claims_deleted_on_scale_down_when_asked(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    claim = {"metadata": {"name": "d"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    c = container("import time; open('/d/x', 'w').write('1'); time.sleep(60)",
+                  volumeMounts=[{"name": "d", "mountPath": "/d"}])
+    api.create(statefulset("keep", 2, c, volumeClaimTemplates=[claim]))
+    api.create(statefulset("drop", 2, c, volumeClaimTemplates=[claim],
+                           persistentVolumeClaimRetentionPolicy={"whenScaled": "Delete", "whenDeleted": "Delete"}))
+    names = {f"d-{s}-{i}" for s in ("keep", "drop") for i in range(2)}
+    n.wait(lambda: {p["metadata"]["name"] for p in api.objects("v1", "PersistentVolumeClaim", NS)} == names)
+    n.wait(lambda: all(condition(api, f"{s}-{i}", "Ready") == "True" for s in ("keep", "drop") for i in range(2)))
+    drop = get(api, "v1", "PersistentVolumeClaim", "d-drop-0")["metadata"]["ownerReferences"]
+    assert [r["kind"] for r in drop] == ["StatefulSet"]
+    assert n.net is not None
+    gone_dir = f"{n.net.state_dir}/pvc/{NS}/d-drop-1"
+    n.wait(lambda: os.path.exists(f"{gone_dir}/x"), what="the pod wrote to its claim")
+    admin.patch("statefulsets", "keep", {"spec": {"replicas": 1}})
+    admin.patch("statefulsets", "drop", {"spec": {"replicas": 1}})
+    n.wait(lambda: api.get("v1", "PersistentVolumeClaim", NS, "d-drop-1") is None, what="d-drop-1 collected")
+    n.wait(lambda: not os.path.exists(gone_dir), what="its directory removed")
+    assert api.get("v1", "PersistentVolumeClaim", NS, "d-keep-1") is not None  # Retain
+    admin.delete("statefulsets", "drop")
+    n.wait(lambda: api.get("v1", "PersistentVolumeClaim", NS, "d-drop-0") is None, what="whenDeleted: Delete")
+
+
 @pytest.mark.parametrize("cluster", [True], indirect=True)
 def test_delete_sigterm_then_sigkill_after_grace(cluster: Cluster) -> None:
     api, n, admin = cluster
@@ -377,7 +468,6 @@ def test_deployment_pods_and_status(cluster: Cluster) -> None:
     assert st["updatedReplicas"] == st["readyReplicas"] == 2 and st["observedGeneration"] == 1
 
 
-@pytest.mark.slow
 def test_gloo_rendezvous_between_pods_by_headless_name(cluster: Cluster) -> None:
     api, n, admin = cluster
     code = """
@@ -432,3 +522,38 @@ def test_stop_leaves_nothing_and_sweep_removes_a_dead_run() -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+KILLED_AGENT = """
+import sys, time
+from tests.cluster import node
+from tests.cluster.apiserver import APIServer
+from tests.cluster.test_node import container, pod
+api = APIServer().start()
+n = node.Node.for_apiserver(api)
+n.start()
+api.create(pod("orphan", container("import time; time.sleep(60)")))
+pid = n.wait(lambda: n.pid("default", "orphan") if n.runtime("default", "orphan") else None)
+print(pid, n.net.run, flush=True)
+time.sleep(60)
+"""
+
+
+def test_agent_killed_takes_its_pods_along_and_sweep_cleans_up() -> None:
+    node.require_root()
+    agent = subprocess.Popen([sys.executable, "-c", KILLED_AGENT], stdout=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        assert agent.stdout is not None
+        pid, run = agent.stdout.readline().split()
+    finally:
+        agent.kill()
+        agent.wait()
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, "the container outlived its agent"
+        time.sleep(0.05)
+    assert f"a2c-{run}-" in netns.ip("netns", "list").stdout  # left behind: no one ran stop()
+    gone = node.sweep()
+    assert f"link a2cb{run}" in gone and f"state {run}" in gone
+    assert f"a2c-{run}-" not in netns.ip("netns", "list").stdout
