@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import netns, node_api, node_pod, node_workloads
+from tests.cluster import netns, node_api, node_hosts, node_pod, node_workloads
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -83,6 +83,7 @@ class Node:
         self.retired: list[node_pod.PodRuntime] = []  # deleted pods, kept for their logs
         self._hosts_lock = threading.Lock()
         self._unbindable: set[str | None] = set()
+        self._binding_subresource = True
 
     @classmethod
     def for_apiserver(cls, server: Any, **kwargs: Any) -> Node:
@@ -343,11 +344,25 @@ class Node:
                     self._terminate(rt, confirm=False)
 
     def _bind(self, pod: Obj) -> Obj:
-        """The scheduler's part: this is the only node, so every unbound pod goes here (spec.nodeName)."""
+        """The scheduler's part: this is the only node, so every unbound pod goes here.
+
+        POST pods/<name>/binding as kube-scheduler does; a server without that subresource gets a patch of
+        spec.nodeName instead; one that refuses both has the pod run unbound.
+        """
         url = node_api.path("v1", "pods", *node_api.key(pod))
+        binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod["metadata"]["name"]},
+                   "target": {"apiVersion": "v1", "kind": "Node", "name": self.name}}
         try:
+            if self._binding_subresource:
+                try:
+                    self.api.request("POST", url + "/binding", body=binding)
+                    return {**pod, "spec": {**pod["spec"], "nodeName": self.name}}
+                except (node_api.NotFound, node_api.client.ApiException) as exc:
+                    if getattr(exc, "status", 404) not in (404, 405):
+                        raise
+                    self._binding_subresource = False
             bound = self.api.merge_patch(url, {"spec": {"nodeName": self.name}})
-        except Exception as exc:  # a server that refuses the patch: run it unbound
+        except Exception as exc:
             log.debug("binding %s: %s", url, exc)
             self._unbindable.add(pod["metadata"].get("uid"))
             return pod
@@ -424,39 +439,4 @@ class Node:
             for rt, _ in entries:
                 assert rt.net is not None
                 with contextlib.suppress(FileNotFoundError):
-                    rt.net.write_hosts(_hosts(rt, entries, self.net.gateway, services))
-
-
-def _matches(selector: dict[str, str], pod: Obj) -> bool:
-    labels = pod["metadata"].get("labels") or {}
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
-def _hosts(me: node_pod.PodRuntime, pods: list[tuple[node_pod.PodRuntime, str]], gateway: str,
-           services: list[Obj] | None = None) -> str:
-    """The pod's /etc/hosts: itself, the API server, headless Services' pods, Service names -> a backing pod."""
-    assert me.net is not None
-    sub = me.pod["spec"].get("subdomain")
-    own = [f"{me.hostname}.{sub}.{me.namespace}.svc.cluster.local", f"{me.hostname}.{sub}.{me.namespace}.svc",
-           f"{me.hostname}.{sub}"] if sub else []
-    lines = ["# Kubernetes-managed hosts file (a2c test node).", "127.0.0.1\tlocalhost",
-             "::1\tlocalhost ip6-localhost ip6-loopback", f"{me.net.ip}\t{' '.join([*own, me.hostname])}",
-             f"{gateway}\tkubernetes.default.svc.cluster.local kubernetes.default.svc kubernetes.default"
-             + (" kubernetes" if me.namespace == "default" else "")]
-    for svc in sorted(services or [], key=node_api.key):
-        ns, name = node_api.key(svc)
-        spec = svc.get("spec") or {}
-        publish = bool(spec.get("publishNotReadyAddresses"))
-        backing = sorted(((rt, ip) for rt, ip in pods if rt.namespace == ns and _matches(spec.get("selector") or {},
-                                                                                            rt.pod)
-                          and (publish or rt.ready())), key=lambda e: e[0].name)
-        short = ns == me.namespace
-        for rt, ip in backing:
-            if spec.get("clusterIP") == "None" and rt.pod["spec"].get("subdomain") == name:
-                fq = f"{rt.hostname}.{name}.{ns}"
-                alias = f" {rt.hostname}.{name}" if short else ""
-                lines.append(f"{ip}\t{fq}.svc.cluster.local {fq}.svc {fq}{alias}")
-        for _, ip in backing[:1]:
-            alias = f" {name}" if short else ""
-            lines.append(f"{ip}\t{name}.{ns}.svc.cluster.local {name}.{ns}.svc {name}.{ns}{alias}")
-    return "\n".join(lines) + "\n"
+                    rt.net.write_hosts(node_hosts.render(rt, entries, self.net.gateway, services))

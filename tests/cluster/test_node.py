@@ -274,6 +274,24 @@ def test_emptydir_per_pod_pvc_outlives_it(cluster: Cluster) -> None:
     n.wait(lambda: "data 2 scratch 1" in n.logs(NS, "box-0"), what="second pod: same claim, fresh emptyDir")
 
 
+def test_missing_configmap_waits_then_starts(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    c = container("import os; print(os.environ['LATE'])", env=[
+        {"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "late", "key": "k"}}}])
+    api.create(pod("waiter", c, restartPolicy="Never"))
+
+    def waiting() -> str:
+        return str((status(api, "waiter").get("containerStatuses") or [{}])[0].get("state", {}).get(
+            "waiting", {}).get("reason"))
+
+    n.wait(lambda: waiting() == "CreateContainerConfigError", what="CreateContainerConfigError")
+    assert status(api, "waiter")["phase"] == "Pending"
+    api.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late", "namespace": NS},
+                "data": {"k": "here"}})
+    n.wait(lambda: status(api, "waiter").get("phase") == "Succeeded", what="started once the ConfigMap exists")
+    assert n.logs(NS, "waiter") == "here\n"
+
+
 def test_restart_backoff_exit_code_and_termination_message(cluster: Cluster) -> None:
     api, n, admin = cluster
     crash = container("""
