@@ -274,6 +274,19 @@ def test_emptydir_per_pod_pvc_outlives_it(cluster: Cluster) -> None:
     n.wait(lambda: "data 2 scratch 1" in n.logs(NS, "box-0"), what="second pod: same claim, fresh emptyDir")
 
 
+def test_init_container_runs_first_in_the_same_volumes(cluster: Cluster) -> None:
+    api, n, admin = cluster
+    mount = [{"name": "shared", "mountPath": "/shared"}]
+    init = container("open('/shared/seed', 'w').write('from init')", name="init", volumeMounts=mount)
+    main = container("print(open('/shared/seed').read())", name="main", volumeMounts=mount)
+    api.create(pod("seeded", main, initContainers=[init], restartPolicy="Never",
+                   volumes=[{"name": "shared", "emptyDir": {}}]))
+    n.wait(lambda: status(api, "seeded").get("phase") == "Succeeded", what="seeded done")
+    st = status(api, "seeded")
+    assert st["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    assert n.logs(NS, "seeded", "main") == "from init\n"
+
+
 def test_missing_configmap_waits_then_starts(cluster: Cluster) -> None:
     api, n, admin = cluster
     c = container("import os; print(os.environ['LATE'])", env=[
