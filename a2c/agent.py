@@ -6,8 +6,11 @@ Data flow: players run `Agent.act` on observations with weights of version k; tr
 
 Policies: categorical for Discrete actions; diagonal Gaussian with a state-independent log-std for Box
 actions (actions are sampled unbounded and clipped to the space's bounds by the player before
-`env.step`; the log-prob is that of the unclipped sample, as in Stable-Baselines3). Orthogonal
-initialisation with the gains of the reference implementations (sqrt(2) hidden, 0.01 policy, 1 value).
+`env.step`; the log-prob is that of the unclipped sample, as in Stable-Baselines3). With `use_sde`
+the Gaussian explores with gSDE (`a2c/sde.py`): its std depends on the state through the actor's latent
+features, which `forward` returns beside the mean so the trainer's log-prob needs nothing the player
+kept (the player's exploration matrices stay in the player). Orthogonal initialisation with the gains
+of the reference implementations (sqrt(2) hidden, 0.01 policy, 1 value).
 
 With `normalize_obs`, an `obs_normalizer.ObsNormalizer` (buffers, no parameters) comes first in
 `forward` and `value`, so acting, training, checkpoints and evaluation all see the same statistics;
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from a2c import config, obs_normalizer, rmsprop_tf, weights
+from a2c import config, obs_normalizer, rmsprop_tf, sde, weights
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +100,16 @@ class Agent(nn.Module):
         shared = algo.shared_extractor or isinstance(self.actor_features, NatureCNN)
         self.critic_features = self.actor_features if shared else make_extractor(obs_space, algo)
         dim = int(self.actor_features.out_dim)  # type: ignore[arg-type]
+        self.sde = bool(algo.use_sde)
         if self.discrete:
+            if self.sde:
+                raise ValueError(f"--use-sde needs Box actions; {action_space} is discrete")
             self.actor = _init(nn.Linear(dim, int(action_space.n)), 0.01)  # type: ignore[attr-defined]
         else:
             n = int(np.prod(action_space.shape or ()))
             self.actor = _init(nn.Linear(dim, n), 0.01)
-            self.log_std = nn.Parameter(torch.full((n,), float(algo.log_std_init)))
+            # gSDE: one log-std per (latent feature, action dimension), SB3's full_std
+            self.log_std = nn.Parameter(torch.full((dim, n) if self.sde else (n,), float(algo.log_std_init)))
         self.critic = _init(nn.Linear(dim, 1), 1.0)
         self.action_shape = tuple(action_space.shape or ())
 
@@ -117,9 +124,19 @@ class Agent(nn.Module):
         return self.critic(self.critic_features(x)).squeeze(-1)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(policy parameters, value) of raw observations: logits for Discrete, mean for Box."""
+        """(policy parameters, value) of raw observations: logits for Discrete, mean for Box; with gSDE
+        the mean and the actor's latent features (detached: they set the variance), concatenated."""
         x = self.normalize(obs)
-        return self.actor(self.actor_features(x)), self._value(x)
+        latent = self.actor_features(x)
+        params = self.actor(latent)
+        if self.sde:
+            params = torch.cat([params, latent.detach()], dim=-1)
+        return params, self._value(x)
+
+    def split_sde(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, latent features) of gSDE policy parameters."""
+        n = self.log_std.shape[-1]
+        return params[..., :n], params[..., n:]
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log-prob of actions, entropy, value) for a flat batch: the terms of the A2C loss."""
@@ -133,11 +150,18 @@ class Agent(nn.Module):
             logp_all = torch.log_softmax(params, dim=-1)
             logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
             return logp, -(logp_all.exp() * logp_all).sum(-1)
+        if self.sde:
+            return sde.logprob_entropy(*self.split_sde(params), self.log_std, actions.float())
         return gaussian_logprob_entropy(params, self.log_std, actions.float())
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(actions, log-probs, values) for a batch of observations, as numpy."""
+    def act(self, obs: np.ndarray, deterministic: bool = False,
+            sde_matrices: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(actions, log-probs, values) for a batch of observations, as numpy.
+
+        With gSDE, `sde_matrices` [batch, latent, n] are the player's exploration matrices
+        (`sde.Exploration`); without them each action draws from the marginal Gaussian, as if with a
+        fresh matrix of its own. The log-prob is the same either way."""
         params, value = self(torch.as_tensor(obs))
         if self.discrete:
             logp_all = torch.log_softmax(params, dim=-1)
@@ -147,6 +171,16 @@ class Agent(nn.Module):
                 actions = torch.multinomial(logp_all.exp(), 1).squeeze(-1)
             logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
             return actions.numpy().astype(np.int64), logp.numpy(), value.numpy()
+        if self.sde:
+            mean, latent = self.split_sde(params)
+            if deterministic:
+                sample = mean
+            elif sde_matrices is not None:
+                sample = mean + sde.noise(latent, sde_matrices)
+            else:
+                sample = mean + sde.action_std(latent, self.log_std) * torch.randn_like(mean)
+            logp, _ = sde.logprob_entropy(mean, latent, self.log_std, sample)
+            return sample.numpy().astype(np.float32), logp.numpy(), value.numpy()
         std = self.log_std.exp()
         sample = params if deterministic else params + std * torch.randn_like(params)
         logp, _ = gaussian_logprob_entropy(params, self.log_std, sample)

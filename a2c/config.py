@@ -69,6 +69,10 @@ class AlgoConfig:
     activation: str = opt("tanh", "MLP activation", choices=("tanh", "relu"))
     shared_extractor: bool = opt(False, "share one feature extractor between actor and critic")
     log_std_init: float = opt(0.0, "initial log standard deviation of the Gaussian policy (Box actions)")
+    use_sde: bool = opt(False, "gSDE: the Gaussian policy explores with state-dependent noise, a function of the "
+                        "actor's latent features times a random matrix each player draws (Box actions)")
+    sde_sample_freq: int = opt(-1, "with --use-sde, draw new exploration matrices every this many steps of a "
+                               "rollout (-1: once per rollout, at its first step)")
     normalize_obs: bool = opt(False, "normalise observations by their running mean and variance, job-wide, "
                               "inside the model (never for uint8 image observations)")
     normalize_reward: bool = opt(False, "scale each player's rewards by the running std of the discounted "

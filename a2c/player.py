@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from a2c import agent as agent_mod
-from a2c import config, env, metrics, rollout, termination
+from a2c import config, env, metrics, rollout, sde, termination
 from a2c.service import client as client_mod
 from a2c.service import tls
 
@@ -28,11 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class Collector:
-    """Steps the environments and packs rollouts with the returns and lengths of the episodes that ended."""
+    """Steps the environments and packs rollouts with the returns and lengths of the episodes that ended.
 
-    def __init__(self, environment: env.Env, model: agent_mod.Agent, player_id: int, num_steps: int, seed: int) -> None:
+    With gSDE it holds this player's exploration matrices, seeded with the player's seed."""
+
+    def __init__(self, environment: env.Env, model: agent_mod.Agent, player_id: int, num_steps: int, seed: int,
+                 sde_sample_freq: int = -1) -> None:
         self.env, self.model, self.player_id, self.t = environment, model, player_id, num_steps
         self.obs = environment.reset(seed)
+        self.exploration = sde.Exploration(environment.num_envs, sde_sample_freq, seed) if model.sde else None
 
     def collect(self, version: int) -> rollout.Rollout:
         t, n = self.t, self.env.num_envs
@@ -51,7 +55,8 @@ class Collector:
         lengths: list[int] = []
         for step in range(t):
             obs[step] = self.obs
-            a, lp, v = self.model.act(self.obs)
+            matrices = None if self.exploration is None else self.exploration.at(step, self.model.log_std)
+            a, lp, v = self.model.act(self.obs, sde_matrices=matrices)
             actions[step], logprobs[step], values[step] = a, lp, v
             out = self.env.step(a)
             rewards[step], terminated[step], truncated[step], valid[step] = (
@@ -79,7 +84,7 @@ def run(cfg: config.PlayerConfig) -> int:
     index = cfg.resolved_index()
     credentials = tls.channel_credentials(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)  # None: plaintext
     address = cfg.resolved_trainer_address()
-    metrics.bind(metrics.job_name(), "player", index)
+    metrics.bind(cfg.job, "player", index)
     port = metrics.serve(cfg.metrics_port)
     torch.set_num_threads(cfg.torch_threads)
     stop = threading.Event()
@@ -119,7 +124,7 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
         return done
     agent_mod.load_snapshot(model, snap)
     version, uploads_at_version = snap.version, 0
-    collector = Collector(environment, model, index, cfg.algo.n_steps, seed)
+    collector = Collector(environment, model, index, cfg.algo.n_steps, seed, cfg.algo.sde_sample_freq)
     m_steps = metrics.labels(metrics.PLAYER_ENV_STEPS)
     for code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):  # a healthy run shows 0, not "no data"
         metrics.labels(metrics.PLAYER_UPLOAD_ERRORS, code=code).inc(0)

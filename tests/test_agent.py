@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Normal
 
-from a2c import agent, config, weights
+from a2c import agent, config, sde, weights
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)
@@ -195,3 +195,53 @@ def test_optimizers() -> None:
     assert isinstance(agent.make_optimizer(model, config.AlgoConfig()), torch.optim.RMSprop)
     adam = agent.make_optimizer(model, config.AlgoConfig(optimizer="adam", lr=0.1))
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 0.1
+
+
+def test_sde_head_shapes_and_parameters() -> None:
+    model = make(BOX, use_sde=True, log_std_init=-2.0)
+    assert model.sde and tuple(model.log_std.shape) == (64, 2)  # one per (latent feature, action dimension)
+    assert torch.equal(model.log_std, torch.full((64, 2), -2.0))
+    obs = torch.randn(5, 4)
+    params, value = model(obs)
+    assert params.shape == (5, 2 + 64) and value.shape == (5,)
+    mean, latent = model.split_sde(params)
+    assert torch.allclose(latent, model.actor_features(obs))
+    assert torch.allclose(mean, head(model.actor)(model.actor_features(obs)))
+    latent.sum().backward()  # detached: the variance trains sigma, not the features (SB3's learn_features=False)
+    assert all(p.grad is None or not p.grad.any() for p in model.actor_features.parameters())
+    assert not make(BOX).sde and tuple(make(BOX).log_std.shape) == (2,)
+
+
+def test_sde_needs_box_actions() -> None:
+    with pytest.raises(ValueError, match="use-sde needs Box actions"):
+        make(DISCRETE, use_sde=True)
+
+
+def test_sde_act_logprob_is_the_trainers_with_or_without_matrices() -> None:
+    """What the player records is what the trainer recomputes from observations and actions alone."""
+    model = make(BOX, use_sde=True, log_std_init=-1.0)
+    obs = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+    matrices = sde.sample_matrices(model.log_std, 3, torch.Generator().manual_seed(0))
+    for kwargs in ({"sde_matrices": matrices}, {}):
+        actions, logp, values = model.act(obs, **kwargs)  # type: ignore[arg-type]
+        ref_logp, _, ref_values = model.evaluate(torch.as_tensor(obs), torch.as_tensor(actions))
+        assert np.allclose(logp, ref_logp.detach().numpy(), atol=1e-5)
+        assert np.allclose(values, ref_values.detach().numpy())
+    # with matrices: a = mu + phi W for each copy's own W
+    with torch.no_grad():
+        mean, latent = model.split_sde(model(torch.as_tensor(obs))[0])
+    actions, _, _ = model.act(obs, sde_matrices=matrices)
+    for e in range(3):
+        assert np.allclose(actions[e], (mean[e] + latent[e] @ matrices[e]).numpy(), atol=1e-6)
+    greedy, _, _ = model.act(obs, deterministic=True, sde_matrices=matrices)
+    assert np.allclose(greedy, mean.numpy())
+
+
+def test_sde_snapshot_round_trip() -> None:
+    a, b = make(BOX, seed=0, use_sde=True), make(BOX, seed=1, use_sde=True)
+    with torch.no_grad():
+        a.log_std.normal_()
+    agent.load_snapshot(b, agent.snapshot(a, version=1))
+    assert torch.equal(a.log_std, b.log_std)
+    obs = torch.randn(4, 4)
+    assert torch.equal(a.evaluate(obs, torch.zeros(4, 2))[0], b.evaluate(obs, torch.zeros(4, 2))[0])

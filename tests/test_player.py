@@ -160,3 +160,30 @@ def test_sigterm_ends_a_player_retrying_an_absent_trainer(tmp_path: Path) -> Non
             proc.kill()
     assert code == 0, log.read_text()
     assert "stopped while retrying (UNAVAILABLE)" in log.read_text()
+
+
+def test_sde_rollouts_act_with_each_copys_own_matrix_and_record_the_trainers_logprobs() -> None:
+    """gSDE (--use-sde): within a rollout each copy's noise is phi(s) W with one W per copy (-1: one per
+    rollout), the next rollout draws new ones, and the recorded log-probs are what the trainer recomputes
+    from observations and actions alone."""
+    t, n = 6, 2
+    torch.manual_seed(0)
+    e = env.Env(config.EnvConfig(env_id="Pendulum-v1", num_envs=n))
+    model = agent.Agent(e.observation_space, e.action_space, config.AlgoConfig(use_sde=True, log_std_init=-1.0))
+    c = player.Collector(e, model, player_id=0, num_steps=t, seed=5, sde_sample_freq=-1)
+    try:
+        r = c.collect(0)
+        rollout.validate(r, spec_for(e, t))
+        assert c.exploration is not None and c.exploration.matrices is not None
+        w = c.exploration.matrices
+        obs = torch.as_tensor(r.obs[:t].reshape(t * n, -1))
+        with torch.no_grad():
+            mean, latent = model.split_sde(model(obs)[0])
+        noise = torch.as_tensor(r.actions.reshape(t * n, -1)) - mean
+        assert torch.allclose(noise, torch.bmm(latent.unsqueeze(1), w.repeat(t, 1, 1)).squeeze(1), atol=1e-5)
+        lp, _, _ = model.evaluate(obs, torch.as_tensor(r.actions.reshape(t * n, -1)))
+        assert np.allclose(r.logprobs.reshape(-1), lp.detach().numpy(), atol=1e-5)
+        c.collect(1)
+        assert not torch.equal(c.exploration.matrices, w), "a new rollout acts with new matrices"
+    finally:
+        e.close()

@@ -84,6 +84,8 @@ BAD = {
     "unknown activation": ("algorithm", "activation", "gelu"),
     "unknown lr schedule": ("algorithm", "lrSchedule", "cosine"),
     "normalizeObs as text": ("algorithm", "normalizeObs", "yes"),
+    "useSde as text": ("algorithm", "useSde", "yes"),
+    "sdeSampleFreq below -1": ("algorithm", "sdeSampleFreq", -2),
     "empty network": ("algorithm", "hiddenSizes", []),
     "lr as text": ("algorithm", "lr", "fast"),
     "zero step budget": ("stop", "maxEnvSteps", 0),

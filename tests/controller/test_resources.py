@@ -215,12 +215,14 @@ def test_spec_evaluation_reaches_the_trainers_that_run(evaluation: dict[str, int
 
 def test_continuous_control_fields_reach_both_roles() -> None:
     spec = jobspec.with_defaults({"algorithm": {"normalizeObs": True, "normalizeReward": True, "lrSchedule": "linear",
-                                                "logStdInit": -2, "optimizer": "rmsprop_tf"}})
+                                                "logStdInit": -2, "optimizer": "rmsprop_tf", "useSde": True,
+                                                "sdeSampleFreq": 4}})
     for cfg in (jobspec.trainer_config("hc", "ml", spec), jobspec.player_config("hc", "ml", spec)):
         algo = cfg.algo
         assert (algo.normalize_obs, algo.normalize_reward, algo.lr_schedule, algo.optimizer) == (
             True, True, "linear", "rmsprop_tf")
         assert algo.log_std_init == -2.0 and isinstance(algo.log_std_init, float)
+        assert (algo.use_sde, algo.sde_sample_freq) == (True, 4)
 
 
 def test_player_scaling_leaves_the_trainers_untouched() -> None:
