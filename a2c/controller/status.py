@@ -152,7 +152,8 @@ def decide(
         return d
 
     if "trainerReplicas" not in old:
-        status.update(phase=PENDING, reason="Created", message="children created", startTime=now,
+        status.update(phase=PENDING, reason="WaitingForTrainers", message=f"waiting for trainers (0/{want} ready)",
+                      startTime=now,
                       trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerPods={},
                       trainerTemplate=template, groupFormed=False, groupStartTime=now)
         d.trainers = want

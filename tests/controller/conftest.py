@@ -1,88 +1,90 @@
-"""Fixtures of the controller tests: kmock (a real HTTP server in memory) and a fake trainer 0 over gRPC.
+"""Fixtures of the controller tests: a strict stand-in for kube-apiserver and a fake trainer 0 over gRPC.
 
-kmock serves on 127.0.0.1 from its own event loop in a background thread, so the controller's synchronous
-official client talks to it over real sockets, exactly as it would to a kube-apiserver. The fake trainer
-is a real grpc server on port 0 implementing the generated TrainerService servicer.
+The API server (tests/cluster/apiserver.py) is as strict as the real one where it matters: strict JSON (no
+NaN), the A2CJob CRD's schema, defaults and CEL rules, status subresource separation, generation,
+resourceVersion conflicts, garbage collection, and RBAC: the controller talks to it as the chart's
+ServiceAccount, bound to the Role the chart renders, so a call that Role does not grant fails the test.
+The fake trainer is a real grpc server on port 0 implementing the generated TrainerService servicer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
-import kmock
 import pytest
+import yaml
 from kubernetes import client
 
 from a2c.controller import handlers, kube
 from a2c.v1 import trainer_pb2, trainer_pb2_grpc
+from tests.cluster.apiserver import APIServer
+from tests.deploy import chartlib
 
-RESOURCES = ["a2c.dev/v1alpha1/a2cjobs", "v1/pods", "v1/services", "v1/configmaps", "v1/events",
-             "v1/persistentvolumeclaims", "apps/v1/statefulsets"]
+NS = "ml"
+CONTROLLER = f"system:serviceaccount:{NS}:a2c-controller"
+CONTROLLER_TOKEN, ADMIN_TOKEN = "controller-token", "admin-token"
 
 
-class KMockServer:
-    """kmock's Kubernetes emulator on a background event loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.url = ""
-        self.handler: Any = None
-        self._stop: asyncio.Future[None] | None = None
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
-
-    async def _main(self) -> None:
-        self._stop = self.loop.create_future()
-        async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
-            for res in RESOURCES:
-                handler.resources[res] = kmock.ResourceInfo()
-            self.handler, self.url = handler, str(server.url).rstrip("/")
-            self.ready.set()
-            await self._stop
-
-    def __enter__(self) -> KMockServer:
-        self.thread.start()
-        assert self.ready.wait(10), "kmock did not start"
-        return self
-
-    def writes(self) -> int:
-        """POST/PATCH/DELETE requests served so far (kmock logs every request)."""
-        return sum(len(self.handler[method]) for method in ("post", "patch", "delete"))
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(lambda: self._stop.set_result(None) if self._stop else None)
-        self.thread.join(10)
+@pytest.fixture(scope="session")
+def controller_rbac() -> list[dict[str, Any]]:
+    """The chart's Role and RoleBinding for the controller, rendered by Helm for namespace `ml`."""
+    rendered = chartlib.render({"job": {"enabled": False}}, namespace=NS)
+    out = [o for o in chartlib.objects(rendered) if o["kind"] in ("Role", "RoleBinding")]
+    for obj in out:
+        if obj["kind"] == "RoleBinding":
+            obj["subjects"] = [{"kind": "ServiceAccount", "name": "a2c-controller", "namespace": NS}]
+    assert {o["kind"] for o in out} == {"Role", "RoleBinding"}
+    return out
 
 
 @pytest.fixture
-def kmock_server() -> Iterator[KMockServer]:
-    with KMockServer() as server:
+def apiserver(controller_rbac: list[dict[str, Any]]) -> Iterator[APIServer]:
+    crd = yaml.safe_load((chartlib.CHART / "files" / "a2cjob-crd.yaml").read_text())
+    with APIServer(anonymous=False, rbac=True, namespaces=("default", NS)) as server:
+        server.add_token(CONTROLLER_TOKEN, CONTROLLER)
+        server.add_token(ADMIN_TOKEN, "admin")
+        server.create(crd)
+        for obj in controller_rbac:
+            server.create(obj)
         yield server
 
 
-@pytest.fixture
-def api(kmock_server: KMockServer) -> Iterator[kube.Kube]:
-    cfg = client.Configuration(host=kmock_server.url)
-    with client.ApiClient(cfg) as api_client:
+def _kube(server: APIServer, token: str, tmp: Path) -> Iterator[kube.Kube]:
+    with client.ApiClient(server.client_configuration(token, tmp)) as api_client:
         yield kube.Kube(api_client, timeout_s=5.0)
 
 
+@pytest.fixture
+def api(apiserver: APIServer, tmp_path: Path) -> Iterator[kube.Kube]:
+    """The controller's own client: the chart's ServiceAccount, held to the chart's Role."""
+    yield from _kube(apiserver, CONTROLLER_TOKEN, tmp_path)
+
+
+@pytest.fixture
+def admin(apiserver: APIServer, tmp_path: Path) -> Iterator[kube.Kube]:
+    """What the tests use to play users, the StatefulSet controller and the kubelet."""
+    yield from _kube(apiserver, ADMIN_TOKEN, tmp_path)
+
+
 class FakeTrainer(trainer_pb2_grpc.TrainerServiceServicer):
-    """Trainer 0 as the controller sees it: whatever `reply` says, over a real socket."""
+    """Trainer 0 as the controller sees it: whatever `reply` says, over a real socket; `up` False is a trainer
+    whose process is gone (the RPC fails as it would against a dead pod)."""
 
     def __init__(self) -> None:
         self.reply = trainer_pb2.TrainerStatus(phase=trainer_pb2.TrainerStatus.STARTING, world_size=1)
         self.calls = 0
+        self.up = True
 
     def Status(  # noqa: N802 (the generated servicer names it)
         self, request: trainer_pb2.StatusRequest, context: grpc.ServicerContext
     ) -> trainer_pb2.TrainerStatus:
         self.calls += 1
+        if not self.up:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "trainer 0 is not running")
         return self.reply
 
     def set(self, **fields: Any) -> None:

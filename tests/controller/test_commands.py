@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import signal
 import subprocess
 import sys
-import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from a2c import cli
+from tests.cluster.apiserver import APIServer
+from tests.controller.conftest import CONTROLLER, CONTROLLER_TOKEN, NS
+from tests.helpers_procs import free_port, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -59,42 +65,81 @@ def test_the_controller_never_imports_torch() -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_a2c_controller_runs_against_an_api_server_and_stops_on_sigterm(kmock_server: Any, tmp_path: Any) -> None:
-    """The operator's entrypoint as a process: kubeconfig -> watch -> children -> SIGTERM -> exit 0."""
-    from kubernetes import client
+def _controller(kubeconfig: pathlib.Path, pod: str, metrics_port: int, log: pathlib.Path) -> subprocess.Popen[str]:
+    """`a2c controller` as the chart runs it: namespaced, leader election on, the pod's name from the downward API."""
+    env = {**os.environ, "POD_NAME": pod, "POD_NAMESPACE": NS}
+    return subprocess.Popen([sys.executable, "-m", "a2c", "controller", "--kubeconfig", str(kubeconfig), "--namespace",
+                             NS, "--metrics-port", str(metrics_port), "--resync-s", "1"], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
 
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _holder(apiserver: APIServer) -> str:
+    lease = apiserver.get("coordination.k8s.io/v1", "Lease", NS, "a2c-controller")
+    return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+
+
+def test_a2c_controller_runs_against_an_api_server_and_stops_on_sigterm(apiserver: APIServer, admin: Any,
+                                                                         tmp_path: pathlib.Path) -> None:
+    """The operator's entrypoint as a process, as the chart's ServiceAccount under the chart's Role:
+    kubeconfig -> Lease -> watch -> children -> status; /healthz; SIGTERM -> exit 0."""
     from a2c.controller import kube
 
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": kmock_server.url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u"}}],
-    }))
-    api = kube.Kube(client.ApiClient(client.Configuration(host=kmock_server.url)))
-    proc = subprocess.Popen([sys.executable, "-m", "a2c", "controller", "--kubeconfig", str(kubeconfig),
-                             "--metrics-port", "0", "--resync-s", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    kubeconfig = apiserver.kubeconfig(tmp_path / "kubeconfig", CONTROLLER_TOKEN)
+    port = free_port()
+    proc = _controller(kubeconfig, "ctrl-a", port, tmp_path / "controller.log")
     try:
-        api.request("POST", kube.path("a2c.dev/v1alpha1", "A2CJob", "ml"), body={
+        admin.request("POST", kube.path("a2c.dev/v1alpha1", "A2CJob", NS), body={
             "apiVersion": "a2c.dev/v1alpha1", "kind": "A2CJob", "spec": {},
-            "metadata": {"name": "cp", "namespace": "ml", "uid": "u-1", "generation": 1}})
-        deadline = time.monotonic() + 30
-        # the controller creates the children first and writes the status after: wait for both
-        while time.monotonic() < deadline and (len(api.list("apps/v1", "StatefulSet", "ml", {})) < 2 or
-                                               "status" not in api.get("a2c.dev/v1alpha1", "A2CJob", "ml", "cp")):
-            time.sleep(0.2)
-        assert sorted(o["metadata"]["name"] for o in api.list("apps/v1", "StatefulSet", "ml", {})) == [
-            "cp-player", "cp-trainer"]
-        assert api.get("a2c.dev/v1alpha1", "A2CJob", "ml", "cp")["status"]["phase"] == "Pending"  # nobody answers
-        # the kubeconfig's credentials are sent, and the pod watch asks only for our pods
-        writes = [r for method in ("post", "patch") for r in kmock_server.handler[method]]
-        ours = [r for r in writes if r.resource.plural != "a2cjobs" or r.subresource == "status"]  # not the test's
-        assert len(ours) >= 4 and all(r.headers.get("Authorization") == "Bearer t" for r in ours)
-        watches = [r for r in kmock_server.handler["get"] if r.params.get("watch") == "true"]
-        assert {r.params.get("labelSelector") for r in watches if "/pods" in str(r.url)} == {
-            "app.kubernetes.io/managed-by=a2c-controller"}
+            "metadata": {"name": "cp", "namespace": NS}})
+        apiserver.wait_for(lambda: len(apiserver.objects("apps/v1", "StatefulSet", NS)) == 2 and
+                           "status" in (apiserver.get("a2c.dev/v1alpha1", "A2CJob", NS, "cp") or {}), timeout=60)
+        job = apiserver.get("a2c.dev/v1alpha1", "A2CJob", NS, "cp")
+        assert job is not None and job["status"]["phase"] == "Pending"  # no trainer pod runs here
+        assert _holder(apiserver).startswith("ctrl-a_")
+        assert _get(f"http://127.0.0.1:{port}/healthz") == 200
+        mine = [r for r in apiserver.requests() if r.user == CONTROLLER]
+        refused = [r for r in mine if r.code in (401, 403)]
+        assert mine and not refused, refused  # the chart's Role grants every call (404s: GET before create)
+        pod_watches = {r.resource for r in mine if r.verb == "watch"}
+        assert pod_watches == {"pods", "a2cjobs"}
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 0, stderr
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, (tmp_path / "controller.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_replicas_one_leader_and_a_failover(apiserver: APIServer, admin: Any, tmp_path: pathlib.Path) -> None:
+    """Two controllers: only the Lease holder acts; the standby is healthy and takes over when the leader dies."""
+    from a2c.controller import kube
+
+    kubeconfig = apiserver.kubeconfig(tmp_path / "kubeconfig", CONTROLLER_TOKEN)
+    ports = {"ctrl-a": free_port(), "ctrl-b": free_port()}
+    procs = {pod: _controller(kubeconfig, pod, port, tmp_path / f"{pod}.log") for pod, port in ports.items()}
+    try:
+        apiserver.wait_for(lambda: _holder(apiserver), timeout=60)
+        leader = _holder(apiserver).split("_")[0]
+        standby = next(p for p in procs if p != leader)
+        wait_for(lambda: _get(f"http://127.0.0.1:{ports[standby]}/healthz") == 200, 30, "the standby's /healthz")
+        assert "leads" not in (tmp_path / f"{standby}.log").read_text()
+        procs[leader].kill()  # a node failure: no goodbye, the lease just stops being renewed
+        procs[leader].wait(10)
+        admin.request("POST", kube.path("a2c.dev/v1alpha1", "A2CJob", NS), body={
+            "apiVersion": "a2c.dev/v1alpha1", "kind": "A2CJob", "spec": {},
+            "metadata": {"name": "cp", "namespace": NS}})
+        apiserver.wait_for(lambda: _holder(apiserver).startswith(standby + "_"), timeout=60)
+        apiserver.wait_for(lambda: len(apiserver.objects("apps/v1", "StatefulSet", NS)) == 2, timeout=30)
+        assert "leads" in (tmp_path / f"{standby}.log").read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
