@@ -7,7 +7,7 @@ hyperparameters for the same budget on the same machine and score it the same wa
 are measured at the same budget. The zoo column is what rl-baselines3-zoo's `benchmark.md` publishes
 (one run each, at the zoo's own budget, which the table names).
 
-    pip install -e '.[bench,atari,mujoco]'
+    pip install -e '.[bench,atari,mujoco,box2d]'
     python bench/learning_suite.py                      # every task whose packages are installed
     python bench/learning_suite.py --tasks CartPole-v1 Acrobot-v1 --sb3
     python bench/learning_suite.py --budget-scale 0.1   # a quick pass (scores will be lower)
@@ -43,7 +43,7 @@ class Task:
     zoo_env: str                    # the id the zoo measured (older gymnasium / MuJoCo versions)
     a2c: list[str]                  # flags of `a2c local` (our translation of the zoo's hyperparameters)
     sb3: dict[str, Any]             # the zoo's hyperparameters for SB3's A2C
-    needs: str = ""                 # a module that must import (ale_py, mujoco)
+    needs: str = ""                 # a module that must import (ale_py, mujoco, Box2D)
     gpu_budget: int = 0             # budget where a GPU is present (0: the CPU budget)
     gpu_only: bool = False          # too long for a CPU run: only where a GPU is present
     extra: dict[str, Any] = field(default_factory=dict)
@@ -55,13 +55,29 @@ TASKS: dict[str, Task] = {t.env_id: t for t in [
     Task("Acrobot-v1", 500_000, (-83.353, 17.213, "500k"), "Acrobot-v1",
          ["--ent-coef", "0.01"],
          {"n_envs": 16, "ent_coef": 0.0, "normalize": True}),
+    # 2 trainers x 1 player x 4 copies: the zoo's 8 environments, 64 samples per update
     Task("Pendulum-v1", 1_000_000, (-162.965, 103.210, "1M, gSDE"), "Pendulum-v1",
          ["--normalize-obs", "true", "--normalize-reward", "true", "--n-steps", "8", "--gae-lambda", "0.9",
           "--vf-coef", "0.4", "--gamma", "0.9", "--lr", "7e-4", "--lr-schedule", "linear",
-          "--log-std-init", "-2", "--num-envs", "4"],
+          "--log-std-init", "-2", "--use-sde", "true", "--num-envs", "4"],
          {"n_envs": 8, "normalize": True, "ent_coef": 0.0, "max_grad_norm": 0.5, "n_steps": 8, "gae_lambda": 0.9,
           "vf_coef": 0.4, "gamma": 0.9, "use_rms_prop": True, "normalize_advantage": False,
           "learning_rate": "lin_7e-4", "use_sde": True, "policy_kwargs": {"log_std_init": -2, "ortho_init": False}}),
+    # zoo: n_envs 8 x n_steps 5, lin_0.00083, gamma 0.995, ent_coef 1e-5, SB3's other defaults (ours agree)
+    Task("LunarLander-v3", 200_000, (155.751, 80.419, "200k"), "LunarLander-v2",
+         ["--num-envs", "4", "--n-steps", "5", "--gamma", "0.995", "--lr", "0.00083", "--lr-schedule", "linear",
+          "--ent-coef", "0.00001"],
+         {"n_envs": 8, "n_steps": 5, "gamma": 0.995, "learning_rate": "lin_0.00083", "ent_coef": 0.00001},
+         needs="Box2D"),
+    # zoo: 4 environments (2 trainers x 1 player x 2 copies: 32 samples per update), gSDE resampled once per rollout
+    Task("LunarLanderContinuous-v3", 5_000_000, (84.225, 145.906, "5M, gSDE"), "LunarLanderContinuous-v2",
+         ["--normalize-obs", "true", "--normalize-reward", "true", "--n-steps", "8", "--gae-lambda", "0.9",
+          "--vf-coef", "0.4", "--gamma", "0.99", "--lr", "7e-4", "--lr-schedule", "linear",
+          "--log-std-init", "-2", "--use-sde", "true", "--num-envs", "2"],
+         {"n_envs": 4, "normalize": True, "ent_coef": 0.0, "max_grad_norm": 0.5, "n_steps": 8, "gae_lambda": 0.9,
+          "vf_coef": 0.4, "gamma": 0.99, "use_rms_prop": True, "normalize_advantage": False,
+          "learning_rate": "lin_7e-4", "use_sde": True, "policy_kwargs": {"log_std_init": -2, "ortho_init": False}},
+         needs="Box2D"),
     Task("HalfCheetah-v5", 1_000_000, (3041.174, 157.265, "1M"), "HalfCheetah-v3",
          # zoo's HalfCheetah entry is SB3's defaults + normalize (1 env x 5 steps, lr 7e-4); these are its
          # continuous-control settings of other tasks, without gSDE (docs/continuous.md)
@@ -110,8 +126,8 @@ def make(n, s):
     return make_vec_env(env_id, n_envs=n, seed=s)
 
 env = make(n_envs, seed)
-if normalize:
-    env = VecNormalize(env)
+if normalize:  # as the zoo: the reward normaliser's return is discounted by the algorithm's gamma
+    env = VecNormalize(env, gamma=hp.get("gamma", 0.99))
 model = A2C("CnnPolicy" if atari else "MlpPolicy", env, seed=seed, verbose=0, **hp)
 model.learn(total_timesteps=budget)
 train = [e["r"] for e in model.ep_info_buffer]
