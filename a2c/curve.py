@@ -1,40 +1,14 @@
 """The learning-curve picture a local run leaves behind (from its metrics.jsonl).
 
-Data flow: trainer 0's `journal` rows -> `read_journal` -> `plot`: the training rows' moving mean return as
-a line, the evaluation rows (`journal.is_eval`) as markers with ± std error bars, against env steps and
-against wall time.
+Data flow: trainer 0's metrics.jsonl -> `journal.read` -> `plot`: the training rows' moving mean return as
+a line, the evaluation rows as markers with ± std error bars, against env steps and against wall time.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from a2c import journal as journal_mod
-
-
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Rows of metrics.jsonl; a torn last line (a killed writer) is skipped."""
-    rows: list[dict[str, Any]] = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def training(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The training rows (one per iteration, in order), without the evaluation rows."""
-    return [r for r in rows if not journal_mod.is_eval(r)]
-
-
-def evaluations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The evaluation rows, by the env steps of the weights they evaluated."""
-    return sorted((r for r in rows if journal_mod.is_eval(r)), key=lambda r: r["env_steps"])
 
 
 def preload() -> None:
@@ -51,9 +25,9 @@ def plot(journal: Path, out: Path, target: float | None = None, title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    everything = read_journal(journal)
-    rows = [r for r in training(everything) if r.get("mean_return") is not None]
-    evals = evaluations(everything)
+    everything = journal_mod.read(journal)
+    rows = [r for r in journal_mod.training(everything) if r.get("mean_return") is not None]
+    evals = journal_mod.evaluations(everything)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, key, label in ((axes[0], "env_steps", "environment steps"), (axes[1], "time_s", "wall time (s)")):
         ax.plot([r[key] for r in rows], [r["mean_return"] for r in rows], color="tab:blue", lw=1.5,

@@ -1,13 +1,12 @@
 """The local launcher's watch loop: progress bar, restarts of lost players, failure and Ctrl-C handling.
 
-Data flow: reads trainer 0's metrics.jsonl as it grows (iteration, env steps, mean return; the newest
-evaluation row's greedy return) for the bar; polls the child processes; ends when the trainers end (or
-one fails, or the user interrupts).
+Data flow: follows trainer 0's metrics.jsonl as it grows (`journal.Follower`: iteration, env steps, mean
+return; the newest evaluation row's greedy return) for the bar; polls the child processes; ends when the
+trainers end (or one fails, or the user interrupts).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,44 +19,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from a2c import config, journal
 
 STOP_GRACE_S = 15.0
-
-
-class Journal:
-    """Follows metrics.jsonl as trainer 0 appends to it: `last` training row, `last_eval` evaluation row."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
-        self.last: dict[str, Any] | None = None
-        self.last_eval: dict[str, Any] | None = None
-
-    def poll(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return self.last
-        with self.path.open() as f:
-            f.seek(self.offset)
-            data = f.read()
-        end = data.rfind("\n")
-        if end >= 0:
-            self.offset += len(data[: end + 1].encode())
-            for line in data[: end + 1].splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if not isinstance(row, dict):
-                    continue
-                if journal.is_eval(row):
-                    self.last_eval = row
-                else:
-                    self.last = row
-        return self.last
-
-    def eval_text(self) -> str:
-        """'  eval 187.3 ± 12.1' for the bar, or '' before the first evaluation."""
-        row = self.last_eval
-        if row is None:
-            return ""
-        return f"  eval {row['eval_mean_return']:.1f} ± {row.get('eval_std_return', 0.0):.1f}"
 
 
 def stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
@@ -78,7 +39,7 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
               restart_trainers: Callable[[], object], start: float) -> int:
     """Watch the run until the trainers end; returns the launcher's exit code."""
     console = Console(stderr=True, soft_wrap=True)
-    follow = Journal(run_dir / "metrics.jsonl")
+    follow = journal.Follower(run_dir / journal.FILE)
     trainers = [c for c in children if c.role == "trainer"]
     players = [c for c in children if c.role == "player"]
     bar = Progress(

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from a2c import curve
+from a2c import journal
 
 
 @dataclass
@@ -153,7 +153,7 @@ def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extr
         wall = time.perf_counter() - start
         if out.returncode != 0:
             raise RuntimeError(f"a2c local failed (exit {out.returncode}): {shlex.join(cmd)}\n{out.stderr[-3000:]}")
-        train = [r for r in curve.training(curve.read_journal(Path(tmp) / "metrics.jsonl"))
+        train = [r for r in journal.training(journal.read(Path(tmp) / "metrics.jsonl"))
                  if r.get("mean_return") is not None]
         ev = subprocess.run([sys.executable, "-m", "a2c", "eval", tmp, "--episodes", str(episodes),
                              "--seed", str(seed + 10_000), "--json"], capture_output=True, text=True)

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from a2c import curve
+from a2c import journal
 
 SB3_SCRIPT = r"""
 import sys, json, time
@@ -64,7 +64,7 @@ def run_a2c(seed: int, extra: list[str]) -> dict:
         wall = time.perf_counter() - start
         if out.returncode != 0:
             raise SystemExit(f"a2c local failed (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
-        rows = curve.training(curve.read_journal(Path(tmp) / "metrics.jsonl"))  # evaluation rows have their own
+        rows = journal.training(journal.read(Path(tmp) / "metrics.jsonl"))  # evaluation rows have their own
     last = rows[-1]
     mean = last["mean_return"] or 0.0
     return {"wall_s": wall, "env_steps": last["env_steps"], "mean_return": mean, "solved": mean >= 475}

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("ale_py")
 pytest.importorskip("cv2")
 
-from a2c import agent, atari, config, curve, env, rollout  # noqa: E402
+from a2c import agent, atari, config, env, journal, rollout  # noqa: E402
 from a2c.service import codec  # noqa: E402
 from tests.test_player import collector, spec_for  # noqa: E402
 
@@ -151,7 +151,7 @@ def test_a2c_local_trains_breakout_over_grpc(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = curve.read_journal(tmp_path / "metrics.jsonl")
+    rows = journal.read(tmp_path / "metrics.jsonl")
     assert rows and rows[0]["iteration"] == 1 and rows[-1]["env_steps"] >= 60, rows
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert "refused" not in logs, logs

@@ -25,12 +25,6 @@ def _journal(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
     return path
 
 
-def test_training_and_evaluation_rows_are_told_apart(tmp_path: Path) -> None:
-    rows = curve.read_journal(_journal(tmp_path, ROWS))
-    assert [r["iteration"] for r in curve.training(rows)] == [1, 2, 3]
-    assert [r["env_steps"] for r in curve.evaluations(rows)] == [128, 256], "ordered by the weights' env steps"
-
-
 def test_plot_with_and_without_evaluations(tmp_path: Path) -> None:
     for name, rows in (("with", ROWS), ("without", ROWS[:3])):
         png = curve.plot(_journal(tmp_path, rows), tmp_path / f"{name}.png", target=475.0)

@@ -1,4 +1,5 @@
-"""journal.py: metrics.jsonl rows from two threads, the same numbers in TensorBoard, a clear error without it."""
+"""journal.py: metrics.jsonl rows from two threads, the same numbers in TensorBoard, a clear error without it;
+reading the file back, and following it while it grows."""
 
 from __future__ import annotations
 
@@ -77,3 +78,30 @@ def test_without_the_package_the_flag_fails_at_start_up_with_the_fix(tmp_path: P
     assert not run_dir.exists(), "refused before anything started"
     assert trainer.run(config.TrainerConfig(rank=0, run_dir=str(run_dir), tensorboard="tb", metrics_port=-1)) == 2
     journal.Journal(tmp_path / "metrics.jsonl").close()  # without the flag nothing needs it
+
+
+def test_read_tells_training_and_evaluation_rows_apart(tmp_path: Path) -> None:
+    path = tmp_path / journal.FILE
+    late_eval = {**EVAL, "iteration": 1, "env_steps": 128}  # came back after the evaluation of iteration 2
+    path.write_text("".join(json.dumps(r) + "\n" for r in (TRAIN, EVAL, late_eval)) + '{"iteration": 4, "env_st')
+    rows = journal.read(path)
+    assert rows == [TRAIN, EVAL, late_eval], "a torn last line is skipped"
+    assert journal.training(rows) == [TRAIN]
+    assert [r["env_steps"] for r in journal.evaluations(rows)] == [128, 256], "ordered by the weights' env steps"
+    assert journal.read(tmp_path / "nothing-yet.jsonl") == []
+
+
+def test_follower_follows_training_rows_and_remembers_the_newest_evaluation(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    follow = journal.Follower(path)
+    assert follow.poll() is None and follow.eval_text() == ""
+    train = {"iteration": 7, "env_steps": 896, "mean_return": 30.5, "steps_per_s": 1000.0}
+    evaluation = {"iteration": 5, "env_steps": 640, "time_s": 1.0, "eval_mean_return": 187.25, "eval_std_return": 12.0}
+    with path.open("a") as f:
+        f.write(json.dumps(train) + "\n" + json.dumps(evaluation) + "\n" + '{"iteration": 8')  # last line torn
+    assert follow.poll() == train, "an evaluation row is not the newest training row"
+    assert follow.last_eval == evaluation and follow.eval_text() == "  eval 187.2 ± 12.0"
+    with path.open("a") as f:
+        f.write(', "env_steps": 1024, "mean_return": 31.0}\n')
+    assert follow.poll() == {"iteration": 8, "env_steps": 1024, "mean_return": 31.0}
+    assert follow.last_eval == evaluation

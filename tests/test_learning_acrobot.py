@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, curve
+from a2c import checkpoint, journal
 
 BUDGET = 300_000
 
@@ -35,7 +35,7 @@ def test_local_learns_acrobot(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    rows = curve.training(curve.read_journal(tmp_path / "metrics.jsonl"))
+    rows = journal.training(journal.read(tmp_path / "metrics.jsonl"))
     final = rows[-1]
     assert final["mean_return"] is not None and final["mean_return"] > -150, out
     assert final["episodes"] >= 100, "the mean is over a full window of episodes"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, curve, evaluate
+from a2c import checkpoint, evaluate, journal
 
 BUDGET = 100_000
 
@@ -33,7 +33,7 @@ def test_local_learns_inverted_pendulum(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    rows = curve.read_journal(tmp_path / "metrics.jsonl")
+    rows = journal.read(tmp_path / "metrics.jsonl")
     final = rows[-1]
     assert final["mean_return"] is not None and final["mean_return"] > 700, out
     assert final["episodes"] >= 20, "the mean is over a full window of episodes"
@@ -58,7 +58,7 @@ def test_local_learns_inverted_pendulum_with_gsde(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    final = curve.read_journal(tmp_path / "metrics.jsonl")[-1]
+    final = journal.read(tmp_path / "metrics.jsonl")[-1]
     assert final["mean_return"] is not None and final["mean_return"] > 700, out
     assert final["episodes"] >= 20 and final["env_steps"] <= BUDGET + 2_000
     loaded = evaluate.load(tmp_path)

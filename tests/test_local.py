@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, config, curve, local
+from a2c import checkpoint, config, journal, local
 from tests.helpers_procs import wait_for
 
 
@@ -25,7 +25,7 @@ def _launch(run_dir: Path, *flags: str) -> subprocess.Popen[str]:
 
 
 def _iteration(run_dir: Path) -> int:
-    rows = curve.training(curve.read_journal(run_dir / "metrics.jsonl"))
+    rows = journal.training(journal.read(run_dir / "metrics.jsonl"))
     return int(rows[-1]["iteration"]) if rows else 0
 
 
@@ -58,14 +58,14 @@ def test_local_defaults_learn_cartpole(tmp_path: Path) -> None:
     proc = _launch(tmp_path, "--max-env-steps", "400000", "--seed", "3")
     out = _finish(proc, 420)
     assert proc.returncode == 0, out
-    rows = curve.training(curve.read_journal(tmp_path / "metrics.jsonl"))
+    rows = journal.training(journal.read(tmp_path / "metrics.jsonl"))
     assert {"iteration", "env_steps", "mean_return", "time_s"} <= set(rows[-1])
     first = next(r["mean_return"] for r in rows if r["mean_return"] is not None)
     assert first < 100, "an untrained policy should not balance the pole"
     assert rows[-1]["mean_return"] >= 400, out
     assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
     assert (tmp_path / "checkpoints").is_dir() and list((tmp_path / "checkpoints").glob("ckpt-*.pt"))
-    evaluations = curve.evaluations(curve.read_journal(tmp_path / "metrics.jsonl"))
+    evaluations = journal.evaluations(journal.read(tmp_path / "metrics.jsonl"))
     assert evaluations, "evaluation is on by default (every 100 iterations)"
     assert all(r["iteration"] % 100 == 0 and r["eval_episodes"] == 10 for r in evaluations)
     assert "last evaluation: greedy return" in out
@@ -91,7 +91,7 @@ def test_killed_player_is_restarted_and_trainers_keep_going(tmp_path: Path) -> N
         out = _finish(proc, 180)
     assert proc.returncode == 0, out
     assert "player-1 exited with code -9; restarting it" in out
-    rows = curve.training(curve.read_journal(tmp_path / "metrics.jsonl"))
+    rows = journal.training(journal.read(tmp_path / "metrics.jsonl"))
     assert rows[-1]["env_steps"] >= 60000
 
 
@@ -108,7 +108,7 @@ def test_killed_trainer_group_resumes_from_its_checkpoint(tmp_path: Path) -> Non
         out = _finish(proc, 240)
     assert proc.returncode == 0, out
     assert "restarting every trainer from the newest checkpoint (1/2)" in out
-    rows = curve.training(curve.read_journal(tmp_path / "metrics.jsonl"))
+    rows = journal.training(journal.read(tmp_path / "metrics.jsonl"))
     its = [r["iteration"] for r in rows]
     back = [(a, b) for a, b in zip(its, its[1:], strict=False) if b != a + 1]
     assert len(back) == 1, back

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from a2c import checkpoint, curve, evaluate
+from a2c import checkpoint, curve, evaluate, journal
 from tests.helpers_procs import free_port, wait_for
 
 
@@ -45,7 +45,7 @@ def test_sigterm_writes_a_final_checkpoint_and_exits_zero(tmp_path: Path) -> Non
     player = _spawn("player", {"A2C_PLAYER_INDEX": "0", "A2C_NUM_TRAINERS": "1", "A2C_METRICS_PORT": "0",
                                "A2C_TRAINER_ADDRESS": f"127.0.0.1:{grpc_port}"}, tmp_path / "player.log")
     try:
-        wait_for(lambda: len(curve.read_journal(tmp_path / "metrics.jsonl")) >= 20, 120, "training to start")
+        wait_for(lambda: len(journal.read(tmp_path / "metrics.jsonl")) >= 20, 120, "training to start")
         trainer.send_signal(signal.SIGTERM)
         player.send_signal(signal.SIGTERM)
         assert trainer.wait(20) == 0, (tmp_path / "trainer.log").read_text()
@@ -54,7 +54,7 @@ def test_sigterm_writes_a_final_checkpoint_and_exits_zero(tmp_path: Path) -> Non
         for p in (trainer, player):
             if p.poll() is None:
                 p.kill()
-    last = curve.training(curve.read_journal(tmp_path / "metrics.jsonl"))[-1]["iteration"]
+    last = journal.training(journal.read(tmp_path / "metrics.jsonl"))[-1]["iteration"]
     state = checkpoint.load_latest(tmp_path)
     assert state is not None and state["version"] == last, "the final checkpoint holds the last iteration"
     assert "STOPPING" in (tmp_path / "trainer.log").read_text()
@@ -107,7 +107,7 @@ def test_periodic_evaluation_records_true_numbers_and_survives_a_killed_evaluato
                                "A2C_TRAINER_ADDRESS": f"127.0.0.1:{grpc_port}"}, tmp_path / "player.log")
 
     def evals() -> list[dict[str, object]]:
-        return curve.evaluations(curve.read_journal(tmp_path / "metrics.jsonl"))
+        return journal.evaluations(journal.read(tmp_path / "metrics.jsonl"))
 
     try:
         wait_for(lambda: evals(), 120, "a first evaluation")
@@ -127,7 +127,7 @@ def test_periodic_evaluation_records_true_numbers_and_survives_a_killed_evaluato
         for p in (trainer, player):
             if p.poll() is None:
                 p.kill()
-    rows = curve.read_journal(tmp_path / "metrics.jsonl")
+    rows = journal.read(tmp_path / "metrics.jsonl")
     training, evaluations = curve.training(rows), curve.evaluations(rows)
     assert [r["iteration"] for r in training] == list(range(1, len(training) + 1)), "training rows as before"
     versions = [int(r["iteration"]) for r in evaluations]
