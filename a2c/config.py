@@ -5,16 +5,21 @@ a pod is configured) and hands it to `player.run`, `trainer.run` or `local.run`.
 Helm chart render the same flag names, so the names here are the contract between them.
 
 Each field's `help` metadata is its `--help` text; `env` names the environment variable read when the
-flag is absent (default: `A2C_<FIELD_NAME_UPPER>`).
+flag is absent (default: `A2C_<FIELD_NAME_UPPER>`). Every knob is a field, with its flag and its variable.
+Groups (`EnvConfig`, `AlgoConfig`, `StopConfig`) nest and are flattened into flags; `TrainingConfig` is
+the group `a2c trainer` and `a2c local` share, by inheritance.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import socket
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -89,63 +94,98 @@ class StopConfig:
     max_env_steps: int = opt(2_000_000, "stop after this many environment steps in total")
 
 
-# A pod of a StatefulSet is restarted whatever its exit code: under the controller a finished process
-# must stay up (a trainer serving its final status) until the controller scales the job down.
-HOLD_HELP = ("when training has ended, keep running (a trainer keeps serving its final status) until SIGTERM "
-             "instead of exiting: a StatefulSet restarts any process that exits")
+JOB_HELP = "name of the run: the a2c_job label of every metric (the controller sets the A2CJob's name)"
+BACKENDS, DEVICES = ("auto", "gloo", "nccl"), ("auto", "cpu", "cuda")
+
+
+def check_evaluation(interval: int = 0, episodes: int = 1) -> None:
+    """The one check of the periodic-evaluation flags (a trainer's, `a2c local`'s before anything starts, and
+    the evaluator's): ValueError saying which values are wrong."""
+    if interval < 0 or episodes < 1:
+        raise ValueError(f"--eval-interval must be >= 0 and --eval-episodes >= 1, got {interval} and {episodes}")
 
 
 @dataclass
-class TrainerConfig:
+class ProcessConfig:
+    """What a trainer and a player process both have: a metrics port, TLS files, and how to end."""
+
+    metrics_port: int = opt(9090, "Prometheus /metrics port (0 picks a free one, -1 disables)")
+    tls_cert: str = opt("", "PEM certificate (chain): a trainer's server certificate, or a player's client "
+                        "certificate for a trainer that requires mutual TLS; with --tls-key ('' = plaintext)")
+    tls_key: str = opt("", "PEM private key of --tls-cert")
+    tls_ca: str = opt("", "PEM CA bundle: a trainer with it requires client certificates it signed (mutual TLS); "
+                      "a player verifies its trainer with it, and set (or --tls-cert) turns TLS on ('' = plaintext)")
+    # A pod of a StatefulSet is restarted whatever its exit code: under the controller a finished process
+    # must stay up (a trainer serving its final status) until the controller scales the job down.
+    hold_when_done: bool = opt(False, "when training has ended, keep running (a trainer keeps serving its final "
+                               "status) until SIGTERM instead of exiting: a StatefulSet restarts any process that "
+                               "exits")
+
+
+@dataclass
+class TrainingConfig:
+    """What every trainer of a run is told about training, whoever starts it: one group for `a2c trainer` and
+    `a2c local`. Both configs are one by inheritance (a trainer's flags stay flat, as pods set them), and the
+    launcher hands its own values to each trainer it starts (`local.plan`)."""
+
+    players_per_trainer: int = opt(1, "players per trainer (P)")
+    checkpoint_interval: int = opt(100, "iterations between checkpoints (trainer 0)")
+    round_timeout_s: float = opt(5.0, "seconds a round waits for its players before stepping without them")
+    backend: str = opt("auto", "torch.distributed backend of the trainers", choices=BACKENDS)
+    device: str = opt("auto", "training device", choices=DEVICES)
+    eval_interval: int = opt(100, "iterations between greedy evaluations by trainer 0 in a side process "
+                             "(metrics.jsonl, learning curve; 0 disables)")
+    eval_episodes: int = opt(10, "episodes per periodic evaluation")
+    tensorboard: str = opt("", "directory for TensorBoard event files of trainer 0 ('' = off; view with "
+                           "tensorboard --logdir DIR)")
+    torch_threads: int = opt(1, "torch intra-op threads of each trainer")
+    job: str = opt("local", JOB_HELP, env="A2C_JOB")
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+
+    def check(self) -> None:
+        """ValueError for values no trainer can start with."""
+        check_evaluation(self.eval_interval, self.eval_episodes)
+
+
+@dataclass
+class TrainerConfig(ProcessConfig, TrainingConfig):
     rank: int = opt(-1, "this trainer's rank (-1: from the pod ordinal in the hostname)", env="RANK")
     world_size: int = opt(1, "number of trainers", env="WORLD_SIZE")
     master_addr: str = opt("127.0.0.1", "address of trainer 0 for the DDP rendezvous", env="MASTER_ADDR")
     master_port: int = opt(29500, "port of the DDP rendezvous", env="MASTER_PORT")
+    dist_timeout_s: float = opt(120.0, "process-group timeout: a lost peer ends the trainer after this")
     host: str = opt("0.0.0.0", "address the gRPC server binds")
     port: int = opt(50051, "gRPC port (0 picks a free one)")
-    metrics_port: int = opt(9090, "Prometheus /metrics port (0 picks a free one, -1 disables)")
-    players_per_trainer: int = opt(1, "players expected per trainer (P)")
-    run_dir: str = opt("runs/latest", "directory for checkpoints and metrics.jsonl")
-    checkpoint_interval: int = opt(100, "iterations between checkpoints (trainer 0)")
-    keep_checkpoints: int = opt(3, "checkpoints kept on disk")
-    round_timeout_s: float = opt(5.0, "seconds a round waits for its players before stepping without them")
-    start_timeout_s: float = opt(60.0, "seconds the first round waits for players to connect")
-    dist_timeout_s: float = opt(120.0, "process-group timeout: a lost peer ends the trainer after this")
-    backend: str = opt("auto", "torch.distributed backend", choices=("auto", "gloo", "nccl"))
-    device: str = opt("auto", "training device", choices=("auto", "cpu", "cuda"))
-    max_queue: int = opt(0, "rollouts queued at most (0: 4 per expected player); more get RESOURCE_EXHAUSTED")
     max_message_mb: int = opt(64, "largest gRPC message accepted, MiB (chunks stay far below)")
+    max_queue: int = opt(0, "rollouts queued at most (0: 4 per expected player); more get RESOURCE_EXHAUSTED")
+    start_timeout_s: float = opt(60.0, "seconds the first round waits for players to connect")
     linger_s: float = opt(2.0, "seconds to keep serving after training ends, so players hear it")
-    tls_cert: str = opt("", "PEM certificate (chain) of the gRPC server; with --tls-key turns TLS on ('' = plaintext)")
-    tls_key: str = opt("", "PEM private key of --tls-cert")
-    tls_ca: str = opt("", "PEM CA bundle: clients must present a certificate it signed (mutual TLS)")
-    eval_interval: int = opt(100, "iterations between greedy evaluations by trainer 0 in a side process (0 disables)")
-    eval_episodes: int = opt(10, "episodes per periodic evaluation")
-    tensorboard: str = opt("", "directory for TensorBoard event files of trainer 0 ('' = off)")
-    hold_when_done: bool = opt(False, HOLD_HELP)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
-    stop: StopConfig = field(default_factory=StopConfig)
+    run_dir: str = opt("runs/latest", "directory for checkpoints and metrics.jsonl")
+    keep_checkpoints: int = opt(3, "checkpoints kept on disk")
+
+    def check(self) -> None:
+        super().check()
+        if self.dist_timeout_s <= max(self.round_timeout_s, self.start_timeout_s):
+            raise ValueError("--dist-timeout-s must exceed --round-timeout-s and --start-timeout-s, or trainers "
+                             "waiting for players would time out their peers")
 
     def resolved_rank(self) -> int:
         return self.rank if self.rank >= 0 else ordinal_from_hostname("RANK")
 
 
 @dataclass
-class PlayerConfig:
+class PlayerConfig(ProcessConfig):
     player_index: int = opt(-1, "this player's index j (-1: from the pod ordinal in the hostname)")
     num_trainers: int = opt(1, "number of trainers N; player j uploads to trainer j mod N")
     trainer_address: str = opt(
         "127.0.0.1:50051",
         "trainer gRPC address; '{trainer}' is replaced by j mod N (e.g. job-trainer-{trainer}.svc:50051)",
     )
-    metrics_port: int = opt(9090, "Prometheus /metrics port (0 picks a free one, -1 disables)")
     connect_timeout_s: float = opt(300.0, "seconds to keep retrying an unreachable trainer before giving up")
     torch_threads: int = opt(1, "torch intra-op threads")
-    tls_cert: str = opt("", "PEM client certificate for a trainer that requires mutual TLS (with --tls-key)")
-    tls_key: str = opt("", "PEM private key of --tls-cert")
-    tls_ca: str = opt("", "PEM CA bundle that verifies the trainer; set (or --tls-cert) turns TLS on ('' = plaintext)")
-    hold_when_done: bool = opt(False, HOLD_HELP)
+    job: str = opt("local", JOB_HELP, env="A2C_JOB")
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
@@ -157,24 +197,17 @@ class PlayerConfig:
 
 
 @dataclass
-class LocalConfig:
+class LocalConfig(TrainingConfig):
+    """`a2c local`: the training group, handed to every trainer, and how the launcher runs the processes."""
+
     trainers: int = opt(2, "number of trainer processes (N)")
-    players_per_trainer: int = opt(1, "player processes per trainer (P)")
     run_dir: str = opt("", "run directory (default: runs/<env>-<timestamp>)")
-    checkpoint_interval: int = opt(100, "iterations between checkpoints")
     progress: bool = opt(True, "show a progress bar")
     plot: bool = opt(True, "write learning_curve.png at the end")
     max_player_restarts: int = opt(3, "times a lost player process is restarted")
     max_trainer_restarts: int = opt(2, "times the trainer group is restarted from its checkpoint after a failure")
-    round_timeout_s: float = opt(5.0, "seconds a round waits for its players")
-    backend: str = opt("auto", "torch.distributed backend of the trainers", choices=("auto", "gloo", "nccl"))
-    device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=("auto", "cpu", "cuda"))
-    eval_interval: int = opt(100, "iterations between greedy evaluations (metrics.jsonl, learning curve; 0 disables)")
-    eval_episodes: int = opt(10, "episodes per periodic evaluation")
-    tensorboard: str = opt("", "directory for TensorBoard event files ('' = off; view with tensorboard --logdir DIR)")
-    env: EnvConfig = field(default_factory=EnvConfig)
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
-    stop: StopConfig = field(default_factory=StopConfig)
+    # one machine rarely has one GPU per trainer (NCCL needs that): its trainers train on the CPU unless asked
+    device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=DEVICES)
 
 
 def ordinal_from_hostname(what: str) -> int:
@@ -193,17 +226,36 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _nested(f: dataclasses.Field[Any]) -> type | None:
-    """The config group a field holds, or None for a leaf (annotations are strings here)."""
-    return {"EnvConfig": EnvConfig, "AlgoConfig": AlgoConfig, "StopConfig": StopConfig}.get(str(f.type))
+def env_name(f: dataclasses.Field[Any]) -> str:
+    """The environment variable a field falls back to: its `env` metadata, else A2C_<FIELD_NAME>."""
+    return str(f.metadata.get("env", "A2C_" + f.name.upper()))
 
 
-def _leaves(cls: type) -> list[dataclasses.Field[Any]]:
-    out: list[dataclasses.Field[Any]] = []
-    for f in dataclasses.fields(cls):
-        sub = _nested(f)
-        out.extend(_leaves(sub) if sub is not None else [f])
-    return out
+@functools.cache
+def _types(cls: type) -> dict[str, Any]:
+    """Field name -> type, resolved (this module's annotations are strings under `from __future__`)."""
+    return typing.get_type_hints(cls)
+
+
+def _group(cls: type, f: dataclasses.Field[Any]) -> type | None:
+    """The config group a field holds (EnvConfig, ...), or None for a leaf."""
+    t = _types(cls)[f.name]
+    return t if isinstance(t, type) and dataclasses.is_dataclass(t) else None
+
+
+def _walk(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Any]]:
+    """(field, type) of every leaf: the class's own first, then its groups' (the order of --help)."""
+    fields = dataclasses.fields(cls)
+    yield from ((f, _types(cls)[f.name]) for f in fields if _group(cls, f) is None)
+    for f in fields:
+        sub = _group(cls, f)
+        if sub is not None:
+            yield from _walk(sub)
+
+
+def leaves(cls: type) -> list[dataclasses.Field[Any]]:
+    """Every leaf field of `cls`, nested groups flattened: one flag (and environment variable) each."""
+    return [f for f, _ in _walk(cls)]
 
 
 def _parse_bool(text: str) -> bool:
@@ -215,19 +267,17 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
-_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": _parse_bool}
+_PARSE: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str, bool: _parse_bool}
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per leaf field of `cls` (nested config groups are flattened)."""
-    for f in _leaves(cls):
-        type_name = str(f.type)
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "type": _TYPES[type_name]}
-        env = f.metadata.get("env", "A2C_" + f.name.upper())
-        kwargs["help"] = f"{f.metadata.get('help', '')} (default: {f.default!r}; env {env})"
+    for f, kind in _walk(cls):
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "type": _PARSE[kind]}
+        kwargs["help"] = f"{f.metadata.get('help', '')} (default: {f.default!r}; env {env_name(f)})"
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        if type_name == "bool":
+        if kind is bool:
             kwargs["metavar"] = "BOOL"
         parser.add_argument(_flag(f.name), **kwargs)
 
@@ -237,21 +287,20 @@ def from_namespace(cls: type[T], ns: argparse.Namespace, environ: dict[str, str]
     environ = dict(os.environ) if environ is None else environ
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        sub = _nested(f)
+        sub = _group(cls, f)
         if sub is not None:
             values[f.name] = from_namespace(sub, ns, environ)
             continue
         value = getattr(ns, f.name, None)
-        if value is None:
-            env = f.metadata.get("env", "A2C_" + f.name.upper())
-            if env in environ and environ[env] != "":
-                try:
-                    value = _TYPES[str(f.type)](environ[env])
-                except (ValueError, argparse.ArgumentTypeError) as exc:
-                    raise ValueError(f"environment variable {env}={environ[env]!r}: {exc}") from exc
-                choices = f.metadata.get("choices")
-                if choices is not None and value not in choices:
-                    raise ValueError(f"environment variable {env}={environ[env]!r}: expected one of {list(choices)}")
+        env = env_name(f)
+        if value is None and environ.get(env, "") != "":
+            try:
+                value = _PARSE[_types(cls)[f.name]](environ[env])  # type: ignore[arg-type]
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise ValueError(f"environment variable {env}={environ[env]!r}: {exc}") from exc
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ValueError(f"environment variable {env}={environ[env]!r}: expected one of {list(choices)}")
         if value is not None:
             values[f.name] = value
     return cls(**values)

@@ -83,8 +83,7 @@ class Evaluator:
     def __init__(self, env_cfg: config.EnvConfig, algo: config.AlgoConfig, episodes: int, seed: int,
                  on_result: Callable[[Outcome], object], on_failure: Callable[[str], object] | None = None,
                  command: list[str] | None = None, max_failures: int = 3) -> None:
-        if episodes < 1:
-            raise ValueError(f"--eval-episodes must be at least 1, got {episodes}")
+        config.check_evaluation(episodes=episodes)
         self.env_cfg, self.algo, self.episodes, self.seed = env_cfg, algo, episodes, seed
         self.on_result, self.on_failure = on_result, on_failure
         self.command = list(command or COMMAND)

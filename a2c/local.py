@@ -3,7 +3,8 @@ gloo on 127.0.0.1) and N*P player processes talking gRPC on loopback, started an
 launcher, which plays the controller's part.
 
 Data flow: launcher -> processes (forked, each running `trainer.run` / `player.run`, logs in
-<run_dir>/logs) -> trainer 0 writes metrics.jsonl -> launcher's progress bar -> learning_curve.png.
+<run_dir>/logs; every trainer gets this run's `config.TrainingConfig` as it is) -> trainer 0 writes
+metrics.jsonl -> launcher's progress bar (`supervisor`) -> learning_curve.png (`curve`).
 A lost player is restarted (up to --max-player-restarts); a failed trainer ends the run with its log
 shown; Ctrl-C stops every child. Children die with the launcher (PR_SET_PDEATHSIG), never orphaned.
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2c import config, curve, journal, metrics, player, supervisor, trainer
+from a2c import config, curve, journal, player, supervisor, trainer
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +90,19 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
     master_port = free_port()
     grpc_ports = [free_port() for _ in range(n)]
     logs = run_dir / "logs"
+    # the training group as the user gave it, to every trainer (the rest is where each one runs)
+    training = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(config.TrainingConfig)}
     children = []
     for rank in range(n):
         tc = config.TrainerConfig(
-            rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port, host="127.0.0.1",
-            port=grpc_ports[rank], metrics_port=free_port(), players_per_trainer=p, run_dir=str(run_dir),
-            checkpoint_interval=cfg.checkpoint_interval, round_timeout_s=cfg.round_timeout_s, linger_s=5.0,
-            backend=cfg.backend, device=cfg.device, eval_interval=cfg.eval_interval,
-            eval_episodes=cfg.eval_episodes, tensorboard=cfg.tensorboard, env=cfg.env, algo=cfg.algo, stop=cfg.stop,
+            **training, rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port,
+            host="127.0.0.1", port=grpc_ports[rank], metrics_port=free_port(), run_dir=str(run_dir), linger_s=5.0,
         )
         children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
     for j in range(n * p):
         pc = config.PlayerConfig(
             player_index=j, num_trainers=n, trainer_address=f"127.0.0.1:{grpc_ports[j % n]}",
-            metrics_port=free_port(), env=cfg.env, algo=cfg.algo,
+            metrics_port=free_port(), job=cfg.job, env=cfg.env, algo=cfg.algo,
         )
         children.append(Child(f"player-{j}", "player", pc, logs / f"player-{j}.log", pc.metrics_port))
     return children
@@ -144,8 +144,10 @@ def default_run_dir(cfg: config.LocalConfig) -> Path:
 
 def check(cfg: config.LocalConfig) -> str | None:
     """Why this run cannot start (said before any process starts), or None."""
-    if cfg.eval_interval < 0 or cfg.eval_episodes < 1:
-        return f"--eval-interval must be >= 0 and --eval-episodes >= 1, got {cfg.eval_interval} and {cfg.eval_episodes}"
+    try:
+        cfg.check()
+    except ValueError as exc:
+        return str(exc)
     if cfg.tensorboard:
         try:
             journal.require_tensorboard()
@@ -163,7 +165,7 @@ def run(cfg: config.LocalConfig) -> int:
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     if not cfg.run_dir:
         _link_latest(run_dir)
-    (run_dir / "config.json").write_text(json.dumps(_asdict(cfg), indent=1))
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     if cfg.plot:  # matplotlib's import overlaps training instead of delaying the end of the run
@@ -174,7 +176,7 @@ def run(cfg: config.LocalConfig) -> int:
         import torch._dynamo  # noqa: F401
     for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
-    write_targets(run_dir, children, metrics.job_name())
+    write_targets(run_dir, children, cfg.job)
     write_pids(run_dir, children)
     def restart_player(child: Child) -> None:
         child.start(ctx)
@@ -193,14 +195,11 @@ def run(cfg: config.LocalConfig) -> int:
         write_pids(run_dir, children)
 
     outcome = supervisor.supervise(cfg, run_dir, children, restart_player, restart_trainers, start)
-    if cfg.plot and (run_dir / "metrics.jsonl").exists():
-        png = curve.plot(run_dir / "metrics.jsonl", run_dir / "learning_curve.png", cfg.stop.target_return,
+    if cfg.plot and (run_dir / journal.FILE).exists():
+        png = curve.plot(run_dir / journal.FILE, run_dir / "learning_curve.png", cfg.stop.target_return,
                          f"a2c {cfg.env.env_id}: {cfg.trainers} trainer(s) x {cfg.players_per_trainer} player(s) each")
         print(f"learning curve: {png}")
     if cfg.tensorboard:
         print(f"TensorBoard event files: {cfg.tensorboard} (view them with: tensorboard --logdir {cfg.tensorboard})")
     return outcome
 
-
-def _asdict(obj: Any) -> Any:
-    return dataclasses.asdict(obj)

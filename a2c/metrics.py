@@ -1,10 +1,10 @@
 """Prometheus metrics of every role, all named `a2c_...`.
 
-Every series carries the same low-cardinality labels: `a2c_job` (the A2CJob or local run name), `role`
-(trainer, player, controller) and `rank` (trainer rank or player index). (`job` itself is left to
-Prometheus, which sets it on every target.) Call `bind()` once per process, then use `labels()` to get
-the child series of this process. The dashboards and alert rules in deploy/ name these metrics;
-a test checks that every name they use is exported here.
+Every series carries the same low-cardinality labels: `a2c_job` (the A2CJob or local run name: a role's
+--job, env A2C_JOB), `role` (trainer, player, controller) and `rank` (trainer rank or player index).
+(`job` itself is left to Prometheus, which sets it on every target.) Call `bind()` once per process, then
+use `labels()` to get the child series of this process. The dashboards and alert rules in deploy/ name
+these metrics; a test checks that every name they use is exported here.
 """
 
 from __future__ import annotations
@@ -89,13 +89,6 @@ EVAL_FAILURES = Counter("a2c_eval_failures", "Evaluations lost: the evaluator pr
 CONTROLLER_RECONCILES = Counter("a2c_controller_reconciles", "Reconciles, by result", BASE + ("result",))
 CONTROLLER_ERRORS = Counter("a2c_controller_errors", "Reconcile errors", BASE)
 CONTROLLER_JOBS = Gauge("a2c_controller_jobs", "A2CJobs by phase", BASE + ("phase",))
-
-
-def job_name() -> str:
-    """The a2c_job label: $A2C_JOB (the controller sets the A2CJob's name), else "local"."""
-    import os
-
-    return os.environ.get("A2C_JOB", "local")
 
 
 def bind(job: str, role: str, rank: int | str) -> None:

@@ -84,7 +84,7 @@ def run(cfg: config.PlayerConfig) -> int:
     index = cfg.resolved_index()
     credentials = tls.channel_credentials(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)  # None: plaintext
     address = cfg.resolved_trainer_address()
-    metrics.bind(metrics.job_name(), "player", index)
+    metrics.bind(cfg.job, "player", index)
     port = metrics.serve(cfg.metrics_port)
     torch.set_num_threads(cfg.torch_threads)
     stop = threading.Event()

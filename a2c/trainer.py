@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import os
 import signal
 import threading
 import time
@@ -74,12 +73,7 @@ class Progress:
 
 class Trainer:
     def __init__(self, cfg: config.TrainerConfig, rank: int) -> None:
-        if cfg.dist_timeout_s <= max(cfg.round_timeout_s, cfg.start_timeout_s):
-            raise ValueError("--dist-timeout-s must exceed --round-timeout-s and --start-timeout-s, or trainers "
-                             "waiting for players would time out their peers")
-        if cfg.eval_interval < 0 or cfg.eval_episodes < 1:
-            raise ValueError(f"--eval-interval must be >= 0 and --eval-episodes >= 1, got {cfg.eval_interval} and "
-                             f"{cfg.eval_episodes}")
+        cfg.check()
         self.cfg, self.rank = cfg, rank
         self.run_dir = Path(cfg.run_dir)
         self.stop_requested = threading.Event()
@@ -353,8 +347,8 @@ def run(cfg: config.TrainerConfig) -> int:
         except journal.TensorBoardMissing as exc:
             log.error("%s", exc)
             return 2
-    metrics.bind(metrics.job_name(), "trainer", rank)
-    torch.set_num_threads(int(os.environ.get("A2C_TORCH_THREADS", "1")))
+    metrics.bind(cfg.job, "trainer", rank)
+    torch.set_num_threads(cfg.torch_threads)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     try:
         trainer = Trainer(cfg, rank)  # makes the environment and the model: fails the same way on every restart

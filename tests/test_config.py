@@ -143,12 +143,62 @@ def test_to_flags_round_trips_negative_scientific_floats() -> None:
 
 def test_every_field_has_help_and_a_flag() -> None:
     for cls in (config.TrainerConfig, config.PlayerConfig, config.LocalConfig):
-        for f in config._leaves(cls):
+        for f in config.leaves(cls):
             assert f.metadata.get("help"), f.name
     # every leaf has a flag (its dest is the field name)
     ns = cli.build_parser().parse_args(["trainer"])
-    assert {f.name for f in config._leaves(config.TrainerConfig)} <= set(vars(ns))
-    assert dataclasses.fields(config.TrainerConfig)[0].metadata["env"] == "RANK"
+    assert {f.name for f in config.leaves(config.TrainerConfig)} <= set(vars(ns))
+    rank = next(f for f in dataclasses.fields(config.TrainerConfig) if f.name == "rank")
+    assert rank.metadata["env"] == "RANK" and config.env_name(rank) == "RANK"
+
+
+def test_nested_groups_are_found_by_their_types() -> None:
+    """Every leaf of every group, and no group itself, whatever the groups are called."""
+    names = {f.name for f in config.leaves(config.TrainerConfig)}
+    for group in (config.EnvConfig, config.AlgoConfig, config.StopConfig):
+        assert {f.name for f in dataclasses.fields(group)} <= names
+    assert not {"env", "algo", "stop"} & names
+    algo = {f.name for f in dataclasses.fields(config.AlgoConfig)}
+    assert {f.name for f in config.leaves(config.PlayerConfig)} >= algo
+
+
+def test_every_knob_is_a_field_with_its_variable() -> None:
+    """The metrics' a2c_job label and the torch threads come from flags or variables like every other knob."""
+    cfg = trainer([], {"A2C_JOB": "cartpole-1", "A2C_TORCH_THREADS": "4"})
+    assert (cfg.job, cfg.torch_threads) == ("cartpole-1", 4)
+    assert (trainer(["--job", "x", "--torch-threads", "2"], {"A2C_JOB": "y"}).job, config.TrainerConfig().job) == (
+        "x", "local")
+    _, player = cli.parse_role(["player"], {"A2C_JOB": "cartpole-1", "A2C_TORCH_THREADS": "3"})
+    assert isinstance(player, config.PlayerConfig) and (player.job, player.torch_threads) == ("cartpole-1", 3)
+    _, local = cli.parse_role(["local"], {"A2C_JOB": "laptop", "A2C_TORCH_THREADS": "2"})
+    assert isinstance(local, config.LocalConfig) and (local.job, local.torch_threads) == ("laptop", 2)
+
+
+def test_trainer_and_local_share_one_training_group() -> None:
+    """Declared once: the same fields, defaults and help in both (a local run's trainers default to the CPU)."""
+    shared = dataclasses.fields(config.TrainingConfig)
+    for cls in (config.TrainerConfig, config.LocalConfig):
+        mine = {f.name: f for f in dataclasses.fields(cls)}
+        for f in shared:
+            if (cls, f.name) != (config.LocalConfig, "device"):
+                assert mine[f.name] is f, (cls.__name__, f.name)
+    assert (config.TrainerConfig().device, config.LocalConfig().device) == ("auto", "cpu")
+
+
+@pytest.mark.parametrize("cls", [config.TrainerConfig, config.LocalConfig])
+@pytest.mark.parametrize(("interval", "episodes"), [(-1, 10), (100, 0)])
+def test_one_check_of_the_evaluation_flags(cls: type, interval: int, episodes: int) -> None:
+    message = f"--eval-interval must be >= 0 and --eval-episodes >= 1, got {interval} and {episodes}"
+    with pytest.raises(ValueError, match=message):
+        cls(eval_interval=interval, eval_episodes=episodes).check()
+    with pytest.raises(ValueError, match=message):
+        config.check_evaluation(interval, episodes)
+    cls(eval_interval=0).check()  # 0 turns evaluation off
+
+
+def test_trainer_timeouts_are_checked() -> None:
+    with pytest.raises(ValueError, match="--dist-timeout-s must exceed"):
+        config.TrainerConfig(dist_timeout_s=60.0).check()
 
 
 def test_ordinal_from_hostname(monkeypatch: pytest.MonkeyPatch) -> None:

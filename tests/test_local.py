@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -153,3 +154,20 @@ def test_bad_evaluation_flags_are_refused_before_anything_starts(tmp_path: Path,
         assert "a2c local: --eval-interval must be >= 0 and --eval-episodes >= 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     assert local.check(config.LocalConfig(eval_interval=0)) is None, "0 turns evaluation off"
+
+
+def test_every_trainer_gets_the_training_group_as_given(tmp_path: Path) -> None:
+    """No field of `config.TrainingConfig` is copied by hand: each one reaches every trainer, and the
+    players get the same environment, algorithm and job name."""
+    cfg = config.LocalConfig(
+        trainers=2, players_per_trainer=2, checkpoint_interval=7, round_timeout_s=0.5, backend="gloo", device="cpu",
+        eval_interval=3, eval_episodes=4, tensorboard=str(tmp_path / "tb"), torch_threads=2, job="laptop",
+        env=config.EnvConfig(num_envs=3), algo=config.AlgoConfig(lr=1e-3), stop=config.StopConfig(max_env_steps=99))
+    children = local.plan(cfg, tmp_path)
+    trainers = [c.cfg for c in children if c.role == "trainer"]
+    players = [c.cfg for c in children if c.role == "player"]
+    assert [t.rank for t in trainers] == [0, 1] and len(players) == 4
+    for f in dataclasses.fields(config.TrainingConfig):
+        assert all(getattr(t, f.name) == getattr(cfg, f.name) for t in trainers), f.name
+    assert all((p.env, p.algo, p.job) == (cfg.env, cfg.algo, cfg.job) for p in players)
+    assert {t.run_dir for t in trainers} == {str(tmp_path)}
