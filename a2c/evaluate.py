@@ -2,8 +2,8 @@
 
 Data flow: trainer 0 -> `checkpoint.save` -> (this module) `load` -> `agent.Agent` rebuilt from the
 checkpoint's config -> `evaluate` / `record_video` on single gymnasium environments -> `a2c eval` prints.
-The functions take an `Agent` and an `EnvConfig`, not a file, so the trainer can call them for periodic
-evaluation too.
+The functions take an `Agent` and an `EnvConfig`, not a file, so training can call them too:
+`periodic_eval` runs `evaluate` every --eval-interval iterations, in trainer 0's evaluator process.
 
 Determinism: the policy acts greedily (argmax / Gaussian mean) and episode i is reset with seed + i,
 so a fixed seed gives identical episodes, and `record_video(seed=s)` films exactly episode 0 of

@@ -33,6 +33,11 @@ class Round:
     waited_s: float
     missing: set[int]
 
+    def episodes(self) -> tuple[list[float], list[int]]:
+        """Returns and lengths of the episodes that ended in this round's rollouts."""
+        return ([x for r in self.rollouts for x in r.episode_returns],
+                [x for r in self.rollouts for x in r.episode_lengths])
+
 
 class Inbox:
     def __init__(self, spec: rollout.Spec, rank: int, world_size: int, expected_players: int,

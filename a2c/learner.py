@@ -1,10 +1,10 @@
 """One synchronous A2C update under DistributedDataParallel: the same code in unit tests (one process,
 with or without a process group) and across trainer processes.
 
-Data flow: trainer forms a round of rollouts -> `Learner.update(rollouts, total_samples)`:
-values of every observation (no grad) -> `returns.gae` -> DDP forward on the valid samples ->
-`loss.a2c_loss` (sums / job-wide sample count) -> backward, whose gradient all-reduce is a SUM
-(our comm hook) -> clip -> optimizer step -> (with --normalize-obs) the observation statistics take in
+Data flow: trainer forms a round of rollouts -> `Learner.batch(rollouts)`: values of every observation
+(no grad) -> `returns.gae` -> a `Batch` of the valid samples -> `Learner.update(batch, total_samples)`:
+DDP forward -> `loss.a2c_loss` (sums / job-wide sample count) -> backward, whose gradient all-reduce is a
+SUM (our comm hook) -> clip -> optimizer step -> (with --normalize-obs) the observation statistics take in
 the round's valid observations, job-wide (`obs_normalizer`). Every replica ends the step with identical
 weights and buffers (DDP runs with broadcast_buffers=False: the statistics are all-reduced instead).
 """
@@ -22,7 +22,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from a2c import agent as agent_mod
-from a2c import config, loss, returns, rollout
+from a2c import config, loss, returns, rollout, schedule
+
+
+@dataclass
+class Batch:
+    """This trainer's share of one update: the valid samples of its rollouts, flattened, with their
+    advantages and returns (what the loss needs)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    @property
+    def samples(self) -> int:
+        return int(self.advantages.numel())
 
 
 @dataclass
@@ -32,7 +47,8 @@ class UpdateStats:
     value_loss: float
     entropy: float
     grad_norm: float
-    seconds: dict[str, float] = field(default_factory=dict)
+    learning_rate: float = 0.0  # the rate this step was taken with
+    seconds: dict[str, float] = field(default_factory=dict)  # forward_backward, allreduce, optimizer
 
 
 class _HookState:
@@ -71,7 +87,7 @@ class Learner:
             ddp.register_comm_hook(self._hook, _sum_allreduce_hook)
             self.module = ddp
 
-    def batch(self, rollouts: list[rollout.Rollout]) -> dict[str, torch.Tensor]:
+    def batch(self, rollouts: list[rollout.Rollout]) -> Batch:
         """Advantages and returns per rollout, then the valid samples of all rollouts, flattened."""
         obs, actions, adv, ret = [], [], [], []
         gamma, lam = self.algo.gamma, self.algo.gae_lambda
@@ -93,26 +109,22 @@ class Learner:
             actions.append(torch.as_tensor(r.actions, device=self.device).reshape(t * e, *r.actions.shape[2:])[mask])
             adv.append(a.reshape(-1)[mask])
             ret.append(g.reshape(-1)[mask])
-        return {"obs": torch.cat(obs), "actions": torch.cat(actions), "adv": torch.cat(adv), "ret": torch.cat(ret)}
+        return Batch(torch.cat(obs), torch.cat(actions), torch.cat(adv), torch.cat(ret))
 
-    def empty_batch(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype, action_shape: tuple[int, ...],
-                    action_dtype: np.dtype) -> dict[str, torch.Tensor]:
+    def empty_batch(self, spec: rollout.Spec) -> Batch:
         """A zero-sample batch: a trainer without data still joins the gradient all-reduce, with zeros."""
-        return {
-            "obs": torch.zeros((0, *obs_shape), dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype,
-                               device=self.device),
-            "actions": torch.zeros((0, *action_shape), dtype=torch.from_numpy(np.zeros(0, action_dtype)).dtype,
-                                   device=self.device),
-            "adv": torch.zeros(0, device=self.device),
-            "ret": torch.zeros(0, device=self.device),
-        }
+        def zeros(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+            return torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype, device=self.device)
 
-    def update(self, batch: dict[str, torch.Tensor], total_samples: int) -> UpdateStats:
+        return Batch(zeros((0, *spec.obs_shape), spec.obs_dtype), zeros((0, *spec.action_shape), spec.action_dtype),
+                     torch.zeros(0, device=self.device), torch.zeros(0, device=self.device))
+
+    def update(self, batch: Batch, total_samples: int) -> UpdateStats:
         """One optimizer step on this trainer's batch; total_samples counts the whole job's batch."""
         self._hook.seconds = 0.0
         t0 = time.perf_counter()
-        logp, entropy, values = self._evaluate(batch["obs"], batch["actions"])
-        terms = loss.a2c_loss(logp, entropy, values, batch["adv"], batch["ret"], float(total_samples),
+        logp, entropy, values = self._evaluate(batch.obs, batch.actions)
+        terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, float(total_samples),
                               self.algo.vf_coef, self.algo.ent_coef)
         self.optimizer.zero_grad(set_to_none=False)
         terms.total.backward()
@@ -124,7 +136,7 @@ class Learner:
                                                  if p.grad is not None])))
         self.optimizer.step()
         if self.model.obs_norm is not None:  # after the step: the step used the statistics the data was acted with
-            self.model.obs_norm.update(batch["obs"])
+            self.model.obs_norm.update(batch.obs)
         t2 = time.perf_counter()
         allreduce = self._hook.seconds
         # Each rank's terms are its share (sums over the job's sample count): their sum is the job's value.
@@ -133,9 +145,9 @@ class Learner:
             dist.all_reduce(report)
         policy, value, entropy = report.tolist()
         return UpdateStats(
-            samples=int(batch["adv"].numel()),
+            samples=batch.samples,
             policy_loss=policy, value_loss=value, entropy=-entropy,
-            grad_norm=norm,
+            grad_norm=norm, learning_rate=float(self.optimizer.param_groups[0]["lr"]),
             seconds={"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce, "optimizer": t2 - t1},
         )
 
@@ -144,8 +156,13 @@ class Learner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    def follow_schedule(self, env_steps: int, max_env_steps: int) -> None:
+        """Set the rate --lr-schedule gives after `env_steps` of a budget of `max_env_steps` (job-wide counts)."""
+        self.set_lr(schedule.learning_rate(self.algo.lr, self.algo.lr_schedule, env_steps, max_env_steps))
+
     def _evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # Through the DDP wrapper (its forward arms the gradient hooks), calling Agent.evaluate.
+        # The forward through the DDP wrapper (it arms the gradient hooks); then the log-probs and entropy
+        # of the taken actions under the distribution it parameterises (as Agent.evaluate, minus the forward).
         if isinstance(self.module, DistributedDataParallel):
             params, values = self.module(obs)
         else:

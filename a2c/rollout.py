@@ -19,6 +19,7 @@ Layout (T steps, E environments):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,15 @@ class Spec:
     num_steps: int
     max_envs: int = 4096
     num_actions: int = 0  # Discrete(n): actions must lie in [0, n); 0 for continuous actions
+
+    @classmethod
+    def of(cls, observation_space: Any, action_space: Any, num_steps: int) -> Spec:
+        """The spec of an environment's (gymnasium) spaces: discrete actions travel as int64, others as float32."""
+        discrete = action_space.shape == ()
+        return cls(obs_shape=tuple(observation_space.shape or ()), obs_dtype=np.dtype(observation_space.dtype),
+                   action_shape=tuple(action_space.shape or ()),
+                   action_dtype=np.dtype(np.int64) if discrete else np.dtype(np.float32),
+                   num_steps=num_steps, num_actions=int(getattr(action_space, "n", 0)))
 
 
 def validate(r: Rollout, spec: Spec) -> None:

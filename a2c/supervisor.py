@@ -63,8 +63,11 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
                     t = failed[0]
                     gang_restarts = trainers[0].restarts
                     if gang_restarts >= cfg.max_trainer_restarts:
-                        console.print(f"[red]{t.name} failed (exit code {t.process.exitcode}); its log "
-                                      f"({escape(str(t.log_path))}):[/red]\n{escape(t.tail())}")
+                        # every trainer that is down, not just the first in rank order: one lost trainer takes its
+                        # peers down within a poll, so which one fell first is not told by the order
+                        down = "; ".join(f"{f.name} failed (exit code {f.process.exitcode})" for f in failed)
+                        console.print(f"[red]{down}; the log of {t.name} ({escape(str(t.log_path))}):[/red]\n"
+                                      f"{escape(t.tail())}")
                         outcome = 1
                         break
                     console.print(f"[yellow]{t.name} exited with code {t.process.exitcode}; restarting every trainer "

@@ -1,26 +1,22 @@
 """A trainer: a gRPC server for its players and one rank of the DDP group that trains the model.
 
-Data flow, each round k: inbox waits for this trainer's players' rollouts (up to a deadline) ->
-`distributed.exchange` (job-wide samples, episodes, stop) -> `learner.Learner.update` (DDP step,
-gradients summed by sample count) -> weights version k+1 published on the board -> players fetch.
-Trainer 0 also writes checkpoints and metrics.jsonl (`journal`, + TensorBoard), and every --eval-interval
-iterations hands the new weights to its evaluator process (`evaluator`), whose results come back as eval
-rows and a2c_eval_* metrics. Every trainer resumes from rank 0's newest checkpoint. SIGTERM/SIGINT: the
-group agrees to stop at the next round, writes a final checkpoint, exits 0.
+Data flow, each round k (`Trainer._train`): take round (`inbox`: this trainer's players' rollouts, up to a
+deadline) -> batch (`learner`: advantages, returns) -> exchange (`distributed`: job-wide samples, episodes,
+stop) -> update (`learner`: DDP step, gradients summed by sample count) -> publish weights k+1 (players
+fetch them) -> record (`recorder`: metrics; trainer 0's metrics.jsonl). Trainer 0 also checkpoints and hands
+every --eval-interval-th snapshot to its evaluator process (`periodic_eval`). Every trainer resumes from
+rank 0's newest checkpoint; `progress.ended` ends the run. SIGTERM/SIGINT: the group agrees to stop at the
+next round, writes a final checkpoint, exits 0.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from a2c import agent as agent_mod
@@ -29,46 +25,22 @@ from a2c import (
     config,
     distributed,
     env,
-    evaluator,
     inbox,
     journal,
     learner,
     metrics,
+    periodic_eval,
+    progress,
+    recorder,
     rollout,
-    schedule,
     termination,
     weights,
 )
-from a2c.service import server, servicers, tls
+from a2c.service import server, tls
 from a2c.v1 import trainer_pb2
 
 log = logging.getLogger(__name__)
 Phase = trainer_pb2.TrainerStatus.Phase
-
-
-class Progress:
-    """The job-wide numbers every rank agrees on (restored from checkpoints)."""
-
-    def __init__(self, window: int) -> None:
-        self.version = 0
-        self.env_steps = 0
-        self.episodes = 0
-        self.returns: collections.deque[float] = collections.deque(maxlen=window)
-        self.lengths: collections.deque[int] = collections.deque(maxlen=window)
-        self.elapsed_before = 0.0
-
-    def mean_return(self) -> float:
-        return float(np.mean(self.returns)) if self.returns else float("nan")
-
-    def state(self) -> dict[str, Any]:
-        return {"version": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
-                "returns": list(self.returns), "lengths": list(self.lengths), "elapsed_s": self.elapsed_before}
-
-    def load(self, s: dict[str, Any]) -> None:
-        self.version, self.env_steps, self.episodes = int(s["version"]), int(s["env_steps"]), int(s["episodes"])
-        self.returns.extend(s["returns"])
-        self.lengths.extend(s["lengths"])
-        self.elapsed_before = float(s.get("elapsed_s", 0.0))
 
 
 class Trainer:
@@ -80,36 +52,26 @@ class Trainer:
         self.serving = threading.Event()  # the gRPC health service says SERVING
         self.phase: int = Phase.STARTING
         self.message = ""
-        self.started = time.monotonic()
-        self.progress = Progress(cfg.stop.return_window)
+        self.progress = progress.Progress(cfg.stop.return_window)
+        self.recorder = recorder.Recorder(self.progress)
         self.board = weights.WeightBoard()
         obs_space, act_space = env.spaces(cfg.env)
-        self.spec = rollout.Spec(
-            obs_shape=tuple(obs_space.shape or ()), obs_dtype=np.dtype(obs_space.dtype),
-            action_shape=tuple(act_space.shape or ()),
-            action_dtype=np.dtype(np.int64) if act_space.shape == () else np.dtype(np.float32),
-            num_steps=cfg.algo.n_steps, num_actions=int(getattr(act_space, "n", 0)),
-        )
+        self.spec = rollout.Spec.of(obs_space, act_space, cfg.algo.n_steps)
         torch.manual_seed(cfg.env.seed)  # the same initial weights for a seed (DDP copies rank 0's anyway)
         self.model = agent_mod.Agent(obs_space, act_space, cfg.algo)
         max_queue = cfg.max_queue or 4 * max(1, cfg.players_per_trainer) * (1 + cfg.algo.max_policy_lag)
         self.inbox = inbox.Inbox(self.spec, rank, cfg.world_size, cfg.players_per_trainer, cfg.algo.max_policy_lag,
                                  max_queue, lambda: self.progress.version)
-        self.steps_per_s = 0.0
-        self.active_players = 0
-        self.journal: journal.Journal | None = None  # trainer 0's metrics.jsonl (+ TensorBoard)
-        self.evaluator: evaluator.Evaluator | None = None  # trainer 0's, with --eval-interval > 0
+        self.evaluator: periodic_eval.Evaluator | None = None  # trainer 0's, with --eval-interval > 0
 
-    # --- status (TrainerService.Status) -----------------------------------------------------------------
     def status(self) -> trainer_pb2.TrainerStatus:
+        """TrainerService.Status."""
         p = self.progress
         return trainer_pb2.TrainerStatus(
             iteration=p.version, env_steps=p.env_steps, mean_return=p.mean_return(), episodes=p.episodes,
-            world_size=self.cfg.world_size, rank=self.rank, phase=Phase.Name(self.phase),
-            target_return=self.cfg.stop.target_return,
-            elapsed_s=p.elapsed_before + time.monotonic() - self.started, steps_per_second=self.steps_per_s,
-            active_players=self.active_players, message=self.message,
-        )
+            world_size=self.cfg.world_size, rank=self.rank, phase=Phase.Name(self.phase), message=self.message,
+            target_return=self.cfg.stop.target_return, elapsed_s=p.elapsed(),
+            steps_per_second=self.recorder.steps_per_s, active_players=self.recorder.active_players)
 
     def readiness(self) -> str:
         """"" once the group has formed and the first weights are published (health: SERVING); else why not."""
@@ -119,35 +81,31 @@ class Trainer:
         self.stop_requested.set()
         self.inbox.close()
 
-    # --- the loop ---------------------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
-        max_bytes = cfg.max_message_mb << 20
         credentials = tls.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)  # None: plaintext
-        running = server.start(
-            servicers.RolloutServicer(self.inbox, self.board, max_bytes * 64), servicers.WeightServicer(self.board),
-            servicers.TrainerServicer(self.status), cfg.host, cfg.port, max_bytes,
-            workers=16 + 4 * cfg.players_per_trainer, tls=credentials,
-        )
+        running = server.start(self.inbox, self.board, self.status, cfg.host, cfg.port, cfg.max_message_mb << 20,
+                               workers=16 + 4 * cfg.players_per_trainer, tls=credentials)
         mode = "plaintext" if credentials is None else "mutual TLS" if cfg.tls_ca else "TLS"
         log.info("trainer %d: gRPC on port %d (%s)", self.rank, running.port, mode)
         group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
                                   cfg.device, cfg.dist_timeout_s)
         try:
             if self.rank == 0:
-                self._open_records()
+                self.recorder.open(self.run_dir, cfg.tensorboard)
+                if cfg.eval_interval > 0:
+                    self.evaluator = periodic_eval.Evaluator(cfg.env, cfg.algo, cfg.eval_episodes, cfg.env.seed,
+                                                             self.recorder.evaluation, self.recorder.evaluation_failed)
             self.learner = learner.Learner(self.model, cfg.algo, group.device)
             self._resume(group)
             self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
             running.set_serving(True)
             self.serving.set()
             log.info("trainer %d ready: weights version %d published", self.rank, self.progress.version)
-            metrics.labels(metrics.TRAINER_ITERATION).set(self.progress.version)
-            for reason in inbox.REFUSAL_REASONS:  # a healthy run shows 0, not "no data"
-                metrics.labels(metrics.TRAINER_ROLLOUTS_REFUSED, reason=reason).inc(0)
-            ended = self._ended()
+            self.recorder.start(evaluating=self.evaluator is not None)
+            ended = progress.ended(self.progress, cfg.stop)
             if ended is not None:  # resumed from the checkpoint of a run that had already ended
-                self.phase, self.message = ended[0], f"{ended[1]} (before this start)"
+                self.phase, self.message = Phase.Value(ended[0]), f"{ended[1]} (before this start)"
                 return 0
             self.phase = Phase.TRAINING
             self._train(group)
@@ -172,17 +130,51 @@ class Trainer:
             distributed.teardown()
             if self.evaluator is not None:  # after the linger: an evaluation in flight may have come back
                 self.evaluator.close()
-            if self.journal is not None:
-                self.journal.close()
+            self.recorder.close()
 
-    def _open_records(self) -> None:
-        cfg = self.cfg
-        self.journal = journal.Journal(self.run_dir / "metrics.jsonl", cfg.tensorboard)
-        if cfg.eval_interval > 0:
-            self.evaluator = evaluator.Evaluator(cfg.env, cfg.algo, cfg.eval_episodes, cfg.env.seed,
-                                                 self._record_eval, self._eval_failed)
-            for counter in (metrics.EVALUATIONS, metrics.EVAL_SKIPPED, metrics.EVAL_FAILURES):
-                metrics.labels(counter).inc(0)  # a healthy run shows 0, not "no data"
+    def _train(self, group: distributed.Group) -> None:
+        """Rounds until the run ends or the group agrees to stop."""
+        cfg, p = self.cfg, self.progress
+        first = True
+        while True:
+            rnd = self._take_round(first)
+            first = False
+            laps = recorder.Laps(wait_rollouts=rnd.waited_s)
+            with laps.timed("sync"):
+                batch = self.learner.batch(rnd.rollouts) if rnd.rollouts else self.learner.empty_batch(self.spec)
+                totals = distributed.exchange(batch.samples, batch.samples, *rnd.episodes(),
+                                              self.stop_requested.is_set(), group.device)
+            p.add(totals.env_steps, totals.episode_returns, totals.episode_lengths)
+            if totals.stop_requested:
+                self.phase = Phase.STOPPING
+                return
+            if totals.samples == 0:
+                self.stop_requested.wait(0.2)  # nobody has data: poll, do not spin
+                continue
+            self.learner.follow_schedule(p.env_steps, cfg.stop.max_env_steps)
+            stats = self.learner.update(batch, totals.samples)
+            with laps.timed("publish"):
+                p.version += 1
+                snap = agent_mod.snapshot(self.model, p.version)
+                self.board.publish(snap)
+            self.recorder.round(stats, laps, len(self.inbox.active))
+            # the evaluator gets the tensors the players get, as they are: no copy, and never a wait on it
+            if self.evaluator and p.version % cfg.eval_interval == 0 and self.evaluator.submit(
+                    snap.version, p.env_steps, p.elapsed(), snap.tensors):
+                self.recorder.evaluation_skipped()  # it replaced a snapshot still waiting for the busy evaluator
+            if self.rank == 0 and p.version % cfg.checkpoint_interval == 0:
+                self._checkpoint()
+            ended = progress.ended(p, cfg.stop)
+            if ended is not None:
+                self.phase, self.message = Phase.Value(ended[0]), ended[1]
+                return
+
+    def _take_round(self, first: bool) -> inbox.Round:
+        """This trainer's rollouts for the current version. The first round waits for players to connect; a
+        trainer without live players contributes zero at once rather than hold up the group; a stop does not wait."""
+        waits = not self.stop_requested.is_set() and (first or bool(self.inbox.active))
+        timeout = (self.cfg.start_timeout_s if first else self.cfg.round_timeout_s) if waits else 0.0
+        return self.inbox.take_round(self.progress.version, timeout)
 
     def _resume(self, group: distributed.Group) -> None:
         state = checkpoint.load_latest(self.run_dir) if self.rank == 0 else None
@@ -194,149 +186,12 @@ class Trainer:
             log.info("trainer %d resumed at version %d, %d env steps", self.rank, self.progress.version,
                      self.progress.env_steps)
 
-    def _elapsed(self) -> float:
-        return self.progress.elapsed_before + time.monotonic() - self.started
-
     def _checkpoint(self) -> None:
         state = {**self.learner.state(), "progress": self.progress.state(),
                  # what `a2c eval` needs to rebuild the environment and the network
                  "config": {"env": dataclasses.asdict(self.cfg.env), "algo": dataclasses.asdict(self.cfg.algo)}}
-        state["progress"]["elapsed_s"] = self._elapsed()
-        path = checkpoint.save(self.run_dir, self.progress.version, state, self.cfg.keep_checkpoints)
-        metrics.labels(metrics.TRAINER_CHECKPOINTS).inc()
-        log.info("checkpoint %s", path)
-
-    def _train(self, group: distributed.Group) -> None:
-        cfg, p = self.cfg, self.progress
-        phase_hist = {name: metrics.labels(metrics.TRAINER_PHASE_SECONDS, phase=name) for name in
-                      ("wait_rollouts", "sync", "forward_backward", "allreduce", "optimizer", "publish")}
-        first = True
-        last_time, last_steps = time.monotonic(), p.env_steps
-        try:
-            while True:
-                timeout = cfg.start_timeout_s if first else cfg.round_timeout_s
-                if not self.inbox.active and not first:
-                    timeout = 0.0  # no live players: contribute zero now rather than hold up the group
-                rnd = self.inbox.take_round(p.version, 0.0 if self.stop_requested.is_set() else timeout)
-                first = False
-                t_sync = time.perf_counter()
-                batch = (self.learner.batch(rnd.rollouts) if rnd.rollouts else
-                         self.learner.empty_batch(self.spec.obs_shape, self.spec.obs_dtype, self.spec.action_shape,
-                                                  self.spec.action_dtype))
-                local_samples = int(batch["adv"].numel())
-                eps_r = [x for r in rnd.rollouts for x in r.episode_returns]
-                eps_l = [x for r in rnd.rollouts for x in r.episode_lengths]
-                totals = distributed.exchange(local_samples, local_samples, eps_r, eps_l,
-                                              self.stop_requested.is_set(), group.device)
-                sync_s = time.perf_counter() - t_sync
-                p.env_steps += totals.env_steps
-                p.episodes += len(totals.episode_returns)
-                p.returns.extend(totals.episode_returns)
-                p.lengths.extend(totals.episode_lengths)
-                if totals.stop_requested:
-                    self.phase = Phase.STOPPING
-                    return
-                if totals.samples == 0:
-                    time.sleep(0.2)  # nobody has data: poll, do not spin
-                    continue
-                self.learner.set_lr(schedule.learning_rate(cfg.algo.lr, cfg.algo.lr_schedule, p.env_steps,
-                                                           cfg.stop.max_env_steps))
-                stats = self.learner.update(batch, totals.samples)
-                t_pub = time.perf_counter()
-                p.version += 1
-                snap = agent_mod.snapshot(self.model, p.version)
-                self.board.publish(snap)
-                publish_s = time.perf_counter() - t_pub
-                self.active_players = len(self.inbox.active)
-                now = time.monotonic()
-                if now - last_time >= 1.0:
-                    self.steps_per_s = (p.env_steps - last_steps) / (now - last_time)
-                    last_time, last_steps = now, p.env_steps
-                self._observe(phase_hist, rnd.waited_s, sync_s, stats, publish_s, local_samples)
-                if self.journal is not None:
-                    self.journal.write(self._journal_row(stats))
-                if self.evaluator is not None and p.version % cfg.eval_interval == 0:
-                    self._submit_eval(snap)
-                if self.rank == 0 and p.version % cfg.checkpoint_interval == 0:
-                    self._checkpoint()
-                ended = self._ended()
-                if ended is not None:
-                    self.phase, self.message = ended
-                    return
-        finally:
-            if self.evaluator is not None:
-                ev = self.evaluator
-                log.info("periodic evaluation: %d snapshots submitted, %d evaluated, %d skipped (evaluator busy), "
-                         "%d failed", ev.submitted, ev.evaluated, ev.skipped, ev.failures)
-
-    def _ended(self) -> tuple[int, str] | None:
-        """(phase, why) once the target return is reached or the step budget spent; else None."""
-        p, stop = self.progress, self.cfg.stop
-        if len(p.returns) == stop.return_window and p.mean_return() >= stop.target_return:
-            return Phase.SUCCEEDED, f"mean return {p.mean_return():.1f} reached the target {stop.target_return:g}"
-        if p.env_steps >= stop.max_env_steps:
-            return Phase.FINISHED, f"step budget of {stop.max_env_steps:,} env steps spent"
-        return None
-
-    def _observe(self, hist: dict[str, Any], wait_s: float, sync_s: float, stats: learner.UpdateStats,
-                 publish_s: float, samples: int) -> None:
-        p = self.progress
-        hist["wait_rollouts"].observe(wait_s)
-        hist["sync"].observe(sync_s)
-        hist["publish"].observe(publish_s)
-        for name, secs in stats.seconds.items():
-            hist[name].observe(secs)
-        metrics.labels(metrics.TRAINER_ITERATION).set(p.version)
-        metrics.labels(metrics.TRAINER_SAMPLES).inc(samples)
-        metrics.labels(metrics.TRAINER_ENV_STEPS).set(p.env_steps)
-        metrics.labels(metrics.TRAINER_EPISODES).set(p.episodes)
-        if p.returns:
-            metrics.labels(metrics.TRAINER_MEAN_RETURN).set(p.mean_return())
-        metrics.labels(metrics.TRAINER_LOSS, term="policy").set(stats.policy_loss)
-        metrics.labels(metrics.TRAINER_LOSS, term="value").set(stats.value_loss)
-        metrics.labels(metrics.TRAINER_LOSS, term="entropy").set(stats.entropy)
-        metrics.labels(metrics.TRAINER_GRAD_NORM).set(stats.grad_norm)
-        metrics.labels(metrics.TRAINER_LEARNING_RATE).set(self.learner.optimizer.param_groups[0]["lr"])
-
-    def _journal_row(self, stats: learner.UpdateStats) -> dict[str, Any]:
-        p = self.progress
-        mean = p.mean_return()
-        return {
-            "iteration": p.version, "env_steps": p.env_steps,
-            "mean_return": None if mean != mean else round(mean, 3), "episodes": p.episodes,
-            "time_s": round(self._elapsed(), 3),
-            "steps_per_s": round(self.steps_per_s, 1), "policy_loss": stats.policy_loss,
-            "value_loss": stats.value_loss, "entropy": stats.entropy, "grad_norm": stats.grad_norm,
-        }
-
-    def _submit_eval(self, snap: weights.WeightSnapshot) -> None:
-        # the tensors the players get, as they are: no copy, and never a wait on the evaluator
-        assert self.evaluator is not None
-        if self.evaluator.submit(snap.version, self.progress.env_steps, self._elapsed(), snap.tensors):
-            metrics.labels(metrics.EVAL_SKIPPED).inc()
-
-    def _record_eval(self, out: evaluator.Outcome) -> None:
-        """An evaluation came back (on the evaluator's thread): an eval row and the a2c_eval_* metrics."""
-        r = out.result
-        row = {"iteration": out.version, "env_steps": out.env_steps, "time_s": round(out.time_s, 3),
-               "eval_mean_return": r.mean_return, "eval_std_return": r.std_return,
-               "eval_mean_length": r.mean_length, "eval_episodes": len(r.returns), "eval_seed": out.seed,
-               "eval_seconds": round(out.seconds, 3)}
-        if self.journal is not None:
-            self.journal.write(row)
-        metrics.labels(metrics.EVAL_MEAN_RETURN).set(r.mean_return)
-        metrics.labels(metrics.EVAL_STD_RETURN).set(r.std_return)
-        metrics.labels(metrics.EVAL_MEAN_LENGTH).set(r.mean_length)
-        metrics.labels(metrics.EVAL_ITERATION).set(out.version)
-        metrics.labels(metrics.EVAL_ENV_STEPS).set(out.env_steps)
-        metrics.labels(metrics.EVAL_SECONDS).set(out.seconds)
-        metrics.labels(metrics.EVALUATIONS).inc()
-        log.info("evaluation of version %d (%d env steps): return %.2f ± %.2f, length %.1f over %d greedy episodes "
-                 "(%.1f s)", out.version, out.env_steps, r.mean_return, r.std_return, r.mean_length, len(r.returns),
-                 out.seconds)
-
-    def _eval_failed(self, why: str) -> None:
-        metrics.labels(metrics.EVAL_FAILURES).inc()
+        self.recorder.checkpoint(checkpoint.save(self.run_dir, self.progress.version, state,
+                                                 self.cfg.keep_checkpoints))
 
 
 def run(cfg: config.TrainerConfig) -> int:

@@ -29,8 +29,8 @@ class WeightSnapshot:
 class WeightBoard:
     """The newest snapshot, with a condition variable for long-polling fetchers."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
+    def __init__(self, condition: threading.Condition | None = None) -> None:
+        self._cond = condition or threading.Condition()  # a test may pass one that signals its waits
         self._snap: WeightSnapshot | None = None
         self._done = False
         self._told: set[int] = set()

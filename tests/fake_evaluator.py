@@ -1,6 +1,6 @@
-"""Stand-ins for `python -m a2c.evaluator` that speak its pipe protocol but misbehave on purpose.
+"""Stand-ins for `python -m a2c.periodic_eval` that speak its pipe protocol but misbehave on purpose.
 
-    python -m tests.fake_evaluator sleep SECONDS      answers every snapshot after SECONDS (returns = [version])
+    python -m tests.fake_evaluator gate MARKER        answers a snapshot only once MARKER exists (returns = [version])
     python -m tests.fake_evaluator crash              dies (exit 3) on every snapshot
     python -m tests.fake_evaluator crash-once MARKER  dies on its first snapshot unless MARKER exists (creates it)
 
@@ -14,6 +14,8 @@ import pickle
 import sys
 import time
 from pathlib import Path
+
+GATE_DEADLINE_S = 600.0  # a gate never opened: give up (exit 4) rather than outlive the test run
 
 
 def main() -> int:
@@ -29,8 +31,12 @@ def main() -> int:
             if mode == "crash-once":
                 Path(arg).touch()
             os._exit(3)
-        if mode == "sleep":
-            time.sleep(float(arg))
+        if mode == "gate":
+            deadline = time.monotonic() + GATE_DEADLINE_S
+            while not Path(arg).exists():  # poll with a deadline: the test opens the gate when it is ready
+                if time.monotonic() > deadline:
+                    os._exit(4)
+                time.sleep(0.01)
         reply = {"version": request["version"], "returns": [float(request["version"])], "lengths": [1],
                  "seconds": 0.0}
         pickle.dump(reply, out)

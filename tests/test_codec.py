@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from a2c import rollout, weights
 from a2c.service import codec
 from a2c.v1 import rollout_pb2, weights_pb2
-from tests.conftest import cartpole_rollout
+from tests.support.rollouts import cartpole_rollout
 
 LIMIT = 64 << 20
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from prometheus_client import REGISTRY
 
 from a2c import inbox
-from tests.conftest import SPEC, cartpole_rollout
+from tests.support.prometheus import refused as refused_count
+from tests.support.rollouts import SPEC, cartpole_rollout
 
 
 class Box:
@@ -24,12 +24,6 @@ def refusal(box: inbox.Inbox, **kw: int) -> inbox.Refusal:
     with pytest.raises(inbox.Refusal) as info:
         box.submit(cartpole_rollout(**kw))
     return info.value
-
-
-def refused_count(reason: str) -> float:
-    """a2c_trainer_rollouts_refused_total{reason=...}, summed over this process's other labels."""
-    return sum(s.value for m in REGISTRY.collect() if m.name == "a2c_trainer_rollouts_refused"
-               for s in m.samples if s.name.endswith("_total") and s.labels.get("reason") == reason)
 
 
 def test_expected_players_are_active_from_the_start() -> None:
@@ -94,27 +88,26 @@ def test_refusals_do_not_mark_a_player_active() -> None:
 
 
 def test_take_round_waits_for_every_active_player() -> None:
+    """With player 1's rollout queued and player 3's missing, the round waits out its whole deadline (it does
+    not return with what it has); once both delivered it returns at once, long before its deadline."""
     b = Box()
-    result: list[inbox.Round] = []
-    returned = threading.Event()
-
-    def take() -> None:
-        result.append(b.box.take_round(2, timeout_s=60.0))
-        returned.set()
-
-    th = threading.Thread(target=take)
-    th.start()
     r1 = cartpole_rollout(player_id=1, version=2)
     b.box.submit(r1)
-    assert not returned.is_set(), "the round returned before player 3 delivered"
+    waited = b.box.take_round(2, timeout_s=0.3)
+    assert waited.waited_s >= 0.3, "the round returned before player 3 delivered or its deadline passed"
+    assert waited.rollouts == [r1] and waited.missing == {3}
+    b.box.active.add(3)  # as if player 3 had delivered before (the deadline above dropped it)
+    result: list[inbox.Round] = []
+    th = threading.Thread(target=lambda: result.append(b.box.take_round(2, timeout_s=600.0)))
+    th.start()
+    b.box.submit(r1)
     r3 = cartpole_rollout(player_id=3, version=2)
     b.box.submit(r3)
-    th.join(timeout=30)
+    th.join(timeout=60)
     assert not th.is_alive(), "the round did not return once every active player delivered"
     (rnd,) = result
     assert {id(r) for r in rnd.rollouts} == {id(r1), id(r3)}
     assert rnd.missing == set() and b.box.active == {1, 3}
-    assert rnd.waited_s < 60.0
 
 
 def test_deadline_drops_missing_players_until_they_deliver_again() -> None:

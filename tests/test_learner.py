@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, config, distributed, learner
-from tests.helpers_procs import free_port
-from tests.helpers_rollouts import make_rollout
+from a2c import agent, config, distributed, learner, rollout
+from tests.support.procs import free_port
+from tests.support.rollouts import SPEC, cartpole_rollout
+
+
+def make_rollout(seed: int) -> rollout.Rollout:
+    """Random rewards, ends and invalid (reset) steps."""
+    return cartpole_rollout(seed, random_ends=True)
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACT = gym.spaces.Discrete(2)
@@ -35,7 +40,7 @@ def test_update_moves_weights_and_reports_terms() -> None:
     lrn = _learner(config.AlgoConfig())
     before = _params(lrn)
     batch = lrn.batch([make_rollout(1), make_rollout(2)])
-    stats = lrn.update(batch, int(batch["adv"].numel()))
+    stats = lrn.update(batch, batch.samples)
     assert stats.samples == int(make_rollout(1).valid.sum() + make_rollout(2).valid.sum())
     assert stats.grad_norm > 0 and np.isfinite(stats.value_loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
@@ -45,13 +50,13 @@ def test_only_valid_samples_are_trained_on() -> None:
     lrn = _learner(config.AlgoConfig())
     r = make_rollout(3)
     batch = lrn.batch([r])
-    assert batch["obs"].shape[0] == r.valid.sum()
-    assert torch.equal(batch["obs"], torch.as_tensor(r.obs[:-1][r.valid]))
+    assert batch.obs.shape[0] == batch.samples == r.valid.sum()
+    assert torch.equal(batch.obs, torch.as_tensor(r.obs[:-1][r.valid]))
 
 
 def test_empty_batch_contributes_zero_gradient() -> None:
     lrn = _learner(config.AlgoConfig(max_grad_norm=0))
-    empty = lrn.empty_batch((4,), np.dtype(np.float32), (), np.dtype(np.int64))
+    empty = lrn.empty_batch(SPEC)
     before = _params(lrn)
     stats = lrn.update(empty, 10)
     assert stats.samples == 0 and stats.grad_norm == 0.0
@@ -65,9 +70,8 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, nor
         algo = config.AlgoConfig(normalize_obs=normalize_obs)
         lrn = _learner(algo)
         rollouts = [make_rollout(s) for s in seeds_per_rank[rank]]
-        batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch((4,), np.dtype(np.float32), (),
-                                                                    np.dtype(np.int64))
-        totals = distributed.exchange(int(batch["adv"].numel()), 0, [], [], False, torch.device("cpu"))
+        batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch(SPEC)
+        totals = distributed.exchange(batch.samples, 0, [], [], False, torch.device("cpu"))
         lrn.update(batch, totals.samples)
         if normalize_obs:  # a second round: its step runs with the statistics the first round left
             lrn.update(batch, totals.samples)
@@ -94,11 +98,11 @@ def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[in
         assert p.exitcode == 0
     single = _learner(config.AlgoConfig())
     batch = single.batch([make_rollout(1), make_rollout(2)])
-    single.update(batch, int(batch["adv"].numel()))
+    single.update(batch, batch.samples)
     expected = _params(single)
     for rank in range(2):
         got = torch.load(tmp_path / f"out-{rank}.pt")
-        assert sum(got["samples"]) == int(batch["adv"].numel())
+        assert sum(got["samples"]) == batch.samples
         for a, b in zip(got["params"], expected, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -120,7 +124,7 @@ def test_ddp_observation_statistics_are_job_wide_and_identical(tmp_path: Path, s
     rollouts = [make_rollout(s) for s in (1, 2, 3)]
     batch = single.batch(rollouts)
     for _ in range(2):
-        single.update(batch, int(batch["adv"].numel()))
+        single.update(batch, batch.samples)
     valid_obs = np.concatenate([r.obs[:-1][r.valid] for r in rollouts]).astype(np.float64)
     stats = _buffers(single)
     assert float(stats["obs_norm.count"]) == pytest.approx(2 * len(valid_obs) + 1e-4), "valid samples, twice"
@@ -138,7 +142,7 @@ def test_update_then_statistics_only_valid_samples() -> None:
     lrn = _learner(config.AlgoConfig(normalize_obs=True))
     r = make_rollout(4)
     batch = lrn.batch([r])
-    lrn.update(batch, int(batch["adv"].numel()))
+    lrn.update(batch, batch.samples)
     assert lrn.model.obs_norm is not None
     valid = r.obs[:-1][r.valid].astype(np.float64)
     np.testing.assert_allclose(lrn.model.obs_norm.mean.numpy(), valid.mean(0) * len(valid) / (len(valid) + 1e-4),
@@ -161,6 +165,6 @@ def test_update_on_cuda_matches_cpu() -> None:
     rollouts = [make_rollout(1), make_rollout(2)]
     for lrn in (cpu, gpu):
         batch = lrn.batch(rollouts)
-        lrn.update(batch, int(batch["adv"].numel()))
+        lrn.update(batch, batch.samples)
     for a, b in zip(_params(cpu), _params(gpu), strict=True):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)

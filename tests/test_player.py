@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -15,14 +11,12 @@ import pytest
 import torch
 
 from a2c import agent, config, env, player, rollout
+from tests.support.procs import free_port, kill, spawn, wait_for
 
 
 def spec_for(e: env.Env, t: int) -> rollout.Spec:
-    """The spec a trainer builds for this environment (as trainer.Trainer does)."""
-    act = e.action_space
-    return rollout.Spec(obs_shape=tuple(e.observation_space.shape or ()), obs_dtype=np.dtype(e.observation_space.dtype),
-                        action_shape=tuple(act.shape or ()),
-                        action_dtype=np.dtype(np.int64) if act.shape == () else np.dtype(np.float32), num_steps=t)
+    """The spec a trainer builds for this environment."""
+    return rollout.Spec.of(e.observation_space, e.action_space, t)
 
 
 def collector(cfg: config.EnvConfig, t: int, seed: int, player_id: int = 3) -> player.Collector:
@@ -140,24 +134,17 @@ def test_box_actions_rollout_validates() -> None:
 @pytest.mark.slow
 def test_sigterm_ends_a_player_retrying_an_absent_trainer(tmp_path: Path) -> None:
     """A player whose trainer is gone retries for --connect-timeout-s (300 s here); SIGTERM must not wait that out."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    port = free_port()  # nothing listens here
     log = tmp_path / "player.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "a2c", "player", "--player-index", "0",
-                                 "--trainer-address", f"127.0.0.1:{port}", "--connect-timeout-s", "300",
-                                 "--metrics-port", "-1"], stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while "trainer 127.0.0.1" not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.2)  # started and retrying its first fetch
-            time.sleep(1.0)
-            assert proc.poll() is None, log.read_text()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=15)
-        finally:
-            proc.kill()
+    proc = spawn("--log-level", "DEBUG", "player", "--player-index", "0", "--trainer-address", f"127.0.0.1:{port}",
+                 "--connect-timeout-s", "300", "--metrics-port", "-1", log=log)
+    try:  # the client logs each retry (DEBUG): the player is retrying its first fetch
+        wait_for(lambda: f"fetch to 127.0.0.1:{port}: UNAVAILABLE; retrying in" in log.read_text(), 60,
+                 "the player to retry its trainer", watch={"the player": proc})
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+    finally:
+        kill(proc)
     assert code == 0, log.read_text()
     assert "stopped while retrying (UNAVAILABLE)" in log.read_text()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from a2c import rollout
-from tests.conftest import SPEC, cartpole_rollout
+from tests.support.rollouts import SPEC, cartpole_rollout
 
 Mutation = Callable[[rollout.Rollout], None]
 

@@ -4,12 +4,8 @@ made here (a CA, a server certificate for 127.0.0.1/localhost, client certificat
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -17,44 +13,33 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from a2c import cli, config, inbox, weights
-from a2c.service import client, server, servicers, tls
+from a2c import cli, config, weights
+from a2c.service import client, tls
 from a2c.v1 import trainer_pb2
 from tests.certs import PKI
-from tests.conftest import SPEC, cartpole_rollout
+from tests.support import server
+from tests.support.procs import free_port, kill, spawn
+from tests.support.rollouts import cartpole_rollout
+from tests.support.server import Served
 
 # --- a live trainer server -----------------------------------------------------------------------------------
 
-
-@dataclass
-class Served:
-    address: str
-    box: inbox.Inbox
-    board: weights.WeightBoard
+Serve = Callable[[grpc.ServerCredentials | None], Served]
 
 
 @pytest.fixture
-def serve() -> Iterator[object]:
-    """serve(credentials) -> Served: a real trainer server on 127.0.0.1:<free port>, stopped at the end."""
-    started: list[tuple[server.Running, inbox.Inbox, weights.WeightBoard]] = []
+def serve() -> Iterator[Serve]:
+    """serve(credentials) -> Served: a real trainer server on 127.0.0.1:<free port> (world size 1, one player,
+    lag 0), stopped at the end."""
+    started: list[Served] = []
 
     def start(credentials: grpc.ServerCredentials | None) -> Served:
-        box = inbox.Inbox(SPEC, rank=0, world_size=1, expected_players=1, max_policy_lag=0, max_queue=4,
-                          version=lambda: 0)
-        board = weights.WeightBoard()
-        running = server.start(
-            servicers.RolloutServicer(box, board, 32 << 20), servicers.WeightServicer(board),
-            servicers.TrainerServicer(lambda: trainer_pb2.TrainerStatus(phase=trainer_pb2.TrainerStatus.TRAINING)),
-            "127.0.0.1", 0, 4 << 20, workers=4, tls=credentials,
-        )
-        started.append((running, box, board))
-        return Served(f"127.0.0.1:{running.port}", box, board)
+        started.append(server.start(world_size=1, expected_players=1, max_policy_lag=0, workers=4, tls=credentials))
+        return started[-1]
 
     yield start
-    for running, box, board in started:
-        box.close()
-        board.finish()
-        running.stop(0)
+    for served in started:
+        served.stop()
 
 
 def _client(address: str, credentials: grpc.ChannelCredentials | None, server_name: str = "") -> client.TrainerClient:
@@ -93,12 +78,12 @@ def _uploads_and_fetches(served: Served, c: client.TrainerClient) -> None:
 # --- TLS (the server authenticates itself) --------------------------------------------------------------------
 
 
-def test_tls_client_uploads_and_fetches(pki: PKI, serve) -> None:  # type: ignore[no-untyped-def]
+def test_tls_client_uploads_and_fetches(pki: PKI, serve: Serve) -> None:
     served = serve(tls.server_credentials(str(pki.server.cert), str(pki.server.key)))
     _uploads_and_fetches(served, _client(served.address, tls.channel_credentials(str(pki.ca.path))))
 
 
-def test_plaintext_client_is_refused_by_a_tls_trainer(pki: PKI, serve) -> None:  # type: ignore[no-untyped-def]
+def test_plaintext_client_is_refused_by_a_tls_trainer(pki: PKI, serve: Serve) -> None:
     served = serve(tls.server_credentials(str(pki.server.cert), str(pki.server.key)))
     assert _refused(_client(served.address, None)) == grpc.StatusCode.UNAVAILABLE
     with pytest.raises(grpc.RpcError):
@@ -106,18 +91,18 @@ def test_plaintext_client_is_refused_by_a_tls_trainer(pki: PKI, serve) -> None: 
     assert served.box.take_round(0, timeout_s=0.0).rollouts == []
 
 
-def test_tls_client_is_refused_by_a_plaintext_trainer(pki: PKI, serve) -> None:  # type: ignore[no-untyped-def]
+def test_tls_client_is_refused_by_a_plaintext_trainer(pki: PKI, serve: Serve) -> None:
     served = serve(None)
     assert _refused(_client(served.address, tls.channel_credentials(str(pki.ca.path)))) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_a_trainer_signed_by_another_ca_is_not_trusted(pki: PKI, serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_trainer_signed_by_another_ca_is_not_trusted(pki: PKI, serve: Serve) -> None:
     impostor = pki.stranger.issue("trainer", dns=("localhost",), ips=("127.0.0.1",))
     served = serve(tls.server_credentials(str(impostor.cert), str(impostor.key)))
     assert _refused(_client(served.address, tls.channel_credentials(str(pki.ca.path)))) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_the_certificate_must_name_the_trainer_unless_overridden(pki: PKI, serve) -> None:  # type: ignore[no-untyped-def]
+def test_the_certificate_must_name_the_trainer_unless_overridden(pki: PKI, serve: Serve) -> None:
     """As in a cluster: the certificate names the pod's DNS name, not the address dialled."""
     pod = "job-trainer-0.job-trainer.ns.svc"
     named = pki.ca.issue("pod-trainer", dns=(pod,))
@@ -132,8 +117,8 @@ def test_the_certificate_must_name_the_trainer_unless_overridden(pki: PKI, serve
 
 
 @pytest.fixture
-def mutual(pki: PKI, serve) -> Served:  # type: ignore[no-untyped-def]
-    served: Served = serve(tls.server_credentials(str(pki.server.cert), str(pki.server.key), str(pki.ca.path)))
+def mutual(pki: PKI, serve: Serve) -> Served:
+    served = serve(tls.server_credentials(str(pki.server.cert), str(pki.server.key), str(pki.ca.path)))
     return served
 
 
@@ -226,41 +211,30 @@ def test_tls_flags_and_environment_reach_both_configs() -> None:
 @pytest.mark.slow
 def test_trainer_and_player_train_over_mutual_tls(pki: PKI, tmp_path: Path) -> None:
     """World size 1, one player, a few hundred env steps: the run ends because the player's uploads arrived."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env = {k: v for k, v in env.items() if not k.startswith(("A2C_", "RANK", "WORLD_SIZE", "MASTER_"))}
+    # flags only: the A2C_* / DDP variables of the environment the tests run in are blanked (= unset)
+    env = {k: "" for k in os.environ if k.startswith(("A2C_", "RANK", "WORLD_SIZE", "MASTER_"))}
+    env["PYTHONUNBUFFERED"] = "1"
     common = ["--num-envs", "2", "--n-steps", "8"]
-    trainer_cmd = [sys.executable, "-m", "a2c", "trainer", "--rank", "0", "--world-size", "1", "--port", "0",
-                   "--metrics-port", "-1", "--master-port", str(_free_port()), "--run-dir", str(tmp_path / "run"),
-                   "--max-env-steps", "320", "--linger-s", "1", "--start-timeout-s", "60", "--device", "cpu",
-                   "--backend", "gloo", "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
-                   "--tls-ca", str(pki.ca.path), *common]
-    trainer = subprocess.Popen(trainer_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
+    trainer = spawn("trainer", "--rank", "0", "--world-size", "1", "--port", "0", "--metrics-port", "-1",
+                    "--master-port", str(free_port()), "--run-dir", str(tmp_path / "run"), "--max-env-steps", "320",
+                    "--linger-s", "1", "--start-timeout-s", "60", "--device", "cpu", "--backend", "gloo",
+                    "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key), "--tls-ca", str(pki.ca.path),
+                    *common, env=env, new_session=True)
     procs = [trainer]
     try:
         port = _read_port(trainer)
-        player = subprocess.Popen(
-            [sys.executable, "-m", "a2c", "player", "--player-index", "0", "--trainer-address", f"127.0.0.1:{port}",
-             "--metrics-port", "-1", "--connect-timeout-s", "30", "--tls-ca", str(pki.ca.path),
-             "--tls-cert", str(pki.player.cert), "--tls-key", str(pki.player.key), *common],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+        player = spawn("player", "--player-index", "0", "--trainer-address", f"127.0.0.1:{port}",
+                       "--metrics-port", "-1", "--connect-timeout-s", "30", "--tls-ca", str(pki.ca.path),
+                       "--tls-cert", str(pki.player.cert), "--tls-key", str(pki.player.key), *common,
+                       env=env, new_session=True)
         procs.append(player)
-        player_out, _ = player.communicate(timeout=120)
+        player_out, _ = player.communicate(timeout=100)
         trainer_out, _ = trainer.communicate(timeout=60)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.communicate()
+        kill(*procs)
     assert player.returncode == 0, player_out
     assert trainer.returncode == 0, trainer_out
     assert (tmp_path / "run" / "metrics.jsonl").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _read_port(proc: subprocess.Popen[str]) -> int:

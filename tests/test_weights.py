@@ -27,20 +27,25 @@ class Waiter:
         return self.result[0]
 
 
-class CountingBoard(weights.WeightBoard):
-    """Signals each time a waiter goes to sleep on the condition variable (so a test publishes while it waits,
-    not before; wraps the private condition because wait_newer has no public hook)."""
+class CountingCondition(threading.Condition):
+    """Signals each time a waiter goes to sleep on it (so a test publishes while it waits, not before)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sleeping = threading.Semaphore(0)
-        inner = self._cond.wait
 
-        def wait(timeout: float | None = None) -> bool:
-            self.sleeping.release()
-            return inner(timeout)
+    def wait(self, timeout: float | None = None) -> bool:
+        self.sleeping.release()
+        return super().wait(timeout)
 
-        self._cond.wait = wait  # type: ignore[method-assign]
+
+class CountingBoard(weights.WeightBoard):
+    """A board over a CountingCondition: `sleeping` is released each time a waiter goes to sleep."""
+
+    def __init__(self) -> None:
+        condition = CountingCondition()
+        super().__init__(condition)
+        self.sleeping = condition.sleeping
 
 
 def test_empty_board() -> None:

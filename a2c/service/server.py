@@ -1,23 +1,27 @@
 """The trainer's gRPC server: the one place for message limits, keepalive, health and graceful stop.
 
-Data flow: trainer -> `start` with the servicers (and, optionally, TLS credentials from `tls`) -> players
-and the launcher/controller connect.
+Data flow: trainer -> `start` with its inbox, weight board and status callback (and, optionally, TLS
+credentials from `tls`): the servicers over them, served -> players and the launcher/controller connect.
+The trainer and every test that needs a live server start it here, the same way.
 The standard grpc.health.v1 service says NOT_SERVING until the trainer has joined its group and
 published its first weights (`set_serving`), which is what Kubernetes' grpc readinessProbe asks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from a2c import inbox, weights
 from a2c.service import servicers
-from a2c.v1 import rollout_pb2_grpc, trainer_pb2_grpc, weights_pb2_grpc
+from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2_grpc
 
 SERVICES = ("a2c.v1.RolloutService", "a2c.v1.WeightService", "a2c.v1.TrainerService")
+ROLLOUT_MESSAGES = 64  # a rollout may be this many messages long (chunks of it, each far below the limit)
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -52,16 +56,18 @@ class Running:
         self.server.stop(grace_s).wait()
 
 
-def start(rollouts: servicers.RolloutServicer, weights: servicers.WeightServicer,
-          trainer: servicers.TrainerServicer, host: str, port: int, max_message_bytes: int,
-          workers: int, tls: grpc.ServerCredentials | None = None) -> Running:
-    """Serve on host:port (0 picks a free port); with `tls` (see `tls.server_credentials`) only over TLS."""
+def start(box: inbox.Inbox, board: weights.WeightBoard, status: Callable[[], trainer_pb2.TrainerStatus],
+          host: str, port: int, max_message_bytes: int, workers: int,
+          tls: grpc.ServerCredentials | None = None) -> Running:
+    """A trainer's services over its inbox, weight board and status, on host:port (0 picks a free port);
+    with `tls` (see `tls.server_credentials`) only over TLS. Health says NOT_SERVING until `set_serving`."""
     # No SO_REUSEPORT: a second trainer on a port in use must fail, not share its connections.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                          options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)])
+    rollouts = servicers.RolloutServicer(box, board, max_message_bytes * ROLLOUT_MESSAGES)
     rollout_pb2_grpc.add_RolloutServiceServicer_to_server(rollouts, server)
-    weights_pb2_grpc.add_WeightServiceServicer_to_server(weights, server)
-    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(trainer, server)
+    weights_pb2_grpc.add_WeightServiceServicer_to_server(servicers.WeightServicer(board), server)
+    trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicers.TrainerServicer(status), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"

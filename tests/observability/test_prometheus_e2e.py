@@ -15,10 +15,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -28,30 +26,10 @@ import pytest
 import yaml
 
 from tests.observability import promql
+from tests.support.procs import free_port, wait_for
 
 JOB = "local"
 DEADLINE_S = 75.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Any, timeout_s: float, procs: dict[str, subprocess.Popen[bytes]],
-             logs: Path) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited with {proc.returncode} while waiting for {what}\n{tails(logs)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{tails(logs)}")
-        time.sleep(0.5)
 
 
 def tails(logs: Path, lines: int = 6) -> str:
@@ -121,6 +99,7 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
     env = {**os.environ, "PYTHONPATH": str(promql.ROOT), "A2C_JOB": JOB}
     a2c = [sys.executable, "-m", "a2c"]
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    watching: dict[str, Any] = {"watch": procs, "explain": lambda: tails(tmp_path), "every_s": 0.5}
     prom_port, rogue_port = free_port(), free_port()
     base = f"http://127.0.0.1:{prom_port}"
     config = tmp_path / "prometheus.yml"
@@ -142,15 +121,15 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
             found = re.search(r"gRPC on port (\d+)", log.read_text()) if log.exists() else None
             return int(found.group(1)) if found else None
 
-        port = wait_for("trainer 0's gRPC port in its log", trainer0_port, 60, procs, tmp_path)
+        port = wait_for(trainer0_port, 60, "trainer 0's gRPC port in its log", **watching)
         procs["misconfigured player"] = subprocess.Popen(
             [*a2c, "player", "--player-index", "2", "--num-trainers", "2", "--trainer-address", f"127.0.0.1:{port}",
              "--metrics-port", str(rogue_port), "--num-envs", "2", "--n-steps", "4"],
             cwd=promql.ROOT, env=env, stdout=(logs / "misconfigured-player.log").open("wb"),
             stderr=subprocess.STDOUT, start_new_session=True)
 
-        targets = wait_for("the run's prometheus_targets.json",
-                           lambda: (run_dir / "prometheus_targets.json").exists(), 60, procs, tmp_path)
+        targets = wait_for(lambda: (run_dir / "prometheus_targets.json").exists(), 60,
+                           "the run's prometheus_targets.json", **watching)
         assert targets
         written = json.loads((run_dir / "prometheus_targets.json").read_text())
         roles = sorted((t["labels"]["role"], t["labels"]["rank"]) for t in written)
@@ -160,7 +139,7 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
             active = api(base, "/api/v1/targets").get("data", {}).get("activeTargets", [])
             return len(active) == 5 and all(t["health"] == "up" for t in active)
 
-        wait_for("5 scrape targets up", all_targets_up, 60, procs, tmp_path)
+        wait_for(all_targets_up, 60, "5 scrape targets up", **watching)
 
         queries = promql.dashboard_queries()
         left: dict[str, str | None] = {}
@@ -170,14 +149,12 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
             left.update({q.where: problem(base, q) for q in queries})
             return not any(left.values())
 
-        deadline = time.monotonic() + DEADLINE_S
-        while not every_query_has_data():
-            for name, proc in procs.items():
-                assert proc.poll() is None, f"{name} exited with {proc.returncode}\n{tails(tmp_path)}"
-            if time.monotonic() > deadline:
-                bad = "\n".join(f"  {where}: {why}" for where, why in left.items() if why)
-                pytest.fail(f"dashboard queries without data after {DEADLINE_S:.0f} s:\n{bad}\n{tails(tmp_path)}")
-            time.sleep(2)
+        def without_data() -> str:
+            bad = "\n".join(f"  {where}: {why}" for where, why in left.items() if why)
+            return f"dashboard queries without data:\n{bad}\n{tails(tmp_path)}"
+
+        wait_for(every_query_has_data, DEADLINE_S, "every dashboard query to return data", watch=procs,
+                 explain=without_data, every_s=2.0)
 
         for name, board in promql.dashboards().items():
             variable = next(v for v in board["templating"]["list"] if v["name"] == "job")
@@ -195,7 +172,7 @@ def test_every_dashboard_query_returns_data_from_a_real_run(tmp_path: Path) -> N
 
         # The misconfigured player's refusals trip the refusal alert (pending: it waits 10m before firing);
         # the healthy trainers are neither stalled nor down. (A2CReturnCollapsed may see early learning noise.)
-        states = wait_for("A2CRolloutsRefused to go pending", rule_states, 30, procs, tmp_path)
+        states = wait_for(rule_states, 30, "A2CRolloutsRefused to go pending", **watching)
         assert states["A2CTrainingStalled"] == "inactive"
         assert states["A2CTrainerDown"] == "inactive"
     finally:

@@ -1,9 +1,12 @@
 """Periodic evaluation beside training: trainer 0 hands weight snapshots to a side process that plays them.
 
+(`evaluate` is the evaluation itself, greedy episodes of one agent, and `a2c eval`; this module runs it
+every --eval-interval iterations in the evaluator process, so that training never waits for it.)
+
 Data flow: trainer 0, every --eval-interval iterations -> `Evaluator.submit` (the snapshot it just
 published: numpy tensors, version, env steps; never blocks) -> this class's thread -> pipe -> the
-side process `python -m a2c.evaluator` (`serve`: `evaluate.evaluate`, greedy, fixed seed) -> pipe ->
-the thread -> `on_result` (trainer 0 writes the eval row and the a2c_eval_* metrics).
+side process `python -m a2c.periodic_eval` (`serve`: `evaluate.evaluate`, greedy, fixed seed) -> pipe ->
+the thread -> `on_result` (trainer 0's `recorder` writes the eval row and the a2c_eval_* metrics).
 
 Why a process, not a thread or a fork: an evaluation is pure Python stepping (the GIL would slow the
 trainer's loop), and a trainer has gRPC threads, which a fork would copy in whatever state they are.
@@ -41,7 +44,7 @@ from a2c import agent, config, env, evaluate, weights
 
 log = logging.getLogger(__name__)
 
-COMMAND = [sys.executable, "-m", "a2c.evaluator"]
+COMMAND = [sys.executable, "-m", "a2c.periodic_eval"]
 NICE = 19
 
 
@@ -89,6 +92,7 @@ class Evaluator:
         self.command = list(command or COMMAND)
         self.max_failures = max_failures
         self.submitted = self.skipped = self.failures = self.evaluated = 0
+        self.in_flight: int | None = None  # the version being evaluated now
         self._cond = threading.Condition()
         self._pending: Request | None = None
         self._closed = False
@@ -100,6 +104,11 @@ class Evaluator:
     def alive(self) -> bool:
         """False once evaluation has stopped for this run (closed, or too many failures)."""
         return not (self._closed or self._gave_up)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The side process while one runs (started at the first snapshot, replaced after a death)."""
+        return self._proc
 
     def submit(self, version: int, env_steps: int, time_s: float, tensors: dict[str, np.ndarray]) -> bool:
         """Queue this snapshot for evaluation and return at once; True if it replaced one still waiting."""
@@ -117,7 +126,7 @@ class Evaluator:
             return replaced
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop evaluating: an evaluation in flight is abandoned, the side process ended."""
+        """Stop evaluating: an evaluation in flight is abandoned, the side process ended; log the tally."""
         with self._cond:
             self._closed = True
             self._pending = None
@@ -134,6 +143,8 @@ class Evaluator:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout_s)
+        log.info("periodic evaluation: %d snapshots submitted, %d evaluated, %d skipped (evaluator busy), "
+                 "%d failed", self.submitted, self.evaluated, self.skipped, self.failures)
 
     # --- the thread -------------------------------------------------------------------------------------
     def _next(self) -> Request | None:
@@ -141,7 +152,10 @@ class Evaluator:
             while self._pending is None and self.alive:
                 self._cond.wait()
             request, self._pending = self._pending, None
-            return request if self.alive else None
+            if not self.alive or request is None:
+                return None
+            self.in_flight = request.version
+            return request
 
     def _start(self) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([*self.command, "--nice", str(NICE)], stdin=subprocess.PIPE,
@@ -166,6 +180,7 @@ class Evaluator:
 
     def _serve_requests(self) -> None:
         while True:
+            self.in_flight = None
             request = self._next()
             if request is None:
                 break
@@ -262,7 +277,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m a2c.evaluator [--nice N]`: messages on stdin/stdout, logs on stderr (the trainer's log)."""
+    """`python -m a2c.periodic_eval [--nice N]`: messages on stdin/stdout, logs on stderr (the trainer's log)."""
     args = list(sys.argv[1:] if argv is None else argv)
     nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
     with contextlib.suppress(Exception):

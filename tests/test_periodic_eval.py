@@ -1,20 +1,22 @@
-"""evaluator.py: trainer 0's side process. Real child processes throughout: the real `python -m a2c.evaluator`
-for results, and tests/fake_evaluator.py (same pipe protocol) for a slow or dying one."""
+"""periodic_eval.py: trainer 0's evaluator process. Real child processes throughout: the real
+`python -m a2c.periodic_eval` for results, and tests/fake_evaluator.py (same pipe protocol) for one that
+holds an evaluation until the test lets it go, or dies. No sleeps: the tests wait on what the evaluator says
+it does (`in_flight`, `process`, its callbacks)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from a2c import agent, config, env, evaluate, evaluator
-from tests.helpers_procs import wait_for
+from a2c import agent, config, env, evaluate, periodic_eval
+from tests.support.procs import wait_for
 
 FAKE = [sys.executable, "-m", "tests.fake_evaluator"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,11 +26,11 @@ class Recorder:
     """on_result / on_failure that remember what they were told."""
 
     def __init__(self) -> None:
-        self.outcomes: list[evaluator.Outcome] = []
+        self.outcomes: list[periodic_eval.Outcome] = []
         self.failures: list[str] = []
         self.lock = threading.Lock()
 
-    def result(self, outcome: evaluator.Outcome) -> None:
+    def result(self, outcome: periodic_eval.Outcome) -> None:
         with self.lock:
             self.outcomes.append(outcome)
 
@@ -42,8 +44,8 @@ def _tensors(version: int) -> dict[str, np.ndarray]:
 
 
 def _make(rec: Recorder, command: list[str] | None = None, episodes: int = 3, max_failures: int = 3,
-          env_cfg: config.EnvConfig | None = None) -> evaluator.Evaluator:
-    return evaluator.Evaluator(env_cfg or config.EnvConfig(), config.AlgoConfig(), episodes, 7, rec.result,
+          env_cfg: config.EnvConfig | None = None) -> periodic_eval.Evaluator:
+    return periodic_eval.Evaluator(env_cfg or config.EnvConfig(), config.AlgoConfig(), episodes, 7, rec.result,
                                rec.failure, command=command, max_failures=max_failures)
 
 
@@ -81,28 +83,31 @@ def test_the_side_process_plays_exactly_what_evaluate_plays_and_survives_a_bad_s
     assert out.seconds > 0 and ev.failures == 1 and ev.evaluated == 1
 
 
-def test_a_slow_evaluator_never_blocks_submit_and_only_the_newest_snapshot_waits() -> None:
+def test_a_busy_evaluator_never_blocks_submit_and_only_the_newest_snapshot_waits(tmp_path: Path) -> None:
+    """Version 1 is held in the evaluator until the test opens the gate: nine submits made meanwhile all
+    return (so none waited for the evaluation), and only the last of them is evaluated after it."""
     rec = Recorder()
-    ev = _make(rec, command=[*FAKE, "sleep", "1.5"])
+    gate = tmp_path / "gate"
+    ev = _make(rec, command=[*FAKE, "gate", str(gate)])
     try:
         ev.submit(1, 10, 0.1, _tensors(1))
-        wait_for(lambda: ev._proc is not None, 30, "the evaluator to start")
-        time.sleep(0.3)  # version 1 is in flight now
-        slowest = 0.0
-        replaced = []
-        for version in range(2, 11):
-            start = time.perf_counter()
-            replaced.append(ev.submit(version, version * 10, version / 10, _tensors(version)))
-            slowest = max(slowest, time.perf_counter() - start)
-        assert slowest < 0.05, f"submit waited {slowest:.3f} s for a busy evaluator"
+        wait_for(lambda: ev.in_flight == 1, 30, "version 1 to be in flight")
+        replaced: list[bool] = []
+        submitting = threading.Thread(target=lambda: replaced.extend(
+            ev.submit(v, v * 10, v / 10, _tensors(v)) for v in range(2, 11)))
+        submitting.start()
+        submitting.join(30)
+        assert not submitting.is_alive(), "submit waited for the busy evaluator"
+        assert ev.in_flight == 1 and not rec.outcomes, "version 1 was still being evaluated all along"
         assert replaced == [False] + [True] * 8
+        gate.touch()
         wait_for(lambda: len(rec.outcomes) == 2, 30, "versions 1 and 10 to be evaluated")
-        time.sleep(0.5)
+        wait_for(lambda: ev.in_flight is None, 30, "the evaluator to be idle")
     finally:
         ev.close()
     assert [o.version for o in rec.outcomes] == [1, 10], "the eight in between were skipped, not queued"
     assert [o.result.returns for o in rec.outcomes] == [[1.0], [10.0]]
-    assert (ev.submitted, ev.skipped, ev.evaluated, ev.failures) == (10, 8, 2, 0)
+    assert (ev.submitted, ev.skipped, ev.evaluated, ev.failures) == (10, 8, 2, 0), "nothing else is waiting"
 
 
 def test_a_dying_evaluator_is_restarted_and_records_nothing_false(tmp_path: Path) -> None:
@@ -134,17 +139,15 @@ def test_an_evaluator_that_keeps_dying_is_given_up_and_training_is_never_disturb
     assert not rec.outcomes and ev.failures == 3
 
 
-def test_close_ends_an_evaluation_in_flight_and_its_process() -> None:
+def test_close_ends_an_evaluation_in_flight_and_its_process(tmp_path: Path) -> None:
     rec = Recorder()
-    ev = _make(rec, command=[*FAKE, "sleep", "60"])
+    ev = _make(rec, command=[*FAKE, "gate", str(tmp_path / "never")])
     ev.submit(1, 10, 0.1, _tensors(1))
-    wait_for(lambda: ev._proc is not None, 30, "the evaluator to start")
-    proc = ev._proc
-    assert proc is not None
-    start = time.monotonic()
+    proc = wait_for(lambda: ev.in_flight == 1 and ev.process, 30, "version 1 to be in flight")
     ev.close()
-    assert time.monotonic() - start < 10
     assert proc.poll() is not None, "the side process outlived close()"
+    assert proc.returncode == -signal.SIGTERM, "ended by close()'s SIGTERM at once, not killed after a timeout"
+    assert ev.process is None and not ev.alive
     assert not rec.outcomes and not rec.failures, "closing is not a failure"
 
 
