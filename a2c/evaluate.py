@@ -26,8 +26,9 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,27 +48,19 @@ class EvalError(Exception):
 
 @dataclass
 class Result:
-    """Undiscounted returns and lengths of the evaluated episodes, in episode order."""
+    """Undiscounted returns and lengths of the evaluated episodes, in episode order, and their means and
+    population standard deviations (ddof 0, as Stable-Baselines3's evaluate_policy reports)."""
 
     returns: list[float]
     lengths: list[int]
+    mean_return: float = field(init=False)
+    std_return: float = field(init=False)
+    mean_length: float = field(init=False)
+    std_length: float = field(init=False)
 
-    @property
-    def mean_return(self) -> float:
-        return float(np.mean(self.returns))
-
-    @property
-    def std_return(self) -> float:
-        """Population standard deviation (ddof 0), as Stable-Baselines3's evaluate_policy reports."""
-        return float(np.std(self.returns))
-
-    @property
-    def mean_length(self) -> float:
-        return float(np.mean(self.lengths))
-
-    @property
-    def std_length(self) -> float:
-        return float(np.std(self.lengths))
+    def __post_init__(self) -> None:
+        self.mean_return, self.std_return = float(np.mean(self.returns)), float(np.std(self.returns))
+        self.mean_length, self.std_length = float(np.mean(self.lengths)), float(np.std(self.lengths))
 
     def summary(self) -> dict[str, Any]:
         return {"episodes": len(self.returns), "mean_return": self.mean_return, "std_return": self.std_return,
@@ -152,6 +145,9 @@ def record_video(model: agent.Agent, env_cfg: config.EnvConfig, path: Path, seed
     path = Path(path)
     if path.suffix.lower() != ".gif":
         raise EvalError(f"--video {path}: only .gif is supported (MP4 would need an encoder binary)")
+    # SDL (pygame renders classic control) probes for a display even for rgb_array frames, and on a terminal
+    # without one prints "XDG_RUNTIME_DIR is invalid or not set": frames need no display
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         e = make_env(env_cfg, render=True, max_episode_steps=max_episode_steps)
     except gym.error.DependencyNotInstalled as exc:

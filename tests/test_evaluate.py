@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,19 @@ def test_cli_video_frames_match_episode_zero(cartpole: Path, tmp_path: Path,
     got = json.loads(out)
     assert got["video"] == str(gif) and got["video_frames"] == Image.open(gif).n_frames
     assert sum(gif_durations(gif)) == (got["lengths"][0] + 1) * 20, "the clip lasts episode 0's steps + 1 frames"
+
+
+def test_a_video_on_a_terminal_without_a_display_prints_nothing_from_sdl(cartpole: Path, tmp_path: Path) -> None:
+    """pygame's SDL looks for a display even for rgb_array frames; without one (no XDG_RUNTIME_DIR, as over
+    ssh or in a container) it used to print "XDG_RUNTIME_DIR is invalid or not set" on the user's terminal."""
+    pytest.importorskip("pygame")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "SDL_VIDEODRIVER", "WAYLAND_DISPLAY",
+                                                             "DISPLAY")}
+    done = subprocess.run([sys.executable, "-m", "a2c", "eval", str(cartpole), "--episodes", "1",
+                           "--video", str(tmp_path / "ep0.gif")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "XDG_RUNTIME_DIR" not in done.stdout + done.stderr, done.stderr
+    assert (tmp_path / "ep0.gif").exists()
 
 
 def missing(d: Path) -> Path:
