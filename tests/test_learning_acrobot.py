@@ -28,6 +28,7 @@ BUDGET = 300_000
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(440)  # a learning run of up to 300k env steps: the run itself is given 400 s
 def test_local_learns_acrobot(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "a2c", "local", "--env-id", "Acrobot-v1", "--ent-coef", "0.01",
            "--target-return", "-100", "--max-env-steps", str(BUDGET), "--seed", "1",

@@ -25,6 +25,7 @@ BUDGET = 100_000
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(340)  # a learning run of up to 100k env steps: the run itself is given 300 s
 def test_local_learns_inverted_pendulum(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "a2c", "local", "--env-id", "InvertedPendulum-v5", "--normalize-obs", "true",
            "--normalize-reward", "true", "--return-window", "20", "--target-return", "950",
@@ -47,6 +48,7 @@ def test_local_learns_inverted_pendulum(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(340)  # a learning run of up to 100k env steps: the run itself is given 300 s
 def test_local_learns_inverted_pendulum_with_gsde(tmp_path: Path) -> None:
     """--use-sde: players act with their own exploration matrices (resampled every 4 steps here), trainers
     train the log-prob of the marginal Gaussian (the zoo's gSDE log-std init, -2). Same budget and bars as

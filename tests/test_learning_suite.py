@@ -39,6 +39,7 @@ def test_every_task_uses_flags_a2c_local_accepts() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(340)  # a pass of the benchmark script, learning runs included: the script is given 300 s
 def test_a_tiny_pass_prints_the_table_with_measured_scores(tmp_path: Path) -> None:
     out_json = tmp_path / "suite.json"
     proc = subprocess.run([sys.executable, str(SUITE), "--tasks", "CartPole-v1", "--budget-scale", "0.01",
