@@ -17,5 +17,6 @@ Why not kopf: kopf's handlers are edge-triggered on diffs and keep their own sta
 this job needs is one level-triggered reconcile (render, compare, act) run both on watch events and on
 a timer that polls the trainers. A plain list/watch loop with the official client expresses that in
 ~150 lines, runs synchronously under test (`Reconciler.reconcile(namespace, name)`), and is driven by the
-tests against a strict stand-in for kube-apiserver (tests/cluster/). Nothing under `a2c.controller` imports torch (import-linter).
+tests against a strict stand-in for kube-apiserver (tests/cluster/). Nothing under `a2c.controller` imports
+torch (import-linter).
 """

@@ -103,6 +103,7 @@ def run_controller(args: argparse.Namespace) -> int:
             return ""  # a standby replica is healthy while it waits for the lease
         return "" if runner.healthy(stuck_after_s) else f"reconcile loop stuck for over {stuck_after_s:.0f} s"
 
+    logging.getLogger("leaderelection").setLevel(logging.WARNING)  # it logs every renewal (2 s) at INFO
     metrics.bind("all", "controller", 0)
     metrics.serve(args.metrics_port, checks={"/healthz": health})
     signal.signal(signal.SIGTERM, lambda *_: runner.shutdown())

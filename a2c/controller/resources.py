@@ -186,7 +186,6 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
             {"name": "MASTER_ADDR", "value": cfg.master_addr},
             {"name": "MASTER_PORT", "value": str(cfg.master_port)},
             {"name": "TORCH_NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
-            {"name": "A2C_JOB", "value": name},  # the a2c_job label of every metric
             {"name": "HOME", "value": "/tmp"},
         ],
         "envFrom": [{"configMapRef": {"name": f"{name}-config"}}],
@@ -230,8 +229,7 @@ def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int)
         "name": "player", "image": spec["image"], "imagePullPolicy": spec["imagePullPolicy"],
         "command": ["a2c"], "args": player_args(cfg),
         "ports": [{"name": "metrics", "containerPort": cfg.metrics_port}],
-        "env": [_pod_index_env("A2C_PLAYER_INDEX"), {"name": "A2C_JOB", "value": name},
-                {"name": "HOME", "value": "/tmp"}],
+        "env": [_pod_index_env("A2C_PLAYER_INDEX"), {"name": "HOME", "value": "/tmp"}],
         "envFrom": [{"configMapRef": {"name": f"{name}-config"}}],
         "resources": copy.deepcopy(spec["players"].get("resources") or {}),
         "securityContext": container_sec,

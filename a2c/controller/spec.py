@@ -156,6 +156,7 @@ def trainer_config(name: str, namespace: str, spec: dict[str, Any]) -> config.Tr
         run_dir=RUN_DIR, checkpoint_interval=int(ckpt["interval"]), keep_checkpoints=int(ckpt["keep"]),
         round_timeout_s=float(trainers["roundTimeoutSeconds"]), dist_timeout_s=float(trainers["distTimeoutSeconds"]),
         backend=trainers["backend"], device="cuda" if int(trainers["gpus"]) > 0 else "cpu", hold_when_done=True,
+        job=name,
         tls_cert=cert, tls_key=key, tls_ca=ca,
         eval_interval=int(evaluation["interval"]), eval_episodes=int(evaluation["episodes"]),
         env=_env_config(spec), algo=_algo_config(spec),
@@ -171,6 +172,6 @@ def player_config(name: str, namespace: str, spec: dict[str, Any]) -> config.Pla
     cert, key, ca = tls_files(spec, "player")
     return config.PlayerConfig(
         num_trainers=int(spec["trainers"]["replicas"]), trainer_address=trainer_address(name, namespace),
-        metrics_port=METRICS_PORT, tls_cert=cert, tls_key=key, tls_ca=ca, hold_when_done=True,
+        metrics_port=METRICS_PORT, tls_cert=cert, tls_key=key, tls_ca=ca, hold_when_done=True, job=name,
         env=_env_config(spec), algo=_algo_config(spec),
     )

@@ -71,9 +71,12 @@ class Api:
     def create(self, path: str, obj: Obj) -> Obj:
         return dict(self.request("POST", path, body=obj))
 
-    def delete(self, path: str, body: Obj | None = None) -> None:
+    def delete(self, path: str, body: Obj | None = None) -> Obj | None:
+        """The server's answer: the object, still there with a deletionTimestamp when deletion is graceful."""
         with contextlib.suppress(NotFound):
-            self.request("DELETE", path, body=body)
+            reply = self.request("DELETE", path, body=body)
+            return reply if isinstance(reply, dict) else None
+        return None
 
     def merge_patch(self, path: str, patch: Obj) -> Obj:
         return dict(self.request("PATCH", path, body=patch, content_type="application/merge-patch+json"))

@@ -96,9 +96,14 @@ class Workloads:
             self.pods.put(self.api.create(node_api.path("v1", "pods", pod["metadata"]["namespace"]), pod))
 
     def _delete_pod(self, pod: Obj) -> None:
+        if pod["metadata"].get("deletionTimestamp"):
+            return  # asked already; the kubelet is stopping it
         ns, name = node_api.key(pod)
-        self.api.delete(node_api.path("v1", "pods", ns, name))
-        self.pods.drop(ns, name)
+        reply = self.api.delete(node_api.path("v1", "pods", ns, name))
+        if reply is not None and reply.get("kind") == "Pod" and reply["metadata"].get("deletionTimestamp"):
+            self.pods.put(reply)  # graceful: it stays until the kubelet confirms; its watch event may be back already
+        else:
+            self.pods.drop(ns, name)
 
     # StatefulSets
 

@@ -384,7 +384,12 @@ def test_watches_resume_from_their_resource_version_and_relist_when_it_expired(
     runner = loop.Loop(reconciler, namespace=NS, resync_s=30.0)
     seen: list[tuple[str, str]] = []
     original = runner.enqueue
-    runner.enqueue = lambda key, poll=False: (seen.append(key), original(key, poll))  # type: ignore[method-assign]
+
+    def spy(key: tuple[str, str], poll: bool = False) -> None:
+        seen.append(key)
+        original(key, poll)
+
+    runner.enqueue = spy  # type: ignore[method-assign]
     create_job(admin, name="old")
     reconciler.reconcile(NS, "old")
     version = api.list_at(API, KIND, NS, {})[1]
