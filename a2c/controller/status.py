@@ -153,8 +153,7 @@ def decide(
 
     if "trainerReplicas" not in old:
         status.update(phase=PENDING, reason="WaitingForTrainers", message=f"waiting for trainers (0/{want} ready)",
-                      startTime=now,
-                      trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerPods={},
+                      startTime=now, trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerPods={},
                       trainerTemplate=template, groupFormed=False, groupStartTime=now)
         d.trainers = want
         d.events.append(("Normal", "Created", f"created {want} trainers and {players} players"))
