@@ -143,3 +143,35 @@ def test_two_replicas_one_leader_and_a_failover(apiserver: APIServer, admin: Any
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
+
+
+def test_healthz_fails_when_the_reconcile_loop_is_stuck(api: Any) -> None:
+    """The controller's livenessProbe: a loop stuck in a reconcile (a hung API call, a deadlock) answers 503,
+    while /metrics, served by another thread, would still answer."""
+    import threading
+
+    from a2c import metrics
+    from a2c.controller import handlers, loop
+
+    release = threading.Event()
+
+    class Stuck(handlers.Reconciler):
+        def reconcile(self, namespace: str, name: str, poll: bool = True) -> str:
+            release.wait(30)
+            return "unchanged"
+
+    runner = loop.Loop(Stuck(api), namespace=NS, resync_s=0.2)
+    port = metrics.serve(0, "127.0.0.1", checks={"/healthz": lambda: "" if runner.healthy(1.0) else "stuck"})
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        assert _get(f"http://127.0.0.1:{port}/healthz") == 200
+        runner.enqueue((NS, "cp"))  # the worker goes into a reconcile that does not come back
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 503, 10, "/healthz to fail")
+        assert _get(f"http://127.0.0.1:{port}/metrics") == 200
+        release.set()
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 200, 10, "/healthz to recover")
+    finally:
+        release.set()
+        runner.shutdown()
+        thread.join(5)
