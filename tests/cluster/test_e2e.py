@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from a2c.controller import resources
 from tests.cluster.conftest import NS, Chart, Cluster
 
 JOB = "cp"
+ROOT = Path(__file__).resolve().parents[2]
 TARGET = 475.0  # CartPole-v1 solved (mean of the last 100 episodes), as `a2c local` stops
 
 
@@ -210,8 +212,10 @@ def test_a_lost_trainer_restarts_the_gang_and_an_upgrade_resumes_from_the_checkp
     assert status["envSteps"] > 0 and status["meanReturn"] >= 475.0
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_job_the_image_cannot_run_fails_with_the_reason_and_no_restart_loop(cluster: Cluster) -> None:
+    """(d) a broken job, then (h) a user's own job from examples/ on the same cluster."""
     chart = Chart.render(values(environment={"id": "NoSuchEnvironment-v0"}))
     cluster.install(chart)
     cluster.wait(lambda: phase(cluster) == "Failed", 180, "the job to fail")
@@ -222,4 +226,12 @@ def test_a_job_the_image_cannot_run_fails_with_the_reason_and_no_restart_loop(cl
     assert re.search(r"Warning\s+TrainerCannotStart\s", described), described
     cluster.wait(lambda: not cluster.pods("trainer") and not cluster.pods("player"), 60, "the pods to go")
     assert cluster.status(JOB)["gangRestarts"] == 0
+
+    # (h) a job of the user's own, as the README says: `kubectl apply -f examples/cartpole.yaml`
+    cluster.kubectl("apply", "-f", str(ROOT / "examples" / "cartpole.yaml"))
+    cluster.wait(lambda: phase(cluster, "cartpole") == "Running" and cluster.status("cartpole").get("groupFormed"),
+                 240, "examples/cartpole.yaml to train")
+    assert len(cluster.pods("player")) == 4 and cluster.status("cartpole")["gangRestarts"] == 0
+    cluster.kubectl("delete", "-f", str(ROOT / "examples" / "cartpole.yaml"), "--timeout", "60s")
+    cluster.wait(lambda: not cluster.pods("trainer") and not cluster.pods("player"), 90, "its pods to go")
 
