@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,24 +51,6 @@ def cases() -> dict[str, dict[str, Any]]:
         "networkpolicy": values_file(CHART / "ci" / "networkpolicy-values.yaml"),
         "nojob": values_file(CHART / "ci" / "nojob-values.yaml"),
     }
-
-
-def chart_copy(tmp: Path) -> Path:
-    """A copy of the chart with the observability files it packages; placeholders stand in only while
-    the observability branch's real dashboards/alert rules are absent from this checkout."""
-    dest = tmp / "a2c"
-    shutil.copytree(CHART, dest)
-    if not list(DASHBOARDS.glob("*.json")):
-        (dest / "dashboards").mkdir(exist_ok=True)
-        (dest / "dashboards" / "placeholder_training.json").write_text(
-            json.dumps({"title": "placeholder", "uid": "a2c-placeholder", "panels": [],
-                        "templating": {"list": [{"name": "datasource", "type": "datasource"}]}}))
-    if not RULES_FILE.exists():
-        (dest / "files" / "alert-rules.yaml").write_text(yaml.safe_dump({"groups": [{
-            "name": "a2c-placeholder",
-            "rules": [{"alert": "A2CPlaceholder", "expr": "vector(0) > 1", "for": "5m",
-                       "labels": {"severity": "warning"}, "annotations": {"summary": "placeholder"}}]}]}))
-    return dest
 
 
 def render(values: dict[str, Any], chart: Path = CHART, name: str = RELEASE,

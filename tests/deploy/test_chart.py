@@ -53,8 +53,8 @@ def pod_specs(rendered: dict[str, list[dict[str, Any]]]) -> list[tuple[str, dict
 
 @pytest.mark.parametrize("kube_version", chartlib.KUBE_VERSIONS)
 @pytest.mark.parametrize("case", CASES)
-def test_strict_lint_is_clean(case: str, kube_version: str, chart_with_observability) -> None:
-    chart = chart_with_observability if case == "monitoring" else chartlib.CHART
+def test_strict_lint_is_clean(case: str, kube_version: str) -> None:
+    chart = chartlib.CHART
     report = helm.lint(chart, chartlib.cases()[case], strict=True, namespace=NAMESPACE,
                        kube_version=f"v{kube_version}")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -398,11 +398,11 @@ def test_controller_liveness_is_the_reconcile_loop(rendered_cases) -> None:
     assert live["timeoutSeconds"] < live["periodSeconds"]
 
 
-def test_names_fit_63_characters_with_the_longest_release_name(chart_with_observability) -> None:
+def test_names_fit_63_characters_with_the_longest_release_name() -> None:
     name = "r" * 53  # Helm's own limit on release names
     helm.validate_release_name(name)
     rendered = chartlib.render(chartlib.cases()["monitoring"] | {"networkPolicy": {"enabled": True}},
-                               chart=chart_with_observability, name=name)
+                               chart=chartlib.CHART, name=name)
     for obj in chartlib.objects(rendered):
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
     job = one(rendered, "A2CJob")
@@ -495,16 +495,16 @@ def test_pod_monitor_selects_the_pods_the_controller_renders(rendered_cases) -> 
         assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
 
 
-def test_prometheus_rule_is_the_alert_rules_file(rendered_cases, chart_with_observability) -> None:
+def test_prometheus_rule_is_the_alert_rules_file(rendered_cases) -> None:
     rule = one(rendered_cases["monitoring"], "PrometheusRule")
-    expected = yaml.safe_load((chart_with_observability / "files" / "alert-rules.yaml").read_text())
+    expected = yaml.safe_load((chartlib.CHART / "files" / "alert-rules.yaml").read_text())
     assert rule["spec"] == expected and rule["spec"]["groups"]
     assert rule["metadata"]["labels"]["release"] == "monitoring"
 
 
-def test_one_dashboard_configmap_per_json_file(rendered_cases, chart_with_observability) -> None:
+def test_one_dashboard_configmap_per_json_file(rendered_cases) -> None:
     maps = of_kind(rendered_cases["monitoring"], "ConfigMap")
-    files = sorted((chart_with_observability / "dashboards").glob("*.json"))
+    files = sorted((chartlib.CHART / "dashboards").glob("*.json"))
     assert files and len(maps) == len(files)
     by_key = {key: value for cm in maps for key, value in cm["data"].items()}
     for cm in maps:
