@@ -46,8 +46,7 @@ def env_vars(obj: Any) -> dict[str, str]:
         if dataclasses.is_dataclass(value):
             out.update(env_vars(value))
             continue
-        name = f.metadata.get("env", "A2C_" + f.name.upper())
-        out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+        out[config.env_name(f)] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
 
 

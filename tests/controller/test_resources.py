@@ -170,15 +170,7 @@ def test_rendered_player_command_parses_and_finds_its_trainer(name: str) -> None
 
 
 def _env_names(cls: type) -> set[str]:
-    import dataclasses
-    out: set[str] = set()
-    for f in dataclasses.fields(cls):
-        sub = {"EnvConfig": config.EnvConfig, "AlgoConfig": config.AlgoConfig, "StopConfig": config.StopConfig}
-        if str(f.type) in sub:
-            out |= _env_names(sub[str(f.type)])
-        else:
-            out.add(f.metadata.get("env", "A2C_" + f.name.upper()))
-    return out
+    return {config.env_name(f) for f in config.leaves(cls)}
 
 
 def test_configmap_sets_only_variables_the_cli_reads() -> None:
