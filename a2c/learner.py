@@ -54,16 +54,30 @@ class UpdateStats:
 class _HookState:
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.report: torch.Tensor | None = None  # the step's loss terms: the first bucket carries them
 
 
 def _sum_allreduce_hook(state: _HookState, bucket: Any) -> torch.futures.Future[torch.Tensor]:
-    """Sum (not average) gradients across trainers: each loss is already divided by the job's sample count."""
+    """Sum (not average) gradients across trainers: each loss is already divided by the job's sample count.
+
+    The first bucket also carries this rank's loss terms (`state.report`), summed in the same collective
+    and written back in place: one all-reduce per step, not one for the gradients and one for the report."""
     start = time.perf_counter()
-    fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()  # type: ignore[union-attr]
+    grads, report = bucket.buffer(), state.report
+    if report is not None:
+        state.report = None
+        buf = torch.cat([grads, report.to(grads.dtype)])
+    else:
+        buf = grads
+    fut = dist.all_reduce(buf, async_op=True).get_future()  # type: ignore[union-attr]
 
     def done(f: torch.futures.Future[Any]) -> torch.Tensor:
         state.seconds += time.perf_counter() - start
-        return f.value()[0]  # type: ignore[no-any-return]
+        out = f.value()[0]
+        if report is None:
+            return out  # type: ignore[no-any-return]
+        report.copy_(out[grads.numel():])
+        return out[:grads.numel()]  # type: ignore[no-any-return]
 
     return fut.then(done)
 
@@ -126,6 +140,10 @@ class Learner:
         logp, entropy, values = self._evaluate(batch.obs, batch.actions)
         terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, float(total_samples),
                               self.algo.vf_coef, self.algo.ent_coef)
+        # Each rank's terms are its share (sums over the job's sample count): their sum is the job's value.
+        report = torch.stack([terms.policy, terms.value, terms.entropy]).detach().clone()
+        ddp = isinstance(self.module, DistributedDataParallel)
+        self._hook.report = report if ddp else None
         self.optimizer.zero_grad(set_to_none=False)
         terms.total.backward()
         t1 = time.perf_counter()
@@ -139,9 +157,8 @@ class Learner:
             self.model.obs_norm.update(batch.obs)
         t2 = time.perf_counter()
         allreduce = self._hook.seconds
-        # Each rank's terms are its share (sums over the job's sample count): their sum is the job's value.
-        report = torch.stack([terms.policy, terms.value, terms.entropy]).detach()
-        if dist.is_initialized() and dist.get_world_size() > 1:
+        if ddp and self._hook.report is not None:  # no bucket was reduced (no gradients): reduce it alone
+            self._hook.report = None
             dist.all_reduce(report)
         policy, value, entropy = report.tolist()
         return UpdateStats(

@@ -72,11 +72,11 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, nor
         rollouts = [make_rollout(s) for s in seeds_per_rank[rank]]
         batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch(SPEC)
         totals = distributed.exchange(batch.samples, 0, [], [], False, torch.device("cpu"))
-        lrn.update(batch, totals.samples)
+        stats = lrn.update(batch, totals.samples)
         if normalize_obs:  # a second round: its step runs with the statistics the first round left
             lrn.update(batch, totals.samples)
-        torch.save({"params": _params(lrn), "samples": totals.samples_per_rank, "buffers": _buffers(lrn)},
-                   f"{out}-{rank}.pt")
+        torch.save({"params": _params(lrn), "samples": totals.samples_per_rank, "buffers": _buffers(lrn),
+                    "terms": [stats.policy_loss, stats.value_loss, stats.entropy]}, f"{out}-{rank}.pt")
     finally:
         distributed.teardown()
 
@@ -87,7 +87,8 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, nor
 @pytest.mark.parametrize("split", [[[1], [2]], [[1, 2], []], [[], [1, 2]]], ids=["split", "rank1-empty", "rank0-empty"])
 def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[int]]) -> None:
     """Sample-count-weighted averaging: however the samples are spread over trainers (even none on one),
-    the DDP step equals one process training on all of them; every replica ends identical."""
+    the DDP step equals one process training on all of them; every replica ends identical and reports the
+    job's loss terms (they ride the gradient all-reduce)."""
     ctx = mp.get_context("spawn")
     port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, port, split, str(tmp_path / "out"))) for r in range(2)]
@@ -98,11 +99,12 @@ def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[in
         assert p.exitcode == 0
     single = _learner(config.AlgoConfig())
     batch = single.batch([make_rollout(1), make_rollout(2)])
-    single.update(batch, batch.samples)
+    stats = single.update(batch, batch.samples)
     expected = _params(single)
     for rank in range(2):
         got = torch.load(tmp_path / f"out-{rank}.pt")
         assert sum(got["samples"]) == batch.samples
+        assert got["terms"] == pytest.approx([stats.policy_loss, stats.value_loss, stats.entropy], rel=1e-5, abs=1e-6)
         for a, b in zip(got["params"], expected, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
