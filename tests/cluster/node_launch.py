@@ -151,6 +151,9 @@ def main(spec_path: str) -> None:
         mount(m["source"], target, None, MS_BIND | MS_REC)
         if m.get("readOnly"):
             mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    for path in spec.get("image") or []:  # the image's files, where a volume (e.g. /tmp) covered them
+        if os.path.isdir(path) and not os.path.exists(root.root + path):
+            mount(path, root.ensure(path, True), None, MS_BIND | MS_REC)
     workdir = root.ensure(spec["workdir"], True)
     os.chroot(root.root)
     os.chdir(workdir[len(root.root):] or "/")

@@ -32,6 +32,16 @@ from tests.cluster import netns, node_env, node_probe
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_launch.py")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def image_paths() -> list[str]:
+    """What the "image" is made of on this machine: the virtual environment, the Python it was made from, and
+    this checkout (an editable install imports `a2c` from it). A pod's volume may cover one of them (a checkout
+    under /tmp, where every pod mounts an emptyDir): the launcher binds these back in, as an image's files are
+    in every container whatever is mounted beside them."""
+    paths = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, REPO)})
+    return [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
 SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -317,7 +327,7 @@ class Container:
                 "root": root, "etc": {"hosts": pod.net.hosts_path,
                                       "resolv.conf": f"{netns.NETNS_DIR}/{pod.net.netns}/resolv.conf"},
                 "mounts": pod.mounts(self), "workdir": self.spec.get("workingDir") or node_env.WORKDIR,
-                "argv": argv, "env": {**node_env.image_env(), **env}}
+                "argv": argv, "env": {**node_env.image_env(), **env}, "image": image_paths()}
         spec_file = os.path.join(self.dir, "spec.json")
         with open(spec_file, "w") as f:
             json.dump(spec, f)
