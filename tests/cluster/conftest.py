@@ -113,8 +113,19 @@ class Cluster:
             found = predicate()
             if found:
                 return found
+            self._fail_fast()
             time.sleep(0.25)
         raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{self.describe()}")
+
+    def _fail_fast(self) -> None:
+        """A container the node could not start at all (exit 128: no such command, a mount failed) will not
+        start on the next try either: say so now rather than at the end of a long wait."""
+        for pod in self.api.objects("v1", "Pod", NS):
+            for c in (pod.get("status") or {}).get("containerStatuses") or []:
+                ended = (c.get("lastState") or {}).get("terminated") or (c.get("state") or {}).get("terminated")
+                if ended and ended.get("exitCode") == 128:
+                    raise AssertionError(f"pod {pod['metadata']['name']} cannot start its container: "
+                                         f"{self.node.logs(NS, pod['metadata']['name'])[-2000:]}")
 
     def describe(self) -> str:
         """What a user would look at when something went wrong."""
