@@ -56,6 +56,5 @@ class Election:
                                     self.renew_deadline_s, self.retry_period_s, started, lost)
         log.info("leader election: %s campaigns for Lease %s/%s", self.identity, self.namespace, self.name)
         threading.Thread(target=leaderelection.LeaderElection(cfg).run, name="leader-election", daemon=True).start()
-        while not stopped.wait(0.5) and not self.lost.is_set():
-            pass
+        stopped.wait()  # SIGTERM, or `lost` (which stops the work)
         return 1 if self.lost.is_set() else 0

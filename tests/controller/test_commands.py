@@ -79,6 +79,8 @@ def _get(url: str) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
+    except OSError:  # not listening (yet)
+        return 0
 
 
 def _holder(apiserver: APIServer) -> str:
