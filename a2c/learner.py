@@ -1,12 +1,13 @@
 """One synchronous A2C update under DistributedDataParallel: the same code in unit tests (one process,
 with or without a process group) and across trainer processes.
 
-Data flow: trainer forms a round of rollouts -> `Learner.batch(rollouts)`: values of every observation
-(no grad) -> `returns.gae` -> a `Batch` of the valid samples -> `Learner.update(batch, total_samples)`:
-DDP forward -> `loss.a2c_loss` (sums / job-wide sample count) -> backward, whose gradient all-reduce is a
-SUM (our comm hook) -> clip -> optimizer step -> (with --normalize-obs) the observation statistics take in
-the round's valid observations, job-wide (`obs_normalizer`). Every replica ends the step with identical
-weights and buffers (DDP runs with broadcast_buffers=False: the statistics are all-reduced instead).
+Data flow: trainer forms a round of rollouts -> `Learner.batch(rollouts, version)`: values of every
+observation (no grad; a rollout of the current version brings its own) -> `returns.gae` -> a `Batch` of
+the valid samples -> `Learner.update(batch, total_samples)`: DDP forward -> `loss.a2c_loss` (sums /
+job-wide sample count) -> backward, whose gradient all-reduce is a SUM (our comm hook) -> clip ->
+optimizer step -> (with --normalize-obs) the observation statistics take in the round's valid
+observations, job-wide (`obs_normalizer`). Every replica ends the step with identical weights and buffers
+(DDP runs with broadcast_buffers=False: the statistics are all-reduced instead).
 """
 
 from __future__ import annotations
@@ -101,15 +102,22 @@ class Learner:
             ddp.register_comm_hook(self._hook, _sum_allreduce_hook)
             self.module = ddp
 
-    def batch(self, rollouts: list[rollout.Rollout]) -> Batch:
-        """Advantages and returns per rollout, then the valid samples of all rollouts, flattened."""
+    def batch(self, rollouts: list[rollout.Rollout], version: int | None = None) -> Batch:
+        """Advantages and returns per rollout, then the valid samples of all rollouts, flattened.
+
+        A rollout acted with `version`, the weights this learner holds, brings the values it was acted
+        with, which are these weights' values: only its bootstrap observation and final observations are
+        evaluated here. Any other rollout (or `version` None) is evaluated whole with the current weights."""
         obs, actions, adv, ret = [], [], [], []
         gamma, lam = self.algo.gamma, self.algo.gae_lambda
         for r in rollouts:
             t, e = r.num_steps, r.num_envs
             o = torch.as_tensor(r.obs, device=self.device)
             with torch.no_grad():
-                v_all = self.model.value(o.reshape(-1, *o.shape[2:])).reshape(t + 1, e)
+                if version is not None and r.policy_version == version:
+                    v_all = torch.cat([torch.as_tensor(r.values, device=self.device), self.model.value(o[-1])[None]])
+                else:
+                    v_all = self.model.value(o.reshape(-1, *o.shape[2:])).reshape(t + 1, e)
                 fin = torch.as_tensor(r.final_obs, device=self.device)
                 v_fin = self.model.value(fin) if len(fin) else torch.zeros(0, device=self.device)
             nxt = returns.next_values_from(v_all, v_fin, torch.as_tensor(r.final_index, device=self.device))

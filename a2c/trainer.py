@@ -141,7 +141,8 @@ class Trainer:
             first = False
             laps = recorder.Laps(wait_rollouts=rnd.waited_s)
             with laps.timed("sync"):
-                batch = self.learner.batch(rnd.rollouts) if rnd.rollouts else self.learner.empty_batch(self.spec)
+                batch = (self.learner.batch(rnd.rollouts, p.version) if rnd.rollouts
+                         else self.learner.empty_batch(self.spec))
                 totals = distributed.exchange(batch.samples, batch.samples, *rnd.episodes(),
                                               self.stop_requested.is_set(), group.device)
             p.add(totals.env_steps, totals.episode_returns, totals.episode_lengths)

@@ -46,6 +46,21 @@ def test_update_moves_weights_and_reports_terms() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
 
 
+def test_a_rollout_of_the_current_version_brings_its_own_values() -> None:
+    """The values a rollout was acted with are the learner's values at that version: the batch built from
+    them equals the batch that evaluates every observation again; another version's are not used."""
+    lrn = _learner(config.AlgoConfig())
+    r = make_rollout(3)
+    with torch.no_grad():
+        r.values = lrn.model.value(torch.as_tensor(r.obs[:-1]).reshape(-1, 4)).reshape(r.values.shape).numpy()
+    full, own = lrn.batch([r]), lrn.batch([r], version=r.policy_version)
+    torch.testing.assert_close(own.advantages, full.advantages)
+    torch.testing.assert_close(own.returns, full.returns)
+    r.values = np.zeros_like(r.values)  # wrong values, but of another version: evaluated again
+    other = lrn.batch([r], version=r.policy_version + 1)
+    torch.testing.assert_close(other.advantages, full.advantages)
+
+
 def test_only_valid_samples_are_trained_on() -> None:
     lrn = _learner(config.AlgoConfig())
     r = make_rollout(3)
