@@ -131,6 +131,8 @@ class Agent(nn.Module):
         params = self.actor(latent)
         if self.sde:
             params = torch.cat([params, latent.detach()], dim=-1)
+        if self.critic_features is self.actor_features:  # shared (NatureCNN always): computed once for both heads
+            return params, self.critic(latent).squeeze(-1)
         return params, self._value(x)
 
     def split_sde(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

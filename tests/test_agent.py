@@ -185,6 +185,20 @@ def test_nature_cnn_for_uint8_frames() -> None:
         torch.ones(1, 4, 84, 84))))
 
 
+def test_a_shared_extractor_runs_once_per_forward() -> None:
+    """Actor and critic heads read one pass of a shared extractor (the NatureCNN's cost, halved); the value
+    is the one `value` computes alone."""
+    torch.manual_seed(0)
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    model = agent.Agent(frames, gym.spaces.Discrete(6), config.AlgoConfig())
+    calls: list[int] = []
+    model.actor_features.register_forward_hook(lambda *_: calls.append(1))
+    obs = torch.as_tensor(np.random.default_rng(0).integers(0, 256, size=(2, 4, 84, 84), dtype=np.uint8))
+    _, values = model(obs)
+    assert len(calls) == 1
+    torch.testing.assert_close(values, model.value(obs))
+
+
 def test_unsupported_action_space_is_refused() -> None:
     with pytest.raises(ValueError, match="Discrete or Box"):
         agent.Agent(OBS, gym.spaces.MultiDiscrete([2, 3]), config.AlgoConfig())
