@@ -6,17 +6,18 @@ Each test talks to a real `APIServer` on port 0 the way the controller does (the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 from kubernetes import client
 
@@ -277,13 +278,14 @@ def test_stopping_the_server_ends_watches(server: APIServer, api: kube.Kube) -> 
     done = threading.Event()
 
     def watch() -> None:
-        collect(api, url, {"resourceVersion": "1"}, lambda ev: False, timeout_s=30)
+        # the server closing the connection mid-stream ends it as well (any other error fails the test)
+        with contextlib.suppress(urllib3.exceptions.ProtocolError):
+            collect(api, url, {"resourceVersion": "1"}, lambda ev: False, timeout_s=30)
         done.set()
     threading.Thread(target=watch, daemon=True).start()
     server.wait_for(lambda: server.counts()["watch"] == 1)
-    started = time.monotonic()
     server.stop()
-    assert done.wait(5) and time.monotonic() - started < 5
+    assert done.wait(5), "a watch outlived the server by 5 s"
 
 
 # --- garbage collection -------------------------------------------------------------------------------------
