@@ -19,6 +19,8 @@ from typing import Any
 
 from kubernetes import client
 
+from a2c.controller import kube
+
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -41,26 +43,23 @@ class Api:
         if ca_file:
             cfg.ssl_ca_cert = ca_file
         self.client = client.ApiClient(cfg)
-        self.timeout_s = timeout_s
+        self.kube = kube.Kube(self.client, timeout_s)
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
                 content_type: str = "application/json", stream: bool = False, timeout_s: float | None = None) -> Any:
-        _m, url, headers, payload, _p = self.client.param_serialize(
-            method=method, resource_path=path, query_params=query or None, body=body,
-            header_params={"Content-Type": content_type, "Accept": "application/json"}, auth_settings=["BearerToken"],
-        )
-        response = self.client.rest_client.request(method, url, headers=headers, body=payload,
-                                                   _request_timeout=timeout_s or self.timeout_s)
-        if stream and response.status < 400:
-            return response.response
-        data = response.read()
-        if response.status == 404:
-            raise NotFound(path)
-        if response.status == 409:
-            raise Conflict(data.decode(errors="replace"))
-        if response.status >= 400:
-            raise client.ApiException(status=response.status, reason=response.reason, body=data)
-        return json.loads(data or b"{}")
+        """One REST call through the controller's own client (`a2c.controller.kube`): the node speaks to the API
+        server exactly as the controller does; a stream comes back as the raw urllib3 response."""
+        try:
+            reply = self.kube.request(method, path, body=body, content_type=content_type, query=query,
+                                      stream=stream, timeout_s=timeout_s)
+        except kube.NotFoundError:
+            raise NotFound(path) from None
+        except client.ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body) \
+                    from None
+            raise
+        return reply.response if stream else reply
 
     def get(self, path: str) -> Obj | None:
         try:
