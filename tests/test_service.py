@@ -272,6 +272,22 @@ def test_done_propagates_to_fetch_and_upload(trainer: Trainer) -> None:
     assert trainer.box.take_round(3, timeout_s=0.0).rollouts == [], "nothing is queued after the end"
 
 
+def test_an_upload_answered_done_counts_its_player_as_told(trainer: Trainer) -> None:
+    """Training can end while an accepted rollout is being queued: the reply then says done, and the
+    trainer, which waits (up to linger_s) until every player has heard, must count that player as told."""
+    submit = trainer.box.submit
+
+    def submit_then_finish(r: rollout.Rollout) -> int:
+        version = submit(r)
+        trainer.board.finish()  # the round this rollout completes was the last one
+        return version
+
+    trainer.box.submit = submit_then_finish  # type: ignore[method-assign]
+    result = trainer.client.upload(cartpole_rollout(player_id=2, version=0))
+    assert (result.accepted, result.done) == (True, True)
+    assert trainer.board.wait_told({2}, timeout_s=0.0), "the player that heard `done` is not counted as told"
+
+
 def test_done_wakes_a_waiting_fetch(trainer: Trainer) -> None:
     trainer.board.publish(snapshot(0))
     trainer.board.waiting.clear()

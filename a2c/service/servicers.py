@@ -67,7 +67,10 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             version = self.box.submit(r)
         except inbox.Refusal as ref:
             context.abort(grpc.StatusCode[ref.code], ref.message)
-        return rollout_pb2.UploadReply(accepted=True, trainer_version=version, done=self.board.done)
+        done = self.board.done  # training may have ended while this rollout was queued: it has been told
+        if done:
+            self.board.told(r.player_id)
+        return rollout_pb2.UploadReply(accepted=True, trainer_version=version, done=done)
 
 
 class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
