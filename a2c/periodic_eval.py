@@ -125,6 +125,18 @@ class Evaluator:
             self._cond.notify()
             return replaced
 
+    def drain(self, timeout_s: float) -> bool:
+        """Wait, up to timeout_s, until the snapshot being evaluated and one still waiting have been
+        evaluated (a finished run keeps its last evaluation); True when nothing is left to evaluate."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.alive and (self._pending is not None or self.in_flight is not None):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return self._pending is None and self.in_flight is None
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop evaluating: an evaluation in flight is abandoned, the side process ended; log the tally."""
         with self._cond:
@@ -180,7 +192,9 @@ class Evaluator:
 
     def _serve_requests(self) -> None:
         while True:
-            self.in_flight = None
+            with self._cond:
+                self.in_flight = None
+                self._cond.notify_all()  # a drain() may wait for this
             request = self._next()
             if request is None:
                 break

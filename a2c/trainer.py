@@ -40,6 +40,8 @@ from a2c.service import server, tls
 from a2c.v1 import trainer_pb2
 
 log = logging.getLogger(__name__)
+# A finished run waits this long for the periodic evaluation in flight, so its last result is recorded.
+EVAL_DRAIN_S = 60.0
 Phase = trainer_pb2.TrainerStatus.Phase
 
 
@@ -126,9 +128,12 @@ class Trainer:
                     self.stop_requested.wait()
                 else:
                     self.board.wait_told(set(self.inbox.active), cfg.linger_s)
+                if self.evaluator is not None and not self.evaluator.drain(EVAL_DRAIN_S):
+                    log.warning("trainer 0: the last periodic evaluation did not end within %.0f s: abandoned",
+                                EVAL_DRAIN_S)
             running.stop(grace_s=1.0)
             distributed.teardown()
-            if self.evaluator is not None:  # after the linger: an evaluation in flight may have come back
+            if self.evaluator is not None:  # a failed or stopped run abandons an evaluation in flight
                 self.evaluator.close()
             self.recorder.close()
 

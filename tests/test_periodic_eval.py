@@ -139,6 +139,25 @@ def test_an_evaluator_that_keeps_dying_is_given_up_and_training_is_never_disturb
     assert not rec.outcomes and ev.failures == 3
 
 
+def test_drain_waits_for_the_evaluation_in_flight_and_the_one_waiting(tmp_path: Path) -> None:
+    """A finished run keeps its last evaluations: drain() returns once both have been recorded."""
+    rec = Recorder()
+    gate = tmp_path / "gate"
+    ev = _make(rec, command=[*FAKE, "gate", str(gate)])
+    try:
+        ev.submit(1, 10, 0.1, _tensors(1))
+        wait_for(lambda: ev.in_flight == 1, 30, "version 1 to be in flight")
+        ev.submit(2, 20, 0.2, _tensors(2))
+        assert ev.drain(0.2) is False and not rec.outcomes, "the gate is shut: nothing can have been evaluated"
+        opener = threading.Timer(0.3, gate.touch)
+        opener.start()
+        assert ev.drain(60.0) is True
+        opener.join()
+        assert [o.version for o in rec.outcomes] == [1, 2]
+    finally:
+        ev.close()
+
+
 def test_close_ends_an_evaluation_in_flight_and_its_process(tmp_path: Path) -> None:
     rec = Recorder()
     ev = _make(rec, command=[*FAKE, "gate", str(tmp_path / "never")])
