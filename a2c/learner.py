@@ -2,12 +2,13 @@
 with or without a process group) and across trainer processes.
 
 Data flow: trainer forms a round of rollouts -> `Learner.batch(rollouts, version)`: values of every
-observation (no grad; a rollout of the current version brings its own) -> `returns.gae` -> a `Batch` of
-the valid samples -> `Learner.update(batch, total_samples)`: DDP forward -> `loss.a2c_loss` (sums /
-job-wide sample count) -> backward, whose gradient all-reduce is a SUM (our comm hook) -> clip ->
-optimizer step -> (with --normalize-obs) the observation statistics take in the round's valid
-observations, job-wide (`obs_normalizer`). Every replica ends the step with identical weights and buffers
-(DDP runs with broadcast_buffers=False: the statistics are all-reduced instead).
+observation (no grad; a rollout of the current version brings its own) -> `returns.gae` (`returns.vtrace`
+for a rollout acted with older weights) -> a `Batch` of the valid samples -> `Learner.update(batch,
+total_samples)`: DDP forward -> `loss.a2c_loss` (sums / job-wide sample count) -> backward, whose gradient
+all-reduce is a SUM (our comm hook) -> clip -> optimizer step -> (with --normalize-obs) the observation
+statistics take in the round's valid observations, job-wide (`obs_normalizer`). Every replica ends the step
+with identical weights and buffers (DDP runs with broadcast_buffers=False: the statistics are all-reduced
+instead).
 """
 
 from __future__ import annotations
@@ -107,28 +108,41 @@ class Learner:
 
         A rollout acted with `version`, the weights this learner holds, brings the values it was acted
         with, which are these weights' values: only its bootstrap observation and final observations are
-        evaluated here. Any other rollout (or `version` None) is evaluated whole with the current weights."""
+        evaluated here, and its advantages are `returns.gae`'s. A rollout acted with older weights
+        (--max-policy-lag > 0) is evaluated whole with the current ones, and its advantages and returns are
+        V-trace's (`returns.vtrace`), from the ratio of the current policy's log-probabilities to the ones it
+        was acted with. With `version` None every rollout is taken as acted with the current weights,
+        evaluated whole."""
         obs, actions, adv, ret = [], [], [], []
         gamma, lam = self.algo.gamma, self.algo.gae_lambda
         for r in rollouts:
             t, e = r.num_steps, r.num_envs
             o = torch.as_tensor(r.obs, device=self.device)
+            acts = torch.as_tensor(r.actions, device=self.device).reshape(t * e, *r.actions.shape[2:])
+            stale = version is not None and r.policy_version != version
             with torch.no_grad():
-                if version is not None and r.policy_version == version:
+                if version is not None and not stale:
                     v_all = torch.cat([torch.as_tensor(r.values, device=self.device), self.model.value(o[-1])[None]])
+                elif stale:
+                    params, v_flat = self.model(o.reshape(-1, *o.shape[2:]))
+                    logp, _ = self.model.logprob_entropy(params[:t * e], acts)
+                    log_rhos = logp.reshape(t, e) - torch.as_tensor(r.logprobs, device=self.device)
+                    v_all = v_flat.reshape(t + 1, e)
                 else:
                     v_all = self.model.value(o.reshape(-1, *o.shape[2:])).reshape(t + 1, e)
                 fin = torch.as_tensor(r.final_obs, device=self.device)
                 v_fin = self.model.value(fin) if len(fin) else torch.zeros(0, device=self.device)
             nxt = returns.next_values_from(v_all, v_fin, torch.as_tensor(r.final_index, device=self.device))
-            a, g = returns.gae(
-                torch.as_tensor(r.rewards, device=self.device), v_all[:-1], nxt,
-                torch.as_tensor(r.terminated, device=self.device), torch.as_tensor(r.truncated, device=self.device),
-                gamma, lam,
-            )
+            steps = (torch.as_tensor(r.rewards, device=self.device), v_all[:-1], nxt,
+                     torch.as_tensor(r.terminated, device=self.device),
+                     torch.as_tensor(r.truncated, device=self.device))
+            if stale:
+                a, g = returns.vtrace(*steps, log_rhos, gamma, lam)
+            else:
+                a, g = returns.gae(*steps, gamma, lam)
             mask = torch.as_tensor(r.valid, device=self.device).reshape(-1)
             obs.append(o[:-1].reshape(t * e, *o.shape[2:])[mask])
-            actions.append(torch.as_tensor(r.actions, device=self.device).reshape(t * e, *r.actions.shape[2:])[mask])
+            actions.append(acts[mask])
             adv.append(a.reshape(-1)[mask])
             ret.append(g.reshape(-1)[mask])
         return Batch(torch.cat(obs), torch.cat(actions), torch.cat(adv), torch.cat(ret))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 from pathlib import Path
 
@@ -57,8 +58,34 @@ def test_a_rollout_of_the_current_version_brings_its_own_values() -> None:
     torch.testing.assert_close(own.advantages, full.advantages)
     torch.testing.assert_close(own.returns, full.returns)
     r.values = np.zeros_like(r.values)  # wrong values, but of another version: evaluated again
+    with torch.no_grad():  # acted by a policy that chose as the current one does: V-trace's ratios are all 1
+        params, _ = lrn.model(torch.as_tensor(r.obs[:-1]).reshape(-1, 4))
+        logp, _ = lrn.model.logprob_entropy(params, torch.as_tensor(r.actions).reshape(-1))
+    r.logprobs = logp.reshape(r.logprobs.shape).numpy()
     other = lrn.batch([r], version=r.policy_version + 1)
     torch.testing.assert_close(other.advantages, full.advantages)
+    torch.testing.assert_close(other.returns, full.returns)
+
+
+def test_a_rollout_of_an_older_version_is_corrected_by_its_behaviour_log_probs() -> None:
+    """--max-policy-lag > 0: a rollout acted with older weights is weighted by pi/mu (V-trace), so actions
+    the old policy took far more often than the current one would count less; its own version's are not."""
+    lrn = _learner(config.AlgoConfig())
+    r = make_rollout(4)
+    with torch.no_grad():
+        params, _ = lrn.model(torch.as_tensor(r.obs[:-1]).reshape(-1, 4))
+        logp, _ = lrn.model.logprob_entropy(params, torch.as_tensor(r.actions).reshape(-1))
+    r.logprobs = logp.reshape(r.logprobs.shape).numpy()
+    on_policy = lrn.batch([r], version=r.policy_version + 1)
+    r.logprobs = r.logprobs + np.log(4.0)  # the old policy was 4x as likely to act so: every ratio 1/4
+    corrected = lrn.batch([r], version=r.policy_version + 1)
+    assert corrected.samples == on_policy.samples
+    assert corrected.advantages.abs().sum() < 0.5 * on_policy.advantages.abs().sum()
+    assert not torch.allclose(corrected.returns, on_policy.returns)
+    r.values = np.zeros_like(r.values)
+    assert torch.equal(lrn.batch([r], version=r.policy_version).advantages,
+                       lrn.batch([dataclasses.replace(r, logprobs=r.logprobs - 5.0)],
+                                 version=r.policy_version).advantages), "on-policy: log-probs play no part"
 
 
 def test_only_valid_samples_are_trained_on() -> None:

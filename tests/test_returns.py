@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,6 +160,39 @@ def test_lam0_equals_one_step_td_errors(ep: tuple[torch.Tensor, ...], gamma: flo
     td = rewards + gamma * next_values * (~term).double() - values
     assert torch.allclose(adv, td, atol=1e-6)
     assert torch.allclose(ret, td + values, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(episodes(), st.floats(0.0, 1.0), st.floats(0.0, 3.0))
+def test_vtrace_with_ratios_at_or_above_one_is_the_on_policy_nstep_return(ep: tuple[torch.Tensor, ...],
+                                                                          gamma: float, log_rho: float) -> None:
+    """Ratios are truncated at 1: a rollout no less likely under the current policy is taken as on-policy."""
+    rewards, values, next_values, term, trunc = ep
+    adv, ret = returns.vtrace(rewards, values, next_values, term, trunc, torch.full_like(rewards, log_rho),
+                              gamma=gamma, lam=1.0)
+    want_adv, want_ret = returns.gae(rewards, values, next_values, term, trunc, gamma=gamma, lam=1.0)
+    torch.testing.assert_close(adv, want_adv)
+    torch.testing.assert_close(ret, want_ret)
+
+
+def test_vtrace_by_hand() -> None:
+    # gamma 0.9, lam 1, ratios 0.5 and 0.25, no episode end; V = (0.5, 1.0), V(x_2) = 1.5 bootstraps
+    # delta_1 = 0.25 (2 + 0.9 * 1.5 - 1.0) = 0.5875;  vs_1 = 1.0 + 0.5875 = 1.5875
+    # delta_0 = 0.5 (1 + 0.9 * 1.0 - 0.5) = 0.7;      vs_0 = 0.5 + 0.7 + 0.9 * 0.5 * 0.5875 = 1.464375
+    # A_1 = 0.25 (2 + 0.9 * 1.5 - 1.0) = 0.5875;       A_0 = 0.5 (1 + 0.9 * 1.5875 - 0.5) = 0.964375
+    adv, ret = returns.vtrace(col(1.0, 2.0), col(0.5, 1.0), col(1.0, 1.5), flags(0, 0), flags(0, 0),
+                              torch.log(col(0.5, 0.25)), gamma=0.9, lam=1.0)
+    torch.testing.assert_close(ret, col(1.464375, 1.5875))
+    torch.testing.assert_close(adv, col(0.964375, 0.5875))
+
+
+def test_vtrace_stops_at_episode_ends_like_gae() -> None:
+    # terminated at t=0: A_0 = rho_0 (r_0 - V_0) whatever follows; truncated at t=0: bootstraps V(final)
+    for term, trunc, boot in ((flags(1, 0), flags(0, 0), 0.0), (flags(0, 0), flags(1, 0), 0.9 * 4.0)):
+        adv, ret = returns.vtrace(col(1.0, 2.0), col(0.5, 1.0), col(4.0, 1.5), term, trunc,
+                                  torch.log(col(0.5, 0.5)), gamma=0.9, lam=1.0)
+        assert adv[0, 0].item() == pytest.approx(0.5 * (1.0 + boot - 0.5))
+        assert ret[0, 0].item() == pytest.approx(0.5 + 0.5 * (1.0 + boot - 0.5))
 
 
 def test_next_values_from_shifts_and_fills_final_values() -> None:
