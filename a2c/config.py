@@ -40,7 +40,7 @@ def opt(default: Any, help: str, env: str | None = None, choices: tuple[str, ...
 class EnvConfig:
     env_id: str = opt("CartPole-v1", "gymnasium environment id")
     env_kwargs: str = opt("{}", "JSON object of keyword arguments for gymnasium.make")
-    num_envs: int = opt(8, "environment copies per player (one vectorized environment)")
+    num_envs: int = opt(64, "environment copies per player (one vectorized environment)")
     seed: int = opt(0, "base random seed; player j uses seed + 1000 * j")
     vectorization: str = opt("auto", "how E copies are stepped: the environment's own vector_entry_point "
                              "where it has one (auto), else one process (sync) or one subprocess each (async)",
@@ -55,7 +55,7 @@ class EnvConfig:
 
 @dataclass
 class AlgoConfig:
-    lr: float = opt(2e-3, "learning rate")
+    lr: float = opt(4e-3, "learning rate")
     lr_schedule: str = opt("constant", "learning-rate schedule: constant, or linear decay to 0 over --max-env-steps "
                            "(rl-baselines3-zoo's lin_<lr>)", choices=("constant", "linear"))
     gamma: float = opt(0.99, "discount factor")
