@@ -1,12 +1,15 @@
 """A player: steps E environments with policy version k, uploads T-step rollouts to its trainer
 (player j -> trainer j mod N), and pulls newer weights.
 
-Data flow: `WeightService.Fetch` -> agent -> `env.Env.step` x T -> `rollout.Rollout` ->
-`RolloutService.Upload` -> (trainer steps) -> Fetch version k+1 -> ...
+Data flow: `WeightService.Fetch` (the first weights) -> agent -> `env.Env.step` x T -> `rollout.Rollout`
+-> `RolloutService.Exchange`: the rollout up and, in the same call, version k+1 down once the trainers
+have stepped -> ...  (one round trip per round; a rollout too large for one message goes as Upload then
+Fetch, `client.TrainerClient.exchange`).
 
 With max_policy_lag L = 0 the player waits for version k+1 after each upload (strict on-policy A2C).
 With L > 0 it may upload up to L+1 rollouts acted with the same version, so it keeps stepping while
-the trainers train (the lag is bounded by the trainer, which refuses anything older than k - L).
+the trainers train (the lag is bounded by the trainer, which refuses anything older than k - L; the
+trainer corrects for it with V-trace).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from a2c.service import client as client_mod
 from a2c.service import tls
 
 log = logging.getLogger(__name__)
+WAIT_S = 2.0  # longest long-poll for new weights per call (a call is repeated until they come)
 
 
 class Collector:
@@ -139,13 +143,18 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
             metrics.labels(metrics.PLAYER_EPISODES).inc()
             metrics.labels(metrics.PLAYER_EPISODE_RETURN).observe(ret)
             metrics.labels(metrics.PLAYER_EPISODE_LENGTH).observe(length)
-        trainer_version = version
+        trainer_version, snap = version, None
+        # the last rollout this version may act (always, on-policy): the same call waits for the next weights
+        last = uploads_at_version + 1 > cfg.algo.max_policy_lag
         t0 = time.perf_counter()
         try:
-            result = client.upload(r)
-            metrics.labels(metrics.PLAYER_UPLOAD_SECONDS).observe(time.perf_counter() - t0)
-            metrics.labels(metrics.PLAYER_UPLOAD_BYTES).inc(result.bytes)
-            trainer_version, done = result.trainer_version, result.done
+            reply, sent = client.exchange(r, wait_s=WAIT_S if last else 0.0)
+            # the trainer says how long it held the call waiting for weights: the rest was the upload
+            metrics.labels(metrics.PLAYER_UPLOAD_SECONDS).observe(max(0.0, time.perf_counter() - t0 - reply.waited_s))
+            if last:
+                metrics.labels(metrics.PLAYER_FETCH_SECONDS).observe(reply.waited_s)
+            metrics.labels(metrics.PLAYER_UPLOAD_BYTES).inc(sent)
+            trainer_version, done, snap = reply.version, reply.done, reply.snapshot
             uploads_at_version += 1
         except client_mod.Refused as ref:
             metrics.labels(metrics.PLAYER_UPLOAD_ERRORS, code=ref.code.name).inc()
@@ -154,11 +163,11 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
         metrics.labels(metrics.PLAYER_POLICY_LAG).set(max(0, trainer_version - version))
         if done:
             break
-        if trainer_version != version or uploads_at_version > cfg.algo.max_policy_lag:
+        if snap is None and (trainer_version != version or uploads_at_version > cfg.algo.max_policy_lag):
             snap, done = _wait_weights(client, version, stop, index)
-            if snap is not None:
-                agent_mod.load_snapshot(model, snap)
-                version, uploads_at_version = snap.version, 0
+        if snap is not None:
+            agent_mod.load_snapshot(model, snap)
+            version, uploads_at_version = snap.version, 0
     return done
 
 
@@ -167,7 +176,7 @@ def _wait_weights(client: client_mod.TrainerClient, since: int, stop: threading.
     """Long-poll for a version other than `since` until one arrives, training ends or we are stopped."""
     while not stop.is_set():
         t0 = time.perf_counter()
-        snap, done = client.fetch(since, wait_s=2.0, player_id=player_id)
+        snap, done = client.fetch(since, wait_s=WAIT_S, player_id=player_id)
         metrics.labels(metrics.PLAYER_FETCH_SECONDS).observe(time.perf_counter() - t0)
         if snap is not None or done:
             return snap, done

@@ -3,8 +3,8 @@
 For one player of E environments x T steps (CartPole, the default network): bytes uploaded (the rollout's
 wire size) and fetched (the weights' wire size), the trainers' all-reduce bytes (gradients plus the loss
 report; the exchange's all_gather row), trainer seconds per sample (`Learner.batch` + `Learner.update`,
-one torch thread, no process group) and gRPC seconds per round (Upload, then a Fetch of a newer version,
-over loopback to a real server), each the median of --repeats.
+one torch thread, no process group) and gRPC seconds per round (Upload, then a Fetch of a newer version;
+and the same as one Exchange, over loopback to a real server), each the median of --repeats.
 
     python bench/round_model.py [--num-envs 256] [--repeats 50]
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
 import time
 
 import torch
@@ -56,7 +57,7 @@ def main() -> int:
     status = trainer_pb2.TrainerStatus
     running = server.start(box, board, status, "127.0.0.1", 0, 64 << 20, workers=8)
     c = client.TrainerClient(f"127.0.0.1:{running.port}")
-    upload_s, fetch_s = [], []
+    upload_s, fetch_s, exchange_s = [], [], []
     try:
         for i in range(args.repeats):
             r.policy_version = version[0]
@@ -72,6 +73,22 @@ def main() -> int:
             assert got is not None and got.version == version[0], i
             upload_s.append(t1 - t0)
             fetch_s.append(t3 - t2)
+        for i in range(args.repeats):  # the same round as one Exchange: the rollout up, the next weights down
+            r.policy_version = version[0]
+
+            def step() -> None:
+                box.take_round(version[0], 5.0)
+                version[0] += 1
+                board.publish(agent.snapshot(model, version[0]))
+
+            stepper = threading.Thread(target=step)
+            t0 = time.perf_counter()
+            stepper.start()
+            reply, _ = c.exchange(r, wait_s=5.0)
+            t1 = time.perf_counter()
+            stepper.join()
+            assert reply.snapshot is not None and reply.version == version[0], i
+            exchange_s.append(t1 - t0 - reply.waited_s)
     finally:
         c.close()
         box.close()
@@ -86,6 +103,8 @@ def main() -> int:
           f"all_gather row {exchange_bytes:,} B")
     print(f"  trainer batch+update: {med(train_s) * 1e3:.2f} ms ({med(train_s) / samples * 1e6:.2f} us/sample)")
     print(f"  gRPC upload {med(upload_s) * 1e3:.2f} ms, fetch {med(fetch_s) * 1e3:.2f} ms (median of {args.repeats})")
+    print(f"  gRPC exchange (one round trip, the trainer's wait for the next weights left out): "
+          f"{med(exchange_s) * 1e3:.2f} ms (median of {args.repeats})")
     return 0
 
 

@@ -301,6 +301,121 @@ def test_done_wakes_a_waiting_fetch(trainer: Trainer) -> None:
     th.join()
 
 
+# --- exchange: a round's one round trip ----------------------------------------------------------------
+
+
+def test_exchange_queues_the_rollout_and_answers_with_the_next_weights(trainer: Trainer) -> None:
+    trainer.board.publish(snapshot(3))
+    trainer.version[0] = 3
+    trainer.board.waiting.clear()
+
+    def step_when_waited_on() -> None:  # the trainers finish the round while the call waits
+        assert trainer.board.waiting.wait(timeout=30)
+        trainer.version[0] = 4
+        trainer.board.publish(snapshot(4))
+
+    th = threading.Thread(target=step_when_waited_on)
+    th.start()
+    sent = cartpole_rollout(player_id=2, version=3)
+    reply, size = trainer.client.exchange(sent, wait_s=25.0)
+    th.join()
+    assert reply.snapshot is not None and (reply.version, reply.done) == (4, False)
+    assert all(np.array_equal(reply.snapshot.tensors[k], v) for k, v in snapshot(4).tensors.items())
+    assert reply.waited_s > 0 and size > sent.nbytes()
+    (got,) = trainer.box.take_round(3, timeout_s=0.0).rollouts
+    assert (got.player_id, got.policy_version, got.episode_returns) == (2, 3, sent.episode_returns)
+    for name in rollout.ARRAY_FIELDS:
+        assert np.array_equal(getattr(got, name), getattr(sent, name)), name
+
+
+def test_exchange_without_a_wait_answers_at_once_with_the_trainer_version(trainer: Trainer) -> None:
+    """max_policy_lag > 0: a player that may act on does not wait; a newer version, if any, comes at once."""
+    trainer.board.publish(snapshot(3))
+    trainer.version[0] = 3
+    reply, _ = trainer.client.exchange(cartpole_rollout(version=3), wait_s=0.0)
+    assert reply.snapshot is None and (reply.version, reply.done) == (3, False)
+    trainer.version[0] = 4
+    trainer.board.publish(snapshot(4))
+    reply, _ = trainer.client.exchange(cartpole_rollout(version=3), wait_s=0.0)
+    assert reply.snapshot is not None and reply.version == 4
+    assert len(trainer.box.take_round(3, timeout_s=0.0).rollouts) == 2
+
+
+@pytest.mark.parametrize(("kwargs", "setup_version", "code", "details"), [
+    ({"player_id": 1}, 0, grpc.StatusCode.INVALID_ARGUMENT, "player 1 does not belong to trainer 0"),
+    ({"version": 4}, 2, grpc.StatusCode.INVALID_ARGUMENT, "policy_version 4 is newer than the trainer's 2"),
+    ({"version": 1}, 5, grpc.StatusCode.FAILED_PRECONDITION, "fetch newer weights"),
+])
+def test_exchange_refuses_what_upload_refuses(trainer: Trainer, kwargs: dict[str, int], setup_version: int,
+                                             code: grpc.StatusCode, details: str) -> None:
+    trainer.version[0] = setup_version
+    with pytest.raises(client.Refused) as info:
+        trainer.client.exchange(cartpole_rollout(**{"version": setup_version, **kwargs}), wait_s=5.0)
+    assert info.value.code == code and details in info.value.details
+    assert trainer.box.take_round(setup_version, timeout_s=0.0).rollouts == [], "nothing refused is queued"
+    assert_serves_a_good_upload(trainer)
+
+
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_exchange_at_the_end_says_done_and_the_player_counts_as_told(trainer: Trainer, when: str) -> None:
+    trainer.board.publish(snapshot(3))
+    trainer.version[0] = 3
+    trainer.board.waiting.clear()
+    if when == "before":
+        trainer.board.finish()
+        th = None
+    else:
+        th = threading.Thread(target=lambda: trainer.board.waiting.wait(timeout=30) and trainer.board.finish())
+        th.start()
+    reply, _ = trainer.client.exchange(cartpole_rollout(player_id=2, version=3), wait_s=25.0)
+    if th is not None:
+        th.join()
+    assert reply.snapshot is None and reply.done
+    assert trainer.board.wait_told({2}, timeout_s=0.0)
+
+
+def test_exchange_of_a_rollout_too_large_for_one_message_goes_as_upload_then_fetch(trainer: Trainer) -> None:
+    """The client's limit is 4 MiB: a 5.8 MiB rollout goes in chunks (the trainer then refuses its shape)."""
+    called: list[str] = []
+
+    class Spy:
+        def __init__(self, stub: Any) -> None:
+            self.stub = stub
+
+        def __getattr__(self, name: str) -> Any:
+            called.append(name)
+            return getattr(self.stub, name)
+
+    trainer.client.rollouts = Spy(trainer.client.rollouts)  # type: ignore[assignment]
+    r = cartpole_rollout()
+    r.obs = np.zeros((6, 3, 4, 84, 84 * 4), np.float32)
+    with pytest.raises(client.Refused) as info:
+        trainer.client.exchange(r, wait_s=1.0)
+    assert "obs has shape (6, 3, 4, 84, 336)" in info.value.details
+    assert called == ["Upload"]
+    trainer.board.publish(snapshot(0))
+    reply, _ = trainer.client.exchange(cartpole_rollout(), wait_s=0.0)  # a small one: one message
+    assert called == ["Upload", "Exchange"] and reply.version == 0
+
+
+@pytest.mark.parametrize(("mangle", "details"), [
+    (lambda req: req.ClearField("header"), "without a rollout header"),
+    (lambda req: setattr(req, "payload", req.payload[:-4]), "its header announced"),
+    (lambda req: setattr(req.header, "payload_bytes", -1), "its header announced"),
+    (lambda req: req.header.tensors.pop(), "missing tensors"),
+])
+def test_malformed_exchange_is_invalid_argument(trainer: Trainer, channel: grpc.Channel,
+                                                mangle: Callable[[rollout_pb2.ExchangeRequest], Any],
+                                                details: str) -> None:
+    request = codec.exchange_request(cartpole_rollout(), wait_s=0.0)
+    mangle(request)
+    with pytest.raises(grpc.RpcError) as info:
+        list(rollout_pb2_grpc.RolloutServiceStub(channel).Exchange(request, timeout=10))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "malformed rollout" in info.value.details() and details in info.value.details()  # type: ignore[attr-defined]
+    assert_serves_a_good_upload(trainer)
+
+
 # --- status and health -------------------------------------------------------------------------------------
 
 
@@ -410,6 +525,12 @@ class InProcess:
     def fetch(self, request: weights_pb2.FetchRequest) -> list[weights_pb2.WeightChunk]:
         return list(self.weights.Fetch(request, Context()))  # type: ignore[arg-type]
 
+    def exchange(self, request: rollout_pb2.ExchangeRequest) -> list[weights_pb2.WeightChunk] | Aborted:
+        try:
+            return list(self.rollouts.Exchange(request, Context(time_remaining=0.6)))  # type: ignore[arg-type]
+        except Aborted as exc:
+            return exc
+
     def call(self, method: str, payload: bytes) -> None:
         """`payload` as the serialized request of `method`: DecodeError where gRPC would answer INTERNAL."""
         context: Any = Context(time_remaining=0.6)  # a decoded wait_s may be long: 0.1 s at most
@@ -417,6 +538,8 @@ class InProcess:
             self.trainer.Status(trainer_pb2.StatusRequest.FromString(payload), context)
         elif method.endswith("/Fetch"):
             list(self.weights.Fetch(weights_pb2.FetchRequest.FromString(payload), context))
+        elif method.endswith("/Exchange"):
+            list(self.rollouts.Exchange(rollout_pb2.ExchangeRequest.FromString(payload), context))
         else:
             self.rollouts.Upload(iter([rollout_pb2.RolloutChunk.FromString(payload)]), context)
 
@@ -553,6 +676,24 @@ def test_fuzz_random_rollouts_in_process(trainer: Trainer, r: rollout.Rollout) -
     assert_serves_in_process(trainer, calls)
 
 
+@settings(FUZZ, max_examples=300)
+@given(r=random_rollouts())
+def test_fuzz_random_rollouts_exchanged_in_process(trainer: Trainer, r: rollout.Rollout) -> None:
+    """The same rollouts in one Exchange message: refused with a status, or accepted and answered."""
+    calls = InProcess(trainer)
+    trainer.box.take_round(0, timeout_s=0.0)
+    trainer.version[0] = 1
+    trainer.board.publish(snapshot(1))
+    chunks = encode(r)
+    request = rollout_pb2.ExchangeRequest(header=chunks[0].header, payload=b"".join(c.data for c in chunks[1:]))
+    reply = calls.exchange(request)
+    if isinstance(reply, Aborted):
+        assert reply.code() in REFUSAL_CODES and reply.details(), (reply.code(), reply.details())
+    else:
+        assert reply[0].header.version == 1
+    assert_serves_in_process(trainer, calls)
+
+
 @settings(FUZZ, max_examples=100)
 @given(r=random_rollouts())
 def test_fuzz_random_rollouts(trainer: Trainer, upload_stub: rollout_pb2_grpc.RolloutServiceStub,
@@ -598,6 +739,7 @@ _METHODS = {
     "/a2c.v1.TrainerService/Status": "unary_unary",
     "/a2c.v1.WeightService/Fetch": "unary_stream",
     "/a2c.v1.RolloutService/Upload": "stream_unary",
+    "/a2c.v1.RolloutService/Exchange": "unary_stream",
 }
 GARBAGE = {"method": st.sampled_from(sorted(_METHODS)), "payload": st.binary(max_size=256)}
 

@@ -1,6 +1,7 @@
 """The player's (and launcher's) side of the trainer's gRPC services, with retries and back-off.
 
-Data flow: player -> `TrainerClient.upload` (chunked stream) and `fetch` (long-poll) -> its trainer;
+Data flow: player -> `TrainerClient.exchange` (rollout up, next weights down: one call), or `upload`
+(chunked stream) and `fetch` (long-poll) -> its trainer;
 the launcher and controller call `status`.
 """
 
@@ -60,6 +61,7 @@ class TrainerClient:
         self.rollouts = rollout_pb2_grpc.RolloutServiceStub(self.channel)
         self.weights = weights_pb2_grpc.WeightServiceStub(self.channel)
         self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channel)
+        self.max_message_bytes = max_message_bytes
         self.max_bytes = max_message_bytes * 64
         self.retry_for_s = retry_for_s
 
@@ -92,6 +94,30 @@ class TrainerClient:
                 raise
             raise Refused(err.code(), err.details()) from None  # type: ignore[attr-defined]
         return UploadResult(reply.accepted, reply.trainer_version, reply.done, size)
+
+    def exchange(self, r: rollout.Rollout, wait_s: float) -> tuple[codec.WeightReply, int]:
+        """A round's one round trip: upload the rollout, get the weights to act with next (newer than the
+        rollout's version, waiting up to wait_s for them; else the trainer's version). Returns the reply
+        and the bytes sent. A rollout too large for one message goes as Upload (chunks) then Fetch.
+        Raises Refused for a permanent refusal (invalid, stale), as `upload`."""
+        request = codec.exchange_request(r, wait_s)
+        size = request.ByteSize()
+        if size > self.max_message_bytes // 2:  # headroom below the message limit
+            result = self.upload(r)
+            if result.done or not result.accepted:
+                return codec.WeightReply(None, result.trainer_version, result.done, 0.0), result.bytes
+            reply = self._retry("fetch", lambda: codec.weight_reply_from_chunks(self.weights.Fetch(
+                weights_pb2.FetchRequest(since_version=r.policy_version, wait_s=wait_s, player_id=r.player_id),
+                timeout=wait_s + 30.0), self.max_bytes))
+            return reply, result.bytes
+        try:
+            reply = self._retry("exchange", lambda: codec.weight_reply_from_chunks(
+                self.rollouts.Exchange(request, timeout=wait_s + 60.0), self.max_bytes))
+        except grpc.RpcError as err:
+            if err.code() in RETRYABLE:  # type: ignore[attr-defined]
+                raise
+            raise Refused(err.code(), err.details()) from None  # type: ignore[attr-defined]
+        return reply, size
 
     def fetch(self, since_version: int, wait_s: float,
               player_id: int = -1) -> tuple[weights.WeightSnapshot | None, bool]:

@@ -1,8 +1,10 @@
 """Rollouts and weight snapshots <-> protobuf chunks.
 
-Data flow: player `Rollout` -> `rollout_chunks` -> RolloutService.Upload -> `rollout_from_chunks` ->
-trainer inbox; trainer `WeightSnapshot` -> `weight_chunks` (encoded once per version) -> Fetch ->
-`weights_from_chunks` -> player. Tensors travel as raw little-endian bytes with dtype and shape; a
+Data flow: player `Rollout` -> `exchange_request` (one message) -> RolloutService.Exchange ->
+`rollout_from_request` -> trainer inbox, answered like a Fetch; or, too large for one message,
+`rollout_chunks` -> RolloutService.Upload -> `rollout_from_chunks` -> trainer inbox; trainer
+`WeightSnapshot` -> `weight_chunks` (encoded once per version) -> Exchange's reply or Fetch ->
+`weight_reply_from_chunks` -> player. Tensors travel as raw little-endian bytes with dtype and shape; a
 header describes them, payload chunks of at most CHUNK_BYTES follow, numbered from 1.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -95,21 +98,47 @@ def _collect(chunks: Iterable[rollout_pb2.RolloutChunk | weights_pb2.WeightChunk
     return header, b"".join(parts)
 
 
-def rollout_chunks(r: rollout.Rollout, chunk_bytes: int = CHUNK_BYTES) -> Iterator[rollout_pb2.RolloutChunk]:
+def _rollout_header(r: rollout.Rollout) -> tuple[rollout_pb2.RolloutHeader, list[bytes]]:
     specs, blobs = _specs(r.arrays())
     header = rollout_pb2.RolloutHeader(
         player_id=r.player_id, policy_version=r.policy_version, num_steps=r.num_steps, num_envs=r.num_envs,
         episode_returns=r.episode_returns, episode_lengths=r.episode_lengths, tensors=specs,
         payload_bytes=sum(len(b) for b in blobs),
     )
+    return header, blobs
+
+
+def rollout_chunks(r: rollout.Rollout, chunk_bytes: int = CHUNK_BYTES) -> Iterator[rollout_pb2.RolloutChunk]:
+    header, blobs = _rollout_header(r)
     yield rollout_pb2.RolloutChunk(seq=0, header=header)
     for i, data in enumerate(_split(blobs, chunk_bytes), start=1):
         yield rollout_pb2.RolloutChunk(seq=i, data=data)
 
 
+def exchange_request(r: rollout.Rollout, wait_s: float) -> rollout_pb2.ExchangeRequest:
+    """The whole rollout in one message (Exchange), asking for weights newer than it within wait_s."""
+    header, blobs = _rollout_header(r)
+    return rollout_pb2.ExchangeRequest(header=header, payload=b"".join(blobs), wait_s=wait_s)
+
+
 def rollout_from_chunks(chunks: Iterable[rollout_pb2.RolloutChunk], max_bytes: int) -> rollout.Rollout:
     header, payload = _collect(chunks, max_bytes, "rollout")
     assert isinstance(header, rollout_pb2.RolloutHeader)
+    return _rollout(header, payload)
+
+
+def rollout_from_request(request: rollout_pb2.ExchangeRequest, max_bytes: int) -> rollout.Rollout:
+    header, payload = request.header, request.payload
+    if not request.HasField("header"):
+        raise CodecError("exchange request without a rollout header")
+    if header.payload_bytes != len(payload):
+        raise CodecError(f"rollout payload is {len(payload)} bytes, its header announced {header.payload_bytes}")
+    if len(payload) > max_bytes:
+        raise CodecError(f"rollout payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+    return _rollout(header, payload)
+
+
+def _rollout(header: rollout_pb2.RolloutHeader, payload: bytes) -> rollout.Rollout:
     arrays = _decode(header.tensors, payload, set(rollout.ARRAY_FIELDS))
     return rollout.Rollout(player_id=header.player_id, policy_version=header.policy_version,
                            episode_returns=list(header.episode_returns),
@@ -128,16 +157,38 @@ def weight_chunks(snap: weights.WeightSnapshot, chunk_bytes: int = CHUNK_BYTES) 
     return snap.encoded  # type: ignore[no-any-return]
 
 
-def unchanged_chunk(version: int, done: bool) -> weights_pb2.WeightChunk:
-    return weights_pb2.WeightChunk(seq=0, header=weights_pb2.WeightHeader(version=version, unchanged=True, done=done))
+def unchanged_chunk(version: int, done: bool, waited_s: float = 0.0) -> weights_pb2.WeightChunk:
+    return weights_pb2.WeightChunk(seq=0, header=weights_pb2.WeightHeader(version=version, unchanged=True, done=done,
+                                                                          waited_s=waited_s))
+
+
+def weight_reply(snap: weights.WeightSnapshot, waited_s: float) -> list[weights_pb2.WeightChunk]:
+    """`weight_chunks` with this call's wait in the header (a copy of the header: the rest is shared)."""
+    chunks = weight_chunks(snap)
+    first = weights_pb2.WeightChunk()
+    first.CopyFrom(chunks[0])
+    first.header.waited_s = waited_s
+    return [first, *chunks[1:]]
+
+
+@dataclass
+class WeightReply:
+    snapshot: weights.WeightSnapshot | None  # None: no newer version (the header said unchanged)
+    version: int                              # the snapshot's, or the trainer's current version
+    done: bool
+    waited_s: float                           # how long the trainer held the call waiting for it
+
+
+def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk], max_bytes: int) -> WeightReply:
+    header, payload = _collect(chunks, max_bytes, "weights")
+    assert isinstance(header, weights_pb2.WeightHeader)
+    snap = None if header.unchanged else weights.WeightSnapshot(
+        version=header.version, tensors=_decode(header.tensors, payload, None), done=header.done)
+    return WeightReply(snap, header.version, header.done, header.waited_s)
 
 
 def weights_from_chunks(chunks: Iterable[weights_pb2.WeightChunk],
                         max_bytes: int) -> tuple[weights.WeightSnapshot | None, bool]:
     """(snapshot or None when unchanged, done flag)."""
-    header, payload = _collect(chunks, max_bytes, "weights")
-    assert isinstance(header, weights_pb2.WeightHeader)
-    if header.unchanged:
-        return None, header.done
-    return weights.WeightSnapshot(version=header.version, tensors=_decode(header.tensors, payload, None),
-                                  done=header.done), header.done
+    reply = weight_reply_from_chunks(chunks, max_bytes)
+    return reply.snapshot, reply.done

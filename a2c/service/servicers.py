@@ -1,6 +1,7 @@
 """gRPC servicers: thin adapters from the wire to the trainer's inbox, weight board and status.
 
 Data flow: Upload -> codec -> `inbox.Inbox.submit`; Fetch -> `weights.WeightBoard.wait_newer` -> codec;
+Exchange -> both, in one call;
 Status -> the trainer's status callback. Every refusal becomes a gRPC status with a clear message and
 is counted; nothing a client sends can stop the server.
 """
@@ -72,6 +73,41 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             self.board.told(r.player_id)
         return rollout_pb2.UploadReply(accepted=True, trainer_version=version, done=done)
 
+    @_observed("Exchange")
+    def Exchange(self, request: rollout_pb2.ExchangeRequest,  # noqa: N802 - gRPC's name
+                 context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
+        if self.board.done:
+            self.board.told(request.header.player_id)
+            return iter([codec.unchanged_chunk(self.board.version, True)])
+        try:
+            r = codec.rollout_from_request(request, self.max_bytes)
+        except codec.CodecError as exc:
+            metrics.labels(metrics.TRAINER_ROLLOUTS_REFUSED, reason="malformed").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed rollout: {exc}")
+        try:
+            self.box.submit(r)
+        except inbox.Refusal as ref:
+            context.abort(grpc.StatusCode[ref.code], ref.message)
+        return _newer_weights(self.board, r.policy_version, request.wait_s, r.player_id, context)
+
+
+def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float, player_id: int,
+                   context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
+    """Fetch's answer (and Exchange's): weights newer than since_version, waiting up to wait_s (capped, and
+    within the call's deadline) for them; else the unchanged header with the current version and done."""
+    wait = min(max(wait_s, 0.0), MAX_WAIT_S)
+    remaining = context.time_remaining()
+    if remaining is not None:
+        wait = min(wait, max(0.0, remaining - 0.5))
+    start = time.perf_counter()
+    snap = board.wait_newer(since_version, wait)
+    waited = time.perf_counter() - start
+    if board.done:
+        board.told(player_id)
+    if snap is None or board.done:
+        return iter([codec.unchanged_chunk(board.version, board.done, waited)])
+    return iter(codec.weight_reply(snap, waited))
+
 
 class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
     def __init__(self, board: weights.WeightBoard) -> None:
@@ -80,16 +116,7 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
     @_observed("Fetch")
     def Fetch(self, request: weights_pb2.FetchRequest,  # noqa: N802 - gRPC's name
               context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
-        wait = min(max(request.wait_s, 0.0), MAX_WAIT_S)
-        remaining = context.time_remaining()
-        if remaining is not None:
-            wait = min(wait, max(0.0, remaining - 0.5))
-        snap = self.board.wait_newer(request.since_version, wait)
-        if self.board.done:
-            self.board.told(request.player_id)
-        if snap is None or self.board.done:
-            return iter([codec.unchanged_chunk(self.board.version, self.board.done)])
-        return iter(codec.weight_chunks(snap))
+        return _newer_weights(self.board, request.since_version, request.wait_s, request.player_id, context)
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):

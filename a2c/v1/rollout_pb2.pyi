@@ -1,4 +1,5 @@
 from a2c.v1 import tensor_pb2 as _tensor_pb2
+from a2c.v1 import weights_pb2 as _weights_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -46,3 +47,13 @@ class UploadReply(_message.Message):
     trainer_version: int
     done: bool
     def __init__(self, accepted: _Optional[bool] = ..., trainer_version: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class ExchangeRequest(_message.Message):
+    __slots__ = ("header", "payload", "wait_s")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    header: RolloutHeader
+    payload: bytes
+    wait_s: float
+    def __init__(self, header: _Optional[_Union[RolloutHeader, _Mapping]] = ..., payload: _Optional[bytes] = ..., wait_s: _Optional[float] = ...) -> None: ...

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from a2c.v1 import rollout_pb2 as a2c_dot_v1_dot_rollout__pb2
+from a2c.v1 import weights_pb2 as a2c_dot_v1_dot_weights__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -39,6 +40,11 @@ class RolloutServiceStub:
                 request_serializer=a2c_dot_v1_dot_rollout__pb2.RolloutChunk.SerializeToString,
                 response_deserializer=a2c_dot_v1_dot_rollout__pb2.UploadReply.FromString,
                 _registered_method=True)
+        self.Exchange = channel.unary_stream(
+                '/a2c.v1.RolloutService/Exchange',
+                request_serializer=a2c_dot_v1_dot_rollout__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=a2c_dot_v1_dot_weights__pb2.WeightChunk.FromString,
+                _registered_method=True)
 
 
 class RolloutServiceServicer:
@@ -50,6 +56,15 @@ class RolloutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request, context):
+        """Queue the rollout, then answer as WeightService.Fetch(since_version = header.policy_version, wait_s)
+        does: the newer weights, or a header with unchanged = true and the trainer's version (and done).
+        A refused rollout is a gRPC error, as for Upload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RolloutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +72,11 @@ def add_RolloutServiceServicer_to_server(servicer, server):
                     servicer.Upload,
                     request_deserializer=a2c_dot_v1_dot_rollout__pb2.RolloutChunk.FromString,
                     response_serializer=a2c_dot_v1_dot_rollout__pb2.UploadReply.SerializeToString,
+            ),
+            'Exchange': grpc.unary_stream_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=a2c_dot_v1_dot_rollout__pb2.ExchangeRequest.FromString,
+                    response_serializer=a2c_dot_v1_dot_weights__pb2.WeightChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +106,33 @@ class RolloutService:
             '/a2c.v1.RolloutService/Upload',
             a2c_dot_v1_dot_rollout__pb2.RolloutChunk.SerializeToString,
             a2c_dot_v1_dot_rollout__pb2.UploadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/a2c.v1.RolloutService/Exchange',
+            a2c_dot_v1_dot_rollout__pb2.ExchangeRequest.SerializeToString,
+            a2c_dot_v1_dot_weights__pb2.WeightChunk.FromString,
             options,
             channel_credentials,
             insecure,

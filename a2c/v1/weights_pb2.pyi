@@ -18,18 +18,20 @@ class FetchRequest(_message.Message):
     def __init__(self, since_version: _Optional[int] = ..., wait_s: _Optional[float] = ..., player_id: _Optional[int] = ...) -> None: ...
 
 class WeightHeader(_message.Message):
-    __slots__ = ("version", "unchanged", "done", "tensors", "payload_bytes")
+    __slots__ = ("version", "unchanged", "done", "tensors", "payload_bytes", "waited_s")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WAITED_S_FIELD_NUMBER: _ClassVar[int]
     version: int
     unchanged: bool
     done: bool
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.TensorSpec]
     payload_bytes: int
-    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., done: _Optional[bool] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
+    waited_s: float
+    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., done: _Optional[bool] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., waited_s: _Optional[float] = ...) -> None: ...
 
 class WeightChunk(_message.Message):
     __slots__ = ("seq", "header", "data")
