@@ -1,9 +1,10 @@
 """The trainers' process group: set-up from RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT (what the
-StatefulSet sets), backend and device choice, and the one small collective per round that makes every
-trainer agree on the job's totals (samples, env steps, finished episodes, whether to stop).
+StatefulSet sets), backend and device choice, and each trainer's `share` of a round (samples, env steps,
+finished episodes, whether to stop), which rides the gradient all-reduce so that every trainer agrees on
+the job's `totals` without a collective of its own.
 
-Data flow: trainer -> `setup` once; each round `exchange` (all_gather) before the DDP step, whose
-gradients `learner` sums across the same group. A lost peer makes a collective fail after
+Data flow: trainer -> `setup` once; each round `share` -> `learner.Learner.backward` (one all-reduce:
+gradients and shares) -> `totals` -> the step. A lost peer makes a collective fail after
 `dist_timeout_s` (or at once when its socket closes): the trainer exits with that error, never hangs.
 """
 
@@ -64,9 +65,12 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+ROW = 4 + 2 * MAX_EPISODES_PER_ROUND  # one trainer's share of a round: counts, stop flag, episodes
+
+
 @dataclass
 class Totals:
-    """What every trainer agrees on after a round's exchange (identical on every rank)."""
+    """What every trainer agrees on after a round (identical on every rank)."""
 
     samples: int
     env_steps: int
@@ -76,36 +80,39 @@ class Totals:
     samples_per_rank: list[int]
 
 
-def exchange(samples: int, env_steps: int, returns: list[float], lengths: list[int], stop: bool,
-             device: torch.device) -> Totals:
-    """all_gather this round's counts and finished episodes from every trainer (rank order)."""
+def share(samples: int, env_steps: int, returns: list[float], lengths: list[int], stop: bool, rank: int = 0,
+          world_size: int = 1) -> torch.Tensor:
+    """This trainer's round as a row in slot `rank` of a zero [world_size * ROW] vector: summed over the
+    trainers (it rides the gradient all-reduce, `learner`), the vector holds every trainer's row."""
     returns, lengths = returns[-MAX_EPISODES_PER_ROUND:], lengths[-MAX_EPISODES_PER_ROUND:]
     n = len(returns)
-    buf = torch.zeros(4 + 2 * MAX_EPISODES_PER_ROUND, dtype=torch.float64)
-    buf[0], buf[1], buf[2], buf[3] = samples, env_steps, n, float(stop)
+    buf = torch.zeros(world_size * ROW, dtype=torch.float64)
+    row = buf[rank * ROW:(rank + 1) * ROW]
+    row[0], row[1], row[2], row[3] = samples, env_steps, n, float(stop)
     if n:
-        buf[4:4 + n] = torch.tensor(returns, dtype=torch.float64)
-        buf[4 + MAX_EPISODES_PER_ROUND:4 + MAX_EPISODES_PER_ROUND + n] = torch.tensor(lengths, dtype=torch.float64)
-    if not dist.is_initialized():
-        rows = [buf]
-    else:
-        local = buf.to(device)
-        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, local)
-        rows = [g.cpu() for g in gathered]
+        row[4:4 + n] = torch.tensor(returns, dtype=torch.float64)
+        row[4 + MAX_EPISODES_PER_ROUND:4 + MAX_EPISODES_PER_ROUND + n] = torch.tensor(lengths, dtype=torch.float64)
+    return buf
+
+
+def totals(shares: torch.Tensor) -> Totals:
+    """The job's round from the summed shares of every trainer (rank order)."""
+    rows = shares.detach().cpu().double().reshape(-1, ROW)
     out_returns: list[float] = []
     out_lengths: list[int] = []
     for row in rows:
-        k = int(row[2])
+        k = int(round(float(row[2])))
         out_returns.extend(row[4:4 + k].tolist())
-        out_lengths.extend(int(x) for x in row[4 + MAX_EPISODES_PER_ROUND:4 + MAX_EPISODES_PER_ROUND + k].tolist())
+        lengths = row[4 + MAX_EPISODES_PER_ROUND:4 + MAX_EPISODES_PER_ROUND + k]
+        out_lengths.extend(int(round(x)) for x in lengths.tolist())
+    counts = [int(round(float(r[0]))) for r in rows]
     return Totals(
-        samples=int(sum(int(r[0]) for r in rows)),
-        env_steps=int(sum(int(r[1]) for r in rows)),
+        samples=sum(counts),
+        env_steps=sum(int(round(float(r[1]))) for r in rows),
         episode_returns=out_returns,
         episode_lengths=out_lengths,
-        stop_requested=any(bool(r[3]) for r in rows),
-        samples_per_rank=[int(r[0]) for r in rows],
+        stop_requested=any(float(r[3]) > 0.5 for r in rows),
+        samples_per_rank=counts,
     )
 
 

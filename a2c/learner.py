@@ -156,19 +156,40 @@ class Learner:
                      torch.zeros(0, device=self.device), torch.zeros(0, device=self.device))
 
     def update(self, batch: Batch, total_samples: int) -> UpdateStats:
-        """One optimizer step on this trainer's batch; total_samples counts the whole job's batch."""
+        """One optimizer step on this trainer's batch; total_samples counts the whole job's batch (the
+        caller has agreed on it with the other trainers; a trainer uses `backward` and `step`)."""
+        self.backward(batch, torch.zeros(0, dtype=torch.float64))
+        return self.step(total_samples)
+
+    def backward(self, batch: Batch, share: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of the loss as sums over this trainer's samples. One all-reduce sums the
+        gradients, the loss terms and every trainer's `share` (a float64 vector of the same size on every
+        trainer: `distributed.share`) across the group; returns the summed shares, from which the caller
+        learns the job's sample count for `step`."""
         self._hook.seconds = 0.0
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         logp, entropy, values = self._evaluate(batch.obs, batch.actions)
-        terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, float(total_samples),
+        terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, 1.0,
                               self.algo.vf_coef, self.algo.ent_coef)
-        # Each rank's terms are its share (sums over the job's sample count): their sum is the job's value.
-        report = torch.stack([terms.policy, terms.value, terms.entropy]).detach().clone()
+        report = torch.stack([terms.policy.detach(), terms.value.detach(), terms.entropy.detach()])
+        ride = torch.cat([report.double().cpu(), share]).to(self.device)
         ddp = isinstance(self.module, DistributedDataParallel)
-        self._hook.report = report if ddp else None
+        self._hook.report = ride if ddp else None
         self.optimizer.zero_grad(set_to_none=False)
         terms.total.backward()
-        t1 = time.perf_counter()
+        if ddp and self._hook.report is not None:  # no bucket was reduced (no gradients): reduce it alone
+            self._hook.report = None
+            dist.all_reduce(ride)
+        self._samples, self._report, self._last_obs = batch.samples, ride[:3].tolist(), batch.obs
+        self._t1 = time.perf_counter()
+        return ride[3:]
+
+    def step(self, total_samples: int) -> UpdateStats:
+        """Divide the summed gradients and loss terms by the job's sample count, clip, take the step."""
+        scale = 1.0 / max(total_samples, 1)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
         if self.algo.max_grad_norm > 0:
             norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.algo.max_grad_norm))
         else:
@@ -176,18 +197,16 @@ class Learner:
                                                  if p.grad is not None])))
         self.optimizer.step()
         if self.model.obs_norm is not None:  # after the step: the step used the statistics the data was acted with
-            self.model.obs_norm.update(batch.obs)
+            self.model.obs_norm.update(self._last_obs)
         t2 = time.perf_counter()
         allreduce = self._hook.seconds
-        if ddp and self._hook.report is not None:  # no bucket was reduced (no gradients): reduce it alone
-            self._hook.report = None
-            dist.all_reduce(report)
-        policy, value, entropy = report.tolist()
+        policy, value, entropy = (x * scale for x in self._report)
         return UpdateStats(
-            samples=batch.samples,
+            samples=self._samples,
             policy_loss=policy, value_loss=value, entropy=-entropy,
             grad_norm=norm, learning_rate=float(self.optimizer.param_groups[0]["lr"]),
-            seconds={"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce, "optimizer": t2 - t1},
+            seconds={"forward_backward": max(0.0, self._t1 - self._t0 - allreduce), "allreduce": allreduce,
+                     "optimizer": t2 - self._t1},
         )
 
     def set_lr(self, lr: float) -> None:

@@ -53,7 +53,7 @@ TRAINER_MEAN_RETURN = Gauge("a2c_trainer_mean_return", "Mean return of the last 
 TRAINER_EPISODES = Gauge("a2c_trainer_episodes", "Episodes finished in the whole job", BASE)
 TRAINER_PHASE_SECONDS = Histogram(
     "a2c_trainer_phase_seconds",
-    "Seconds per iteration spent in each phase (wait_rollouts, sync, forward_backward, allreduce, optimizer, publish)",
+    "Seconds per iteration spent in each phase (wait_rollouts, batch, forward_backward, allreduce, optimizer, publish)",
     BASE + ("phase",), buckets=_LATENCY,
 )
 TRAINER_LOSS = Gauge("a2c_trainer_loss", "Loss terms of the last update", BASE + ("term",))

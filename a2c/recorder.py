@@ -19,7 +19,7 @@ from a2c import inbox, journal, learner, metrics, periodic_eval, progress
 
 log = logging.getLogger(__name__)
 
-PHASES = ("wait_rollouts", "sync", "forward_backward", "allreduce", "optimizer", "publish")
+PHASES = ("wait_rollouts", "batch", "forward_backward", "allreduce", "optimizer", "publish")
 
 
 class Laps:

@@ -145,20 +145,22 @@ class Trainer:
             rnd = self._take_round(first)
             first = False
             laps = recorder.Laps(wait_rollouts=rnd.waited_s)
-            with laps.timed("sync"):
+            with laps.timed("batch"):
                 batch = (self.learner.batch(rnd.rollouts, p.version) if rnd.rollouts
                          else self.learner.empty_batch(self.spec))
-                totals = distributed.exchange(batch.samples, batch.samples, *rnd.episodes(),
-                                              self.stop_requested.is_set(), group.device)
+            # one collective: the gradients, and every trainer's counts, episodes and stop flag with them
+            totals = distributed.totals(self.learner.backward(batch, distributed.share(
+                batch.samples, batch.samples, *rnd.episodes(), self.stop_requested.is_set(),
+                group.rank, group.world_size)))
             p.add(totals.env_steps, totals.episode_returns, totals.episode_lengths)
-            if totals.stop_requested:
+            if totals.stop_requested:  # no step: the checkpoint holds the weights every trainer has
                 self.phase = Phase.STOPPING
                 return
             if totals.samples == 0:
                 self.stop_requested.wait(0.2)  # nobody has data: poll, do not spin
                 continue
             self.learner.follow_schedule(p.env_steps, cfg.stop.max_env_steps)
-            stats = self.learner.update(batch, totals.samples)
+            stats = self.learner.step(totals.samples)
             with laps.timed("publish"):
                 p.version += 1
                 snap = agent_mod.snapshot(self.model, p.version)

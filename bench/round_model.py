@@ -2,9 +2,10 @@
 
 For one player of E environments x T steps (CartPole, the default network): bytes uploaded (the rollout's
 wire size) and fetched (the weights' wire size), the trainers' all-reduce bytes (gradients plus the loss
-report; the exchange's all_gather row), trainer seconds per sample (`Learner.batch` + `Learner.update`,
-one torch thread, no process group) and gRPC seconds per round (Upload, then a Fetch of a newer version;
-and the same as one Exchange, over loopback to a real server), each the median of --repeats.
+report, and each trainer's share of the round riding in it), trainer seconds per sample (`Learner.batch`
++ `Learner.update`, one torch thread, no process group) and gRPC seconds per round (Upload, then a Fetch
+of a newer version; and the same as one Exchange, over loopback to a real server), each the median of
+--repeats.
 
     python bench/round_model.py [--num-envs 256] [--repeats 50]
 """
@@ -40,7 +41,7 @@ def main() -> int:
     snap = agent.snapshot(model, 1)
     down_bytes = sum(c.ByteSize() for c in codec.weight_chunks(snap))
     params = sum(p.numel() for p in model.parameters())
-    exchange_bytes = 8 * (4 + 2 * distributed.MAX_EPISODES_PER_ROUND)
+    share_bytes = 8 * distributed.ROW
 
     lrn = learner.Learner(agent.Agent(e.observation_space, e.action_space, algo), algo, torch.device("cpu"))
     train_s = []
@@ -99,8 +100,8 @@ def main() -> int:
     print(f"per player per round ({args.num_envs} envs x {algo.n_steps} steps = {samples} samples):")
     print(f"  uploaded {up_bytes:,} B ({up_bytes / samples:.1f} B/sample), fetched {down_bytes:,} B "
           f"({params:,} parameters)")
-    print(f"  all-reduce per trainer per round: {4 * params + 12:,} B gradients + loss report; "
-          f"all_gather row {exchange_bytes:,} B")
+    print(f"  all-reduce per trainer per round: {4 * params + 12:,} B gradients + loss report "
+          f"+ {share_bytes:,} B per trainer of shares (counts, episodes)")
     print(f"  trainer batch+update: {med(train_s) * 1e3:.2f} ms ({med(train_s) / samples * 1e6:.2f} us/sample)")
     print(f"  gRPC upload {med(upload_s) * 1e3:.2f} ms, fetch {med(fetch_s) * 1e3:.2f} ms (median of {args.repeats})")
     print(f"  gRPC exchange (one round trip, the trainer's wait for the next weights left out): "

@@ -135,8 +135,9 @@ TIME = [
         Panel("Seconds per iteration, by phase (mean over trainers)",
               [(mean("a2c_trainer_phase_seconds", "phase"), "{{phase}}")], unit="s", stack=True,
               description="Stacked, the phases add up to one iteration: wait_rollouts (players still stepping or "
-                          "uploading), sync (sample counts and episodes across trainers), forward_backward, "
-                          "allreduce (DDP gradient averaging), optimizer, publish (new weights for the players)."),
+                          "uploading), batch (values, advantages and returns of the rollouts), forward_backward, "
+                          "allreduce (the DDP gradient sum, with every trainer's sample counts and episodes in "
+                          "it), optimizer, publish (new weights for the players)."),
         Panel("Share of trainer wall time, by phase", [
             (f"avg by (phase) (rate(a2c_trainer_phase_seconds_sum{{{J}}}[{RI}]))", "{{phase}}"),
             (f"1 - avg (sum by (a2c_job, rank) (rate(a2c_trainer_phase_seconds_sum{{{J}}}[{RI}])))",
