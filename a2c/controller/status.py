@@ -212,8 +212,10 @@ def _watch_group(d: Decision, spec: dict[str, Any], pods: list[TrainerPod], now:
         return
     if not old.get("groupFormed", True):
         ready = _ready(pods, d.trainers)
-        if ready >= d.trainers:
-            status.update(groupFormed=True, trainerPods=live)
+        if ready >= d.trainers:  # the group has formed: training runs (a short job may end before a poll)
+            status.update(groupFormed=True, trainerPods=live, phase=RUNNING, reason="GroupFormed",
+                          message=f"all {d.trainers} trainers ready")
+            d.events.append(("Normal", "Running", status["message"]))
             return
         waited = _seconds_between(str(old.get("groupStartTime") or now), now)
         limit = float(spec["trainers"]["startupTimeoutSeconds"])

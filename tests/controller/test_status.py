@@ -208,6 +208,20 @@ def test_restarts_while_the_group_forms_are_waiting_not_failures() -> None:
     assert d.restart_gang and d.status["gangRestarts"] == 1 and d.status["groupFormed"] is False
 
 
+def test_a_formed_group_is_running_before_trainer_0_is_asked() -> None:
+    """Every rank Ready is Running (a watch event, no poll of trainer 0 in it): a job that solves between two
+    resync polls still shows Pending -> Running -> Succeeded, as `kubectl get a2cj -w` watches it."""
+    d = status.decide(job(), [], None, T0, "h1")
+    d = status.decide(job(d.status), [pod(0), pod(1)], None, T1, "h1")
+    assert (d.status["phase"], d.status["reason"], d.status["groupFormed"]) == (status.RUNNING, "GroupFormed", True)
+    assert d.status["message"] == "all 2 trainers ready"
+    assert ("Normal", "Running", "all 2 trainers ready") in d.events
+    again = status.decide(job(d.status), [pod(0), pod(1)], report("TRAINING"), T1, "h1")
+    assert again.status["phase"] == status.RUNNING and not any(e[1] == "Running" for e in again.events)
+    done = status.decide(job(again.status), [pod(0), pod(1)], report("SUCCEEDED"), T1, "h1")
+    assert done.status["phase"] == status.SUCCEEDED
+
+
 def test_a_group_that_never_forms_fails_at_its_startup_deadline() -> None:
     d = status.decide(job(trainers={"replicas": 2, "startupTimeoutSeconds": 30}), [], None, T0, "h1")
     pods = [pod(0), pod(1, ready=False)]
