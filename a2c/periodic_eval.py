@@ -125,6 +125,14 @@ class Evaluator:
             self._cond.notify()
             return replaced
 
+    def warm_up(self) -> None:
+        """Start the side process now, before the first snapshot, so that its start-up (imports, the
+        environment) overlaps training instead of delaying the first evaluation and the end of a short run."""
+        with self._cond:
+            if self._thread is None and self.alive:
+                self._thread = threading.Thread(target=self._loop, name="evaluator", daemon=True)
+                self._thread.start()
+
     def drain(self, timeout_s: float) -> bool:
         """Wait, up to timeout_s, until the snapshot being evaluated and one still waiting have been
         evaluated (a finished run keeps its last evaluation); True when nothing is left to evaluate."""
@@ -191,6 +199,11 @@ class Evaluator:
                     proc.wait(5.0)
 
     def _serve_requests(self) -> None:
+        if self._proc is None and self.alive:  # warm_up(): the process before the first request
+            try:
+                self._proc = self._start()
+            except OSError as exc:
+                self._failed(f"evaluator process could not start ({exc})", restart=False)
         while True:
             with self._cond:
                 self.in_flight = None

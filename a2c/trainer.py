@@ -98,6 +98,7 @@ class Trainer:
                 if cfg.eval_interval > 0:
                     self.evaluator = periodic_eval.Evaluator(cfg.env, cfg.algo, cfg.eval_episodes, cfg.env.seed,
                                                              self.recorder.evaluation, self.recorder.evaluation_failed)
+                    self.evaluator.warm_up()
             self.learner = learner.Learner(self.model, cfg.algo, group.device)
             self._resume(group)
             self.board.publish(agent_mod.snapshot(self.model, self.progress.version))

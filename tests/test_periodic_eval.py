@@ -158,6 +158,25 @@ def test_drain_waits_for_the_evaluation_in_flight_and_the_one_waiting(tmp_path: 
         ev.close()
 
 
+def test_warm_up_starts_the_side_process_before_the_first_snapshot(tmp_path: Path) -> None:
+    """The trainer warms the evaluator up when training starts: its start-up overlaps training, so neither
+    the first evaluation nor the end of a short run (drain) waits for the side process to import torch."""
+    rec = Recorder()
+    gate = tmp_path / "gate"
+    gate.touch()
+    ev = _make(rec, command=[*FAKE, "gate", str(gate)])
+    try:
+        ev.warm_up()
+        proc = wait_for(lambda: ev.process, 30, "the side process to start without a snapshot")
+        assert proc.poll() is None and ev.submitted == 0 and not rec.outcomes
+        ev.submit(1, 10, 0.1, _tensors(1))
+        assert ev.drain(30.0) and [o.version for o in rec.outcomes] == [1]
+        assert ev.process is proc, "the warm process served the first snapshot"
+    finally:
+        ev.close()
+    assert proc.poll() is not None
+
+
 def test_close_ends_an_evaluation_in_flight_and_its_process(tmp_path: Path) -> None:
     rec = Recorder()
     ev = _make(rec, command=[*FAKE, "gate", str(tmp_path / "never")])
