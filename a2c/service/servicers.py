@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from a2c import inbox, metrics, weights
+from a2c import inbox, metrics, rollout, weights
 from a2c.service import codec
 from a2c.v1 import rollout_pb2, rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
 
@@ -51,6 +51,22 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     def __init__(self, box: inbox.Inbox, board: weights.WeightBoard, max_bytes: int) -> None:
         self.box, self.board, self.max_bytes = box, board, max_bytes
 
+    def _queue(self, decode: Callable[[], rollout.Rollout],
+               context: grpc.ServicerContext) -> tuple[rollout.Rollout, int]:
+        """Decode a rollout and queue it (returns it and the trainer's version), or end the call with the
+        reason: a malformed one is counted here, the inbox counts its own refusals."""
+        try:
+            r = decode()
+        except codec.CodecError as exc:
+            metrics.labels(metrics.TRAINER_ROLLOUTS_REFUSED, reason="malformed").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed rollout: {exc}")
+            raise  # abort raises; never reached
+        try:
+            return r, self.box.submit(r)
+        except inbox.Refusal as ref:
+            context.abort(grpc.StatusCode[ref.code], ref.message)
+            raise
+
     @_observed("Upload")
     def Upload(self, request_iterator: Iterator[rollout_pb2.RolloutChunk],  # noqa: N802 - gRPC's name
                context: grpc.ServicerContext) -> rollout_pb2.UploadReply:
@@ -59,15 +75,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             if first is not None and first.WhichOneof("part") == "header":
                 self.board.told(first.header.player_id)
             return rollout_pb2.UploadReply(accepted=False, trainer_version=self.board.version, done=True)
-        try:
-            r = codec.rollout_from_chunks(request_iterator, self.max_bytes)
-        except codec.CodecError as exc:
-            metrics.labels(metrics.TRAINER_ROLLOUTS_REFUSED, reason="malformed").inc()
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed rollout: {exc}")
-        try:
-            version = self.box.submit(r)
-        except inbox.Refusal as ref:
-            context.abort(grpc.StatusCode[ref.code], ref.message)
+        r, version = self._queue(lambda: codec.rollout_from_chunks(request_iterator, self.max_bytes), context)
         done = self.board.done  # training may have ended while this rollout was queued: it has been told
         if done:
             self.board.told(r.player_id)
@@ -79,15 +87,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         if self.board.done:
             self.board.told(request.header.player_id)
             return iter([codec.unchanged_chunk(self.board.version, True)])
-        try:
-            r = codec.rollout_from_request(request, self.max_bytes)
-        except codec.CodecError as exc:
-            metrics.labels(metrics.TRAINER_ROLLOUTS_REFUSED, reason="malformed").inc()
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed rollout: {exc}")
-        try:
-            self.box.submit(r)
-        except inbox.Refusal as ref:
-            context.abort(grpc.StatusCode[ref.code], ref.message)
+        r, _ = self._queue(lambda: codec.rollout_from_request(request, self.max_bytes), context)
         return _newer_weights(self.board, r.policy_version, request.wait_s, r.player_id, context)
 
 
