@@ -133,6 +133,9 @@ class Trainer:
                     log.warning("trainer 0: the last periodic evaluation did not end within %.0f s: abandoned",
                                 EVAL_DRAIN_S)
             running.stop(grace_s=1.0)
+            made = getattr(self, "learner", None)  # made once the group has formed
+            if made is not None:
+                made.release()  # DDP before its process group
             distributed.teardown()
             if self.evaluator is not None:  # a failed or stopped run abandons an evaluation in flight
                 self.evaluator.close()

@@ -123,6 +123,7 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, nor
             lrn.update(batch, totals.samples)
         torch.save({"params": _params(lrn), "samples": totals.samples_per_rank, "buffers": _buffers(lrn),
                     "terms": [stats.policy_loss, stats.value_loss, stats.entropy]}, f"{out}-{rank}.pt")
+        lrn.release()  # as the trainer does: DDP before its process group
     finally:
         distributed.teardown()
 
