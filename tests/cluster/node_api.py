@@ -99,6 +99,7 @@ class Informer:
         self.api, self.url, self.changed, self.stop, self.poll_s = api, path(api_version, plural), changed, stop, poll_s
         self.plural = plural
         self.items: dict[Key, Obj] = {}
+        self._gone: set[str | None] = set()  # uids the watch has seen deleted
         self.synced = threading.Event()
         self._lock = threading.Lock()
         self._stream: Any = None
@@ -123,8 +124,18 @@ class Informer:
             return self.items.get((namespace, name))
 
     def put(self, obj: Obj) -> None:
-        """What we just wrote, before its watch event comes back (so the next pass does not write it again)."""
+        """What we just wrote, before its watch event comes back (so the next pass does not write it again).
+        A reply can come back after the watch has moved past it: an object the watch saw deleted, or older
+        than the cached one, is not put back (a deleted pod put back stayed in the cache for good, so its
+        StatefulSet never replaced it)."""
+        meta = obj.get("metadata") or {}
         with self._lock:
+            if meta.get("uid") in self._gone:
+                return
+            cached = (self.items.get(key(obj)) or {}).get("metadata") or {}
+            if cached.get("uid") == meta.get("uid") and _older(meta.get("resourceVersion"),
+                                                               cached.get("resourceVersion")):
+                return
             self.items[key(obj)] = obj
 
     def drop(self, namespace: str, name: str) -> None:
@@ -196,10 +207,16 @@ class Informer:
             with self._lock:
                 if kind == "DELETED":
                     self.items.pop(key(obj), None)
+                    self._gone.add((obj.get("metadata") or {}).get("uid"))
                 else:
                     self.items[key(obj)] = obj
             self.changed()
         return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _older(version: Any, than: Any) -> bool:
+    """resourceVersions are opaque to clients, but this stand-in's are integers: compare them when both are."""
+    return str(version).isdigit() and str(than).isdigit() and int(version) < int(than)
 
 
 class Gone(Exception):
