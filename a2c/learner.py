@@ -3,12 +3,13 @@ with or without a process group) and across trainer processes.
 
 Data flow: trainer forms a round of rollouts -> `Learner.batch(rollouts, version)`: values of every
 observation (no grad; a rollout of the current version brings its own) -> `returns.gae` (`returns.vtrace`
-for a rollout acted with older weights) -> a `Batch` of the valid samples -> `Learner.update(batch,
-total_samples)`: DDP forward -> `loss.a2c_loss` (sums / job-wide sample count) -> backward, whose gradient
-all-reduce is a SUM (our comm hook) -> clip -> optimizer step -> (with --normalize-obs) the observation
-statistics take in the round's valid observations, job-wide (`obs_normalizer`). Every replica ends the step
-with identical weights and buffers (DDP runs with broadcast_buffers=False: the statistics are all-reduced
-instead).
+for a rollout acted with older weights) -> a `Batch` of the valid samples -> `Learner.backward(batch,
+share)`: DDP forward -> `loss.a2c_loss` (sums over this trainer's samples) -> backward, whose gradient
+all-reduce is a SUM (our comm hook) carrying the loss terms and every trainer's share of the round with it
+-> `Learner.step(reduced, job's sample count)`: divide, clip, optimizer step -> (with --normalize-obs) the
+observation statistics take in the round's valid observations, job-wide (`obs_normalizer`). Every replica
+ends the step with identical weights and buffers (DDP runs with broadcast_buffers=False: the statistics are
+all-reduced instead).
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ class UpdateStats:
     grad_norm: float
     learning_rate: float = 0.0  # the rate this step was taken with
     seconds: dict[str, float] = field(default_factory=dict)  # forward_backward, allreduce, optimizer
+
+
+@dataclass
+class Reduced:
+    """What `Learner.backward` leaves for `step`: the gradients (summed, in the model) aside."""
+
+    shares: torch.Tensor      # every trainer's share, summed across the group (`distributed.totals` reads it)
+    loss_sums: list[float]    # policy, value, entropy terms summed over the job's samples
+    samples: int              # this trainer's
+    obs: torch.Tensor         # this trainer's observations (the job-wide statistics take them in after the step)
+    seconds: dict[str, float]  # forward_backward, allreduce
 
 
 class _HookState:
@@ -159,16 +171,15 @@ class Learner:
     def update(self, batch: Batch, total_samples: int) -> UpdateStats:
         """One optimizer step on this trainer's batch; total_samples counts the whole job's batch (the
         caller has agreed on it with the other trainers; a trainer uses `backward` and `step`)."""
-        self.backward(batch, torch.zeros(0, dtype=torch.float64))
-        return self.step(total_samples)
+        return self.step(self.backward(batch, torch.zeros(0, dtype=torch.float64)), total_samples)
 
-    def backward(self, batch: Batch, share: torch.Tensor) -> torch.Tensor:
+    def backward(self, batch: Batch, share: torch.Tensor) -> Reduced:
         """Forward and backward of the loss as sums over this trainer's samples. One all-reduce sums the
         gradients, the loss terms and every trainer's `share` (a float64 vector of the same size on every
-        trainer: `distributed.share`) across the group; returns the summed shares, from which the caller
-        learns the job's sample count for `step`."""
+        trainer: `distributed.share`) across the group; the summed shares tell the caller the job's sample
+        count for `step`."""
         self._hook.seconds = 0.0
-        self._t0 = time.perf_counter()
+        t0 = time.perf_counter()
         logp, entropy, values = self._evaluate(batch.obs, batch.actions)
         terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, 1.0,
                               self.algo.vf_coef, self.algo.ent_coef)
@@ -181,12 +192,14 @@ class Learner:
         if ddp and self._hook.report is not None:  # no bucket was reduced (no gradients): reduce it alone
             self._hook.report = None
             dist.all_reduce(ride)
-        self._samples, self._report, self._last_obs = batch.samples, ride[:3].tolist(), batch.obs
-        self._t1 = time.perf_counter()
-        return ride[3:]
+        t1 = time.perf_counter()
+        allreduce = self._hook.seconds
+        return Reduced(ride[3:], ride[:3].tolist(), batch.samples, batch.obs,
+                       {"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce})
 
-    def step(self, total_samples: int) -> UpdateStats:
+    def step(self, reduced: Reduced, total_samples: int) -> UpdateStats:
         """Divide the summed gradients and loss terms by the job's sample count, clip, take the step."""
+        t1 = time.perf_counter()
         scale = 1.0 / max(total_samples, 1)
         for p in self.model.parameters():
             if p.grad is not None:
@@ -198,16 +211,13 @@ class Learner:
                                                  if p.grad is not None])))
         self.optimizer.step()
         if self.model.obs_norm is not None:  # after the step: the step used the statistics the data was acted with
-            self.model.obs_norm.update(self._last_obs)
-        t2 = time.perf_counter()
-        allreduce = self._hook.seconds
-        policy, value, entropy = (x * scale for x in self._report)
+            self.model.obs_norm.update(reduced.obs)
+        policy, value, entropy = (x * scale for x in reduced.loss_sums)
         return UpdateStats(
-            samples=self._samples,
+            samples=reduced.samples,
             policy_loss=policy, value_loss=value, entropy=-entropy,
             grad_norm=norm, learning_rate=float(self.optimizer.param_groups[0]["lr"]),
-            seconds={"forward_backward": max(0.0, self._t1 - self._t0 - allreduce), "allreduce": allreduce,
-                     "optimizer": t2 - self._t1},
+            seconds={**reduced.seconds, "optimizer": time.perf_counter() - t1},
         )
 
     def set_lr(self, lr: float) -> None:

@@ -153,9 +153,10 @@ class Trainer:
                 batch = (self.learner.batch(rnd.rollouts, p.version) if rnd.rollouts
                          else self.learner.empty_batch(self.spec))
             # one collective: the gradients, and every trainer's counts, episodes and stop flag with them
-            totals = distributed.totals(self.learner.backward(batch, distributed.share(
+            reduced = self.learner.backward(batch, distributed.share(
                 batch.samples, batch.samples, *rnd.episodes(), self.stop_requested.is_set(),
-                group.rank, group.world_size)))
+                group.rank, group.world_size))
+            totals = distributed.totals(reduced.shares)
             p.add(totals.env_steps, totals.episode_returns, totals.episode_lengths)
             if totals.stop_requested:  # no step: the checkpoint holds the weights every trainer has
                 self.phase = Phase.STOPPING
@@ -164,7 +165,7 @@ class Trainer:
                 self.stop_requested.wait(0.2)  # nobody has data: poll, do not spin
                 continue
             self.learner.follow_schedule(p.env_steps, cfg.stop.max_env_steps)
-            stats = self.learner.step(totals.samples)
+            stats = self.learner.step(reduced, totals.samples)
             with laps.timed("publish"):
                 p.version += 1
                 snap = agent_mod.snapshot(self.model, p.version)

@@ -114,9 +114,10 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, nor
         rollouts = [make_rollout(s) for s in seeds_per_rank[rank]]
         batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch(SPEC)
         # as a trainer does: the shares ride the gradient all-reduce, then the step divides by the job's count
-        totals = distributed.totals(lrn.backward(batch, distributed.share(
-            batch.samples, 0, [float(rank)] * (rank + 1), [rank + 1] * (rank + 1), rank == 1, rank, 2)))
-        stats = lrn.step(totals.samples)
+        reduced = lrn.backward(batch, distributed.share(
+            batch.samples, 0, [float(rank)] * (rank + 1), [rank + 1] * (rank + 1), rank == 1, rank, 2))
+        totals = distributed.totals(reduced.shares)
+        stats = lrn.step(reduced, totals.samples)
         assert (totals.episode_returns, totals.episode_lengths, totals.stop_requested) == ([0.0, 1.0, 1.0],
                                                                                           [1, 2, 2], True)
         if normalize_obs:  # a second round: its step runs with the statistics the first round left
