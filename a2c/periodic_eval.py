@@ -119,9 +119,7 @@ class Evaluator:
             replaced = self._pending is not None
             self.skipped += replaced
             self._pending = Request(version, env_steps, time_s, tensors)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="evaluator", daemon=True)
-                self._thread.start()
+            self._start_thread()
             self._cond.notify()
             return replaced
 
@@ -129,9 +127,14 @@ class Evaluator:
         """Start the side process now, before the first snapshot, so that its start-up (imports, the
         environment) overlaps training instead of delaying the first evaluation and the end of a short run."""
         with self._cond:
-            if self._thread is None and self.alive:
-                self._thread = threading.Thread(target=self._loop, name="evaluator", daemon=True)
-                self._thread.start()
+            if self.alive:
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        """The thread that starts the side process and feeds it (once; the caller holds the condition)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="evaluator", daemon=True)
+            self._thread.start()
 
     def drain(self, timeout_s: float) -> bool:
         """Wait, up to timeout_s, until the snapshot being evaluated and one still waiting have been

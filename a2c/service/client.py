@@ -83,16 +83,20 @@ class TrainerClient:
                     raise Stopped(f"{what} to {self.address}: stopped while retrying ({code.name})") from None
                 delay = min(delay * 2, 0.5)
 
-    def upload(self, r: rollout.Rollout, timeout_s: float = 60.0) -> UploadResult:
-        """Upload one rollout; raises Refused for a permanent refusal (invalid, stale)."""
-        chunks = list(codec.rollout_chunks(r))
-        size = sum(c.ByteSize() for c in chunks)
+    def _refusing(self, what: str, call):  # type: ignore[no-untyped-def]
+        """`_retry`, with a permanent refusal (invalid, stale) raised as Refused."""
         try:
-            reply = self._retry("upload", lambda: self.rollouts.Upload(iter(chunks), timeout=timeout_s))
+            return self._retry(what, call)
         except grpc.RpcError as err:
             if err.code() in RETRYABLE:  # type: ignore[attr-defined]
                 raise
             raise Refused(err.code(), err.details()) from None  # type: ignore[attr-defined]
+
+    def upload(self, r: rollout.Rollout, timeout_s: float = 60.0) -> UploadResult:
+        """Upload one rollout; raises Refused for a permanent refusal (invalid, stale)."""
+        chunks = list(codec.rollout_chunks(r))
+        size = sum(c.ByteSize() for c in chunks)
+        reply = self._refusing("upload", lambda: self.rollouts.Upload(iter(chunks), timeout=timeout_s))
         return UploadResult(reply.accepted, reply.trainer_version, reply.done, size)
 
     def exchange(self, r: rollout.Rollout, wait_s: float) -> tuple[codec.WeightReply, int]:
@@ -106,25 +110,21 @@ class TrainerClient:
             result = self.upload(r)
             if result.done or not result.accepted:
                 return codec.WeightReply(None, result.trainer_version, result.done, 0.0), result.bytes
-            reply = self._retry("fetch", lambda: codec.weight_reply_from_chunks(self.weights.Fetch(
-                weights_pb2.FetchRequest(since_version=r.policy_version, wait_s=wait_s, player_id=r.player_id),
-                timeout=wait_s + 30.0), self.max_bytes))
-            return reply, result.bytes
-        try:
-            reply = self._retry("exchange", lambda: codec.weight_reply_from_chunks(
-                self.rollouts.Exchange(request, timeout=wait_s + 60.0), self.max_bytes))
-        except grpc.RpcError as err:
-            if err.code() in RETRYABLE:  # type: ignore[attr-defined]
-                raise
-            raise Refused(err.code(), err.details()) from None  # type: ignore[attr-defined]
+            return self._fetch(r.policy_version, wait_s, r.player_id), result.bytes
+        reply = self._refusing("exchange", lambda: codec.weight_reply_from_chunks(
+            self.rollouts.Exchange(request, timeout=wait_s + 60.0), self.max_bytes))
         return reply, size
 
     def fetch(self, since_version: int, wait_s: float,
               player_id: int = -1) -> tuple[weights.WeightSnapshot | None, bool]:
         """(another snapshot or None, training done); waits up to wait_s for a version other than since_version."""
+        reply = self._fetch(since_version, wait_s, player_id)
+        return reply.snapshot, reply.done
+
+    def _fetch(self, since_version: int, wait_s: float, player_id: int) -> codec.WeightReply:
         request = weights_pb2.FetchRequest(since_version=since_version, wait_s=wait_s, player_id=player_id)
-        return self._retry("fetch", lambda: codec.weights_from_chunks(
-            self.weights.Fetch(request, timeout=wait_s + 30.0), self.max_bytes))  # type: ignore[no-any-return]
+        return self._retry("fetch", lambda: codec.weight_reply_from_chunks(  # type: ignore[no-any-return]
+            self.weights.Fetch(request, timeout=wait_s + 30.0), self.max_bytes))
 
     def status(self, timeout_s: float = 5.0) -> trainer_pb2.TrainerStatus:
         return self.trainer.Status(trainer_pb2.StatusRequest(), timeout=timeout_s)  # type: ignore[no-any-return]
