@@ -328,6 +328,38 @@ def test_exchange_queues_the_rollout_and_answers_with_the_next_weights(trainer: 
         assert np.array_equal(getattr(got, name), getattr(sent, name)), name
 
 
+def test_the_client_reads_weight_streams_on_the_calling_thread(trainer: Trainer) -> None:
+    """Exchange's and Fetch's replies are read without a helper thread polling the channel (grpc's
+    `channel_spin`, alive while a call is in flight): the round trip a player makes every round is
+    shorter (client.py's docstring has the figures)."""
+    trainer.board.publish(snapshot(3))
+    trainer.version[0] = 3
+    c = client.TrainerClient(trainer.address, retry_for_s=20.0)
+    during: set[threading.Thread] = set()
+
+    def step_when_waited_on() -> None:  # look at this process's threads while the call waits
+        assert trainer.board.waiting.wait(timeout=30)
+        during.update(threading.enumerate())
+        trainer.version[0] += 1
+        trainer.board.publish(snapshot(trainer.version[0]))
+
+    try:
+        c.fetch(-1, wait_s=0.0)  # the server's worker threads exist from here on
+        before = set(threading.enumerate())
+        for call in (lambda: c.exchange(cartpole_rollout(version=3), wait_s=25.0)[0].snapshot,
+                     lambda: c.fetch(4, wait_s=25.0, player_id=0)[0]):
+            trainer.board.waiting.clear()
+            during.clear()
+            th = threading.Thread(target=step_when_waited_on)
+            th.start()
+            got = call()
+            th.join()
+            assert got is not None and during
+            assert [t.name for t in during - before - {th}] == []
+    finally:
+        c.close()
+
+
 def test_exchange_without_a_wait_answers_at_once_with_the_trainer_version(trainer: Trainer) -> None:
     """max_policy_lag > 0: a player that may act on does not wait; a newer version, if any, comes at once."""
     trainer.board.publish(snapshot(3))
