@@ -168,14 +168,14 @@ def run(cfg: config.LocalConfig) -> int:
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    if cfg.plot:  # matplotlib's import overlaps training instead of delaying the end of the run
-        threading.Thread(target=curve.preload, daemon=True).start()
     start = time.monotonic()
     if ctx.get_start_method() == "fork":
         # torch's optimizers import torch._dynamo on first use (seconds): once here, not once per trainer.
         import torch._dynamo  # noqa: F401
     for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
+    if cfg.plot:  # matplotlib's import overlaps training instead of delaying the end of the run (or the start:
+        threading.Thread(target=curve.preload, daemon=True).start()  # here, not before torch._dynamo's import)
     write_targets(run_dir, children, cfg.job)
     write_pids(run_dir, children)
     def restart_player(child: Child) -> None:
