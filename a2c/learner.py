@@ -8,7 +8,7 @@ share)`: DDP forward -> `loss.a2c_loss` (sums over this trainer's samples) -> ba
 all-reduce is a SUM (our comm hook) carrying the loss terms and every trainer's share of the round with it
 -> `Learner.step(reduced, job's sample count)`: divide, clip, optimizer step -> (with --normalize-obs) the
 observation statistics take in the round's valid observations, job-wide (`obs_normalizer`). Every replica
-ends the step with identical weights and buffers (DDP runs with broadcast_buffers=False: the statistics are
+ends the step with identical weights and buffers (DDP runs with forward_sync_buffers=False: the statistics are
 all-reduced instead).
 """
 
@@ -111,7 +111,8 @@ class Learner:
         self.module: nn.Module = self.model
         if dist.is_initialized():
             ddp = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                forward_sync_buffers=False,  # identical at construction (synced once there), all-reduced after
             )
             ddp.register_comm_hook(self._hook, _sum_allreduce_hook)
             self.module = ddp

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -110,7 +111,9 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, nor
     distributed.setup(rank, 2, "127.0.0.1", port, "gloo", "cpu", 60)
     try:
         algo = config.AlgoConfig(normalize_obs=normalize_obs)
-        lrn = _learner(algo)
+        with warnings.catch_warnings():  # a trainer's log shows no deprecation from DDP's constructor
+            warnings.simplefilter("error", FutureWarning)
+            lrn = _learner(algo)
         rollouts = [make_rollout(s) for s in seeds_per_rank[rank]]
         batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch(SPEC)
         # as a trainer does: the shares ride the gradient all-reduce, then the step divides by the job's count
