@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -17,6 +17,13 @@ from a2c.v1 import rollout_pb2, weights_pb2
 from tests.support.rollouts import cartpole_rollout
 
 LIMIT = 64 << 20
+
+
+def weights_from_chunks(chunks: Iterator[weights_pb2.WeightChunk],
+                        max_bytes: int) -> tuple[weights.WeightSnapshot | None, bool]:
+    """(snapshot or None when unchanged, done flag) of a weight reply stream."""
+    reply = codec.weight_reply_from_chunks(chunks, max_bytes)
+    return reply.snapshot, reply.done
 
 
 def same_array(a: np.ndarray, b: np.ndarray) -> bool:
@@ -92,7 +99,7 @@ def test_weight_round_trip_every_dtype() -> None:
     tensors["empty"] = np.zeros((0, 7), np.int64)
     tensors["nan"] = np.array([np.nan, -np.inf, -0.0], np.float32)
     snap = weights.WeightSnapshot(version=3, tensors=tensors)
-    back, done = codec.weights_from_chunks(iter(codec.weight_chunks(snap, chunk_bytes=16)), LIMIT)
+    back, done = weights_from_chunks(iter(codec.weight_chunks(snap, chunk_bytes=16)), LIMIT)
     assert back is not None and back.version == 3 and not done and not back.done
     assert list(back.tensors) == list(tensors)
     for k, v in tensors.items():
@@ -108,7 +115,7 @@ def test_weight_round_trip_every_dtype() -> None:
 ), st.integers(1, 64), st.integers(-1, 2**40), st.booleans())
 def test_weight_round_trip_property(tensors: dict[str, np.ndarray], chunk: int, version: int, done: bool) -> None:
     snap = weights.WeightSnapshot(version=version, tensors=tensors, done=done)
-    back, back_done = codec.weights_from_chunks(iter(codec.weight_chunks(snap, chunk_bytes=chunk)), LIMIT)
+    back, back_done = weights_from_chunks(iter(codec.weight_chunks(snap, chunk_bytes=chunk)), LIMIT)
     assert back is not None and back.version == version and back_done == done
     assert set(back.tensors) == set(tensors)
     for k, v in tensors.items():
@@ -119,13 +126,13 @@ def test_weight_chunks_are_encoded_once_per_snapshot() -> None:
     snap = weights.WeightSnapshot(version=1, tensors={"w": np.zeros(400_000, np.float32)})  # 1.6 MB
     first = codec.weight_chunks(snap)
     assert len(first) == 1 + 2 and first is codec.weight_chunks(snap)
-    back, _ = codec.weights_from_chunks(iter(first), LIMIT)
+    back, _ = weights_from_chunks(iter(first), LIMIT)
     assert back is not None and np.array_equal(back.tensors["w"], snap.tensors["w"])
 
 
 def test_unchanged_reply() -> None:
-    assert codec.weights_from_chunks(iter([codec.unchanged_chunk(4, done=False)]), LIMIT) == (None, False)
-    assert codec.weights_from_chunks(iter([codec.unchanged_chunk(4, done=True)]), LIMIT) == (None, True)
+    assert weights_from_chunks(iter([codec.unchanged_chunk(4, done=False)]), LIMIT) == (None, False)
+    assert weights_from_chunks(iter([codec.unchanged_chunk(4, done=True)]), LIMIT) == (None, True)
 
 
 def test_payload_exactly_at_the_limit_is_accepted() -> None:
@@ -249,14 +256,14 @@ def test_refuses_malformed_weight_streams() -> None:
     snap = weights.WeightSnapshot(version=1, tensors={"a": np.arange(40, dtype=np.float32)})
     chunks = list(codec.weight_chunks(snap, chunk_bytes=32))
     with pytest.raises(codec.CodecError, match="weights payload is truncated"):
-        codec.weights_from_chunks(iter(chunks[:-1]), LIMIT)
+        weights_from_chunks(iter(chunks[:-1]), LIMIT)
     with pytest.raises(codec.CodecError, match="weights must start with a header"):
-        codec.weights_from_chunks(iter([weights_pb2.WeightChunk(seq=0, data=b"abc")]), LIMIT)
+        weights_from_chunks(iter([weights_pb2.WeightChunk(seq=0, data=b"abc")]), LIMIT)
     bad = weights_pb2.WeightChunk()
     bad.CopyFrom(chunks[0])
     bad.header.tensors[0].dtype = "float128"
     with pytest.raises(codec.CodecError, match="unsupported dtype 'float128'"):
-        codec.weights_from_chunks(iter([bad, *chunks[1:]]), LIMIT)
+        weights_from_chunks(iter([bad, *chunks[1:]]), LIMIT)
 
 
 def test_refuses_a_shape_whose_element_count_overflows_int64() -> None:

@@ -746,7 +746,8 @@ def _check_fetch(trainer: Trainer, request: weights_pb2.FetchRequest,
     if trainer.board.version < 0:
         trainer.board.publish(snapshot(5))
     reply = fetch(request)
-    snap, done = codec.weights_from_chunks(iter(reply), 1 << 30)
+    decoded = codec.weight_reply_from_chunks(iter(reply), 1 << 30)
+    snap, done = decoded.snapshot, decoded.done
     assert not done
     if request.since_version != 5:  # any other version is news: a restarted trainer group can be behind its players
         assert snap is not None and snap.version == 5

@@ -185,10 +185,3 @@ def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk], max_byte
     snap = None if header.unchanged else weights.WeightSnapshot(
         version=header.version, tensors=_decode(header.tensors, payload, None), done=header.done)
     return WeightReply(snap, header.version, header.done, header.waited_s)
-
-
-def weights_from_chunks(chunks: Iterable[weights_pb2.WeightChunk],
-                        max_bytes: int) -> tuple[weights.WeightSnapshot | None, bool]:
-    """(snapshot or None when unchanged, done flag)."""
-    reply = weight_reply_from_chunks(chunks, max_bytes)
-    return reply.snapshot, reply.done
