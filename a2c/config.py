@@ -206,6 +206,8 @@ class LocalConfig(TrainingConfig):
     plot: bool = opt(True, "write learning_curve.png at the end")
     max_player_restarts: int = opt(3, "times a lost player process is restarted")
     max_trainer_restarts: int = opt(2, "times the trainer group is restarted from its checkpoint after a failure")
+    pin_cores: bool = opt(True, "when the processes outnumber the cores, run each trainer and its players on one "
+                          "core (they take turns at lag 0; a2c/cores.py)")
     # one machine rarely has one GPU per trainer (NCCL needs that): its trainers train on the CPU unless asked
     device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=DEVICES)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2c import config, curve, journal, player, supervisor, trainer
+from a2c import config, cores, curve, journal, player, supervisor, trainer
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _child(role: str, cfg: Any, log_path: str) -> None:
-    """Entry of a child process: own log file, die with the parent, run the role."""
+def _child(role: str, cfg: Any, log_path: str, core: int | None = None) -> None:
+    """Entry of a child process: own log file, die with the parent, its core (if pinned), run the role."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -50,6 +50,9 @@ def _child(role: str, cfg: Any, log_path: str) -> None:
     logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s {role}: %(message)s")
     run = trainer.run if role.startswith("trainer") else player.run
+    if core is not None:
+        cores.pin(core)
+        logging.getLogger(role).info("%s runs on core %d", role, core)
     code = 1
     try:
         code = run(cfg)
@@ -69,12 +72,13 @@ class Child:
     cfg: Any
     log_path: Path
     metrics_port: int
+    core: int | None = None  # the core it is pinned to (a2c/cores.py), None: any
     process: Any = None
     restarts: int = 0
 
     def start(self, ctx: Any) -> None:
-        self.process = ctx.Process(target=_child, args=(self.name, self.cfg, str(self.log_path)), name=self.name,
-                                   daemon=False)
+        self.process = ctx.Process(target=_child, args=(self.name, self.cfg, str(self.log_path), self.core),
+                                   name=self.name, daemon=False)
         self.process.start()
 
     def tail(self, lines: int = 25) -> str:
@@ -92,19 +96,26 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
     logs = run_dir / "logs"
     # the training group as the user gave it, to every trainer (the rest is where each one runs)
     training = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(config.TrainingConfig)}
+    allowed = cores.allowed()
+
+    def core(role: str, index: int) -> int | None:
+        return cores.assign(role, index, n, p, allowed) if cfg.pin_cores else None
+
     children = []
     for rank in range(n):
         tc = config.TrainerConfig(
             **training, rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port,
             host="127.0.0.1", port=grpc_ports[rank], metrics_port=free_port(), run_dir=str(run_dir), linger_s=5.0,
         )
-        children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port))
+        children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port,
+                              core("trainer", rank)))
     for j in range(n * p):
         pc = config.PlayerConfig(
             player_index=j, num_trainers=n, trainer_address=f"127.0.0.1:{grpc_ports[j % n]}",
             metrics_port=free_port(), job=cfg.job, env=cfg.env, algo=cfg.algo,
         )
-        children.append(Child(f"player-{j}", "player", pc, logs / f"player-{j}.log", pc.metrics_port))
+        children.append(Child(f"player-{j}", "player", pc, logs / f"player-{j}.log", pc.metrics_port,
+                              core("player", j)))
     return children
 
 

@@ -12,7 +12,8 @@ Why a process, not a thread or a fork: an evaluation is pure Python stepping (th
 trainer's loop), and a trainer has gRPC threads, which a fork would copy in whatever state they are.
 `subprocess.Popen` execs a fresh interpreter (no preexec_fn), started at the first evaluation; it runs
 with 1 torch thread at the lowest CPU priority (nice 19, and SCHED_IDLE on Linux), so it only takes CPU
-time the training leaves idle.
+time the training leaves idle; when `a2c local` pinned its trainer to one core it gets the cores the trainer
+had before (`cores.release`), so it runs wherever a core idles.
 
 Newest wins: one evaluation is in flight at a time, and while it runs only the newest submitted
 snapshot waits; an older waiting one is dropped (counted in `skipped`). A side process that dies, or
@@ -40,7 +41,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from a2c import agent, config, env, evaluate, weights
+from a2c import agent, config, cores, env, evaluate, weights
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ class Evaluator:
         proc = subprocess.Popen([*self.command, "--nice", str(NICE)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, start_new_session=True)
         assert proc.stdin is not None
+        cores.release(proc.pid)  # not the core of a pinned trainer: any the trainer had before (a2c/cores.py)
         send(proc.stdin, {"env": self.env_cfg, "algo": self.algo})
         log.info("evaluator process %d started", proc.pid)
         return proc

@@ -142,6 +142,50 @@ def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> No
     assert final == _iteration(tmp_path), "the final checkpoint holds the last iteration"
 
 
+def _evaluator_of(trainer_pid: int) -> int | None:
+    """The periodic evaluator: trainer 0's child running a2c.periodic_eval."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == trainer_pid and b"a2c.periodic_eval" in (stat.parent / "cmdline").read_bytes():
+                return int(stat.parent.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pin", [True, False], ids=["pinned", "--pin-cores-false"])
+def test_two_cores_pair_each_trainer_with_its_player(tmp_path: Path, pin: bool) -> None:
+    """On 2 cores (4 processes), trainer r and player r run on core r; the evaluator trainer 0 starts may use
+    both. With --pin-cores false nothing is pinned."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs 2 cores to pin 2 trainers to")
+    two = allowed[:2]
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, two)  # the launcher inherits it: a 2-core machine, whatever this one has
+    try:
+        proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000", "--eval-interval", "5",
+                       "--pin-cores", str(pin).lower())
+    finally:
+        os.sched_setaffinity(0, mine)
+    try:
+        wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start", watch={"a2c local": proc})
+        pids = json.loads((tmp_path / "processes.json").read_text())
+        evaluator = wait_for(lambda: _evaluator_of(pids["trainer-0"]), 60, "the evaluator process")
+        got = {name: sorted(os.sched_getaffinity(pid)) for name, pid in pids.items()}
+        if pin:
+            assert got == {"trainer-0": [two[0]], "player-0": [two[0]], "trainer-1": [two[1]], "player-1": [two[1]]}
+        else:
+            assert got == dict.fromkeys(pids, two)
+        assert sorted(os.sched_getaffinity(evaluator)) == two, "the evaluator is not held to trainer 0's core"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out = _finish(proc, 60)
+    assert proc.returncode == 130, out
+
+
 def test_bad_evaluation_flags_are_refused_before_anything_starts(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     for flags in ({"eval_interval": -1}, {"eval_episodes": 0}):
