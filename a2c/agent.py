@@ -157,6 +157,15 @@ class Agent(nn.Module):
         return gaussian_logprob_entropy(params, self.log_std, actions.float())
 
     @torch.no_grad()
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """The actions `act(obs, deterministic=True)` takes (the most likely action; the mean for Box actions,
+        unclipped), from the actor alone: no critic, no log-probabilities. What evaluation plays with."""
+        params = self.actor(self.actor_features(self.normalize(torch.as_tensor(obs))))
+        if self.discrete:
+            return params.argmax(-1).numpy().astype(np.int64)
+        return params.numpy().astype(np.float32)
+
+    @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False,
             sde_matrices: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actions, log-probs, values) for a batch of observations, as numpy.

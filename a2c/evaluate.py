@@ -96,8 +96,7 @@ def make_env(env_cfg: config.EnvConfig, render: bool = False, max_episode_steps:
 
 
 def _greedy(model: agent.Agent, obs: Any, action_space: gym.Space) -> Any:
-    actions, _, _ = model.act(np.asarray(obs)[None], deterministic=True)
-    action = actions[0]
+    action = model.greedy(np.asarray(obs)[None])[0]
     if isinstance(action_space, gym.spaces.Box):
         return np.clip(action, action_space.low, action_space.high)  # as the player does before env.step
     return action.item()

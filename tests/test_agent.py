@@ -92,6 +92,25 @@ def test_act_deterministic_is_mean_for_box() -> None:
     assert np.allclose(logp, Normal(mean, model.log_std.exp()).log_prob(mean).sum(-1).detach().numpy())
 
 
+@pytest.mark.parametrize(("space", "algo"), [
+    (DISCRETE, {}), (BOX, {}), (BOX, {"use_sde": True}), (DISCRETE, {"normalize_obs": True}),
+    (DISCRETE, {"shared_extractor": True}),
+], ids=["discrete", "box", "gsde", "normalised-obs", "shared"])
+def test_greedy_takes_exactly_the_actions_of_deterministic_act(space: gym.Space, algo: dict[str, object]) -> None:
+    """Evaluation plays `greedy` (the actor alone): bit for bit what `act(deterministic=True)` takes."""
+    model = make(space, **algo)
+    with torch.no_grad():  # make the preferred action depend on the observation
+        head(model.actor).weight.normal_()
+        if model.obs_norm is not None:
+            model.obs_norm.update(torch.randn(100, 4) * 3 + 1)
+    obs = np.random.default_rng(2).normal(size=(64, 4)).astype(np.float32)
+    expected, _, _ = model.act(obs, deterministic=True)
+    got = model.greedy(obs)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    if space is DISCRETE:
+        assert len(set(got.tolist())) > 1, "the test needs observations that prefer different actions"
+
+
 def test_act_stochastic_logprob_is_that_of_the_sampled_action() -> None:
     for space in (DISCRETE, BOX):
         model = make(space)
