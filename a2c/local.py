@@ -185,8 +185,10 @@ def run(cfg: config.LocalConfig) -> int:
         import torch._dynamo  # noqa: F401
     for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
-    if cfg.plot:  # matplotlib's import overlaps training instead of delaying the end of the run (or the start:
-        threading.Thread(target=curve.preload, daemon=True).start()  # here, not before torch._dynamo's import)
+    # matplotlib's import overlaps training instead of delaying the end of the run; it starts after the
+    # children, not while this process imports torch._dynamo (two imports on one GIL delayed the start)
+    if cfg.plot:
+        threading.Thread(target=curve.preload, daemon=True).start()
     write_targets(run_dir, children, cfg.job)
     write_pids(run_dir, children)
     def restart_player(child: Child) -> None:

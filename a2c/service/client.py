@@ -6,9 +6,9 @@ the launcher and controller call `status`.
 
 The channel reads server streams (Exchange's and Fetch's weights) on the calling thread
 (`SingleThreadedUnaryStream`) rather than through a helper thread that polls the channel and hands each
-message over: the round trip a player makes every round is 0.3-0.5 ms shorter on loopback, and `a2c local`
-runs 8-14% more env steps per second (bench/throughput.py, docs/scaling.md). A blocked call still checks
-for signals every 200 ms, as with the helper thread.
+message over: the round trip a player makes every round is 0.1-0.5 ms shorter on loopback, and `a2c local`
+at 256 envs ran 4-14% more env steps per second in five alternated pairs (bench/throughput.py, README). A
+blocked call still checks for signals every 200 ms, as with the helper thread.
 """
 
 from __future__ import annotations
