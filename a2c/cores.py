@@ -5,8 +5,9 @@ their rollouts, the trainer trains while they wait for its weights. Left to the 
 processes on two cores migrate between cores and land a trainer beside another pair's player; pinned, a
 trainer and its players share one core, and the rollout a player writes is read by its trainer from the
 same core's cache. On the 2-core build machine `a2c local` ran 33-45% more env steps per second at 64
-envs and 6-19% more at 256 this way (`bench/throughput.py`, alternated; README). With at least as many cores as processes, or trainers that
-do not divide evenly over the cores, nothing is pinned (`--pin-cores false`: never).
+envs and 6-19% more at 256 this way (`bench/throughput.py`, alternated; README). With at least as many
+cores as processes, or trainers that do not divide evenly over the cores, nothing is pinned
+(`--pin-cores false`: never).
 
 Side processes (the periodic evaluator) get the cores the pinned process had before (`release`).
 """
