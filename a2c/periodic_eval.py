@@ -8,9 +8,12 @@ published: numpy tensors, version, env steps; never blocks) -> this class's thre
 side process `python -m a2c.periodic_eval` (`serve`: `evaluate.evaluate`, greedy, fixed seed) -> pipe ->
 the thread -> `on_result` (trainer 0's `recorder` writes the eval row and the a2c_eval_* metrics).
 
-Why a process, not a thread or a fork: an evaluation is pure Python stepping (the GIL would slow the
-trainer's loop), and a trainer has gRPC threads, which a fork would copy in whatever state they are.
-`subprocess.Popen` execs a fresh interpreter (no preexec_fn), started at the first evaluation; it runs
+Why a process, not a thread: an evaluation is pure Python stepping (the GIL would slow the trainer's loop).
+The trainer forks it (`Evaluator.fork`) before it starts any thread (gRPC, metrics, the process group: a fork
+copies threads in whatever state they are), so it starts with torch already imported; a fresh interpreter's
+imports took ~1.4 s of CPU, which at the lowest priority on busy cores ran only once a short run had ended,
+and delayed that end (README). Where the trainer cannot fork (other threads already run), and for every
+replacement after a death, `subprocess.Popen` execs a fresh interpreter (no preexec_fn). Either way it runs
 with 1 torch thread at the lowest CPU priority (nice 19, and SCHED_IDLE on Linux), so it only takes CPU
 time the training leaves idle; when `a2c local` pinned its trainer to one core it gets the cores the trainer
 had before (`cores.release`), so it runs wherever a core idles.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -36,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
@@ -47,6 +51,63 @@ log = logging.getLogger(__name__)
 
 COMMAND = [sys.executable, "-m", "a2c.periodic_eval"]
 NICE = 19
+LOG_FORMAT = "%(asctime)s %(levelname)s evaluator: %(message)s"
+
+
+class SideProcess(Protocol):
+    """What the Evaluator uses of its side process: a `subprocess.Popen`, or a `Forked`."""
+
+    pid: int
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Forked:
+    """The side process forked from this one (`serve` on two pipes), with the part of Popen's interface the
+    Evaluator uses. Fork only a process that runs no other thread (`Evaluator.fork` checks)."""
+
+    def __init__(self) -> None:
+        to_child, from_child = os.pipe(), os.pipe()
+        parent_ends = (to_child[1], from_child[0])
+        self._process = multiprocessing.get_context("fork").Process(
+            target=_forked, args=(to_child[0], from_child[1], parent_ends, os.getpid()), name="evaluator",
+            daemon=True)  # an interpreter that exits with it still alive ends it rather than wait for it
+        try:
+            self._process.start()
+        finally:
+            os.close(to_child[0])
+            os.close(from_child[1])
+        self.pid: int = self._process.pid or 0
+        self.stdin: IO[bytes] | None = os.fdopen(to_child[1], "wb")
+        self.stdout: IO[bytes] | None = os.fdopen(from_child[0], "rb")
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        code = self._process.exitcode
+        if code is None:
+            raise subprocess.TimeoutExpired(f"evaluator process {self.pid}", timeout or 0.0)
+        return code
+
+    def terminate(self) -> None:
+        self._process.terminate()
+
+    def kill(self) -> None:
+        self._process.kill()
 
 
 @dataclass
@@ -98,7 +159,7 @@ class Evaluator:
         self._pending: Request | None = None
         self._closed = False
         self._gave_up = False
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: SideProcess | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -107,8 +168,9 @@ class Evaluator:
         return not (self._closed or self._gave_up)
 
     @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The side process while one runs (started at the first snapshot, replaced after a death)."""
+    def process(self) -> SideProcess | None:
+        """The side process while one runs (forked or started before the first snapshot, replaced after a
+        death)."""
         return self._proc
 
     def submit(self, version: int, env_steps: int, time_s: float, tensors: dict[str, np.ndarray]) -> bool:
@@ -123,6 +185,23 @@ class Evaluator:
             self._start_thread()
             self._cond.notify()
             return replaced
+
+    def fork(self) -> bool:
+        """Fork the side process now, from this process, instead of starting a fresh interpreter at `warm_up`:
+        call it before this process starts any thread. True if forked; False, and nothing done, when another
+        thread already runs here (its copy in the child could hold a lock forever), the platform cannot
+        fork, or the side process exists already."""
+        with self._cond:
+            if (not self.alive or self._proc is not None or self._thread is not None
+                    or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods()):
+                return False
+            try:
+                self._proc = self._set_up(Forked(), "forked")
+            except OSError as exc:
+                log.warning("could not fork the evaluator process (%s): it will be started afresh", exc)
+                self._proc = None
+                return False
+            return True
 
     def warm_up(self) -> None:
         """Start the side process now, before the first snapshot, so that its start-up (imports, the
@@ -181,13 +260,16 @@ class Evaluator:
             self.in_flight = request.version
             return request
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> SideProcess:
         proc = subprocess.Popen([*self.command, "--nice", str(NICE)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, start_new_session=True)
+        return self._set_up(proc, "a fresh interpreter")
+
+    def _set_up(self, proc: SideProcess, how: str) -> SideProcess:
         assert proc.stdin is not None
         cores.release(proc.pid)  # not the core of a pinned trainer: any the trainer had before (a2c/cores.py)
         send(proc.stdin, {"env": self.env_cfg, "algo": self.algo})
-        log.info("evaluator process %d started", proc.pid)
+        log.info("evaluator process %d started (%s)", proc.pid, how)
         return proc
 
     def _loop(self) -> None:
@@ -308,10 +390,8 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
         send(out, reply)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m a2c.periodic_eval [--nice N]`: messages on stdin/stdout, logs on stderr (the trainer's log)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    nice = int(args[args.index("--nice") + 1]) if "--nice" in args else 0
+def _become_side_process(nice: int) -> None:
+    """Die with the trainer, leave SIGINT to it, and (nice > 0) take only CPU time nobody else wants."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the trainer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer decides when this process ends
@@ -320,11 +400,30 @@ def main(argv: list[str] | None = None) -> int:
             os.nice(nice)
         with contextlib.suppress(AttributeError, OSError):  # Linux: only CPU time no other process wants
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _forked(inp: int, out: int, parent_ends: tuple[int, int], parent: int) -> None:
+    """Entry of the forked side process: the trainer's memory, none of its threads, its ends of the pipes
+    closed (else this end never sees EOF)."""
+    for fd in parent_ends:
+        os.close(fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the trainer's handler: terminate() ends this process
+    _become_side_process(NICE)
+    if os.getppid() != parent:  # the trainer died before PR_SET_PDEATHSIG was set
+        return
+    logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr, format=LOG_FORMAT)
+    with os.fdopen(inp, "rb") as reader, os.fdopen(out, "wb") as writer:
+        serve(reader, writer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m a2c.periodic_eval [--nice N]`: messages on stdin/stdout, logs on stderr (the trainer's log)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _become_side_process(int(args[args.index("--nice") + 1]) if "--nice" in args else 0)
     # The pipe to the trainer gets a private descriptor; stray prints of libraries go to stderr instead.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s evaluator: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     return serve(sys.stdin.buffer, out)
 
 

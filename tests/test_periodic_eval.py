@@ -5,8 +5,10 @@ it does (`in_flight`, `process`, its callbacks)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -175,6 +177,84 @@ def test_warm_up_starts_the_side_process_before_the_first_snapshot(tmp_path: Pat
     finally:
         ev.close()
     assert proc.poll() is not None
+
+
+# A process with no other thread (as a trainer before it starts gRPC): forks its evaluator, has it evaluate, kills
+# it, has the replacement evaluate, and prints what it saw as JSON (a test process may run threads of its own).
+FORKING = r"""
+import json, os, sys, time
+import torch
+from a2c import agent, config, env, evaluate, periodic_eval
+from tests.test_periodic_eval import Recorder
+
+def wait(predicate):
+    deadline = time.monotonic() + 90
+    while not predicate():
+        assert time.monotonic() < deadline, "nothing within 90 s"
+        time.sleep(0.05)
+
+env_cfg = config.EnvConfig()
+obs_space, action_space = env.spaces(env_cfg)
+torch.manual_seed(5)
+model = agent.Agent(obs_space, action_space, config.AlgoConfig())
+tensors = agent.snapshot(model, 3).tensors
+rec = Recorder()
+ev = periodic_eval.Evaluator(env_cfg, config.AlgoConfig(), 4, 7, rec.result, rec.failure)
+seen = {"forked": ev.fork(), "again": ev.fork()}
+proc = ev.process
+def cmdline(pid):
+    return open(f"/proc/{pid}/cmdline", "rb").read().decode().replace("\0", " ").strip()
+seen.update(pid=proc.pid, cmdline=cmdline(proc.pid), own=cmdline(os.getpid()))
+ev.warm_up()
+ev.submit(3, 300, 2.5, tensors)
+wait(lambda: rec.outcomes)  # it has set its priority before it read the first message
+seen.update(idle=os.sched_getscheduler(proc.pid) == os.SCHED_IDLE, nice=os.getpriority(os.PRIO_PROCESS, proc.pid))
+os.kill(proc.pid, 9)
+seen["killed"] = proc.wait(30)
+ev.submit(4, 400, 3.5, tensors)  # finds it dead: reported, and this snapshot is lost
+wait(lambda: rec.failures)
+ev.submit(5, 500, 4.5, tensors)
+wait(lambda: len(rec.outcomes) == 2)
+seen["replacement"] = cmdline(ev.process.pid)
+ev.close()
+torch.set_num_threads(1)
+expected = evaluate.evaluate(model, env_cfg, episodes=4, seed=7)
+seen.update(returns=[o.result.returns for o in rec.outcomes], expected=expected.returns, failures=rec.failures,
+            versions=[o.version for o in rec.outcomes])
+print(json.dumps(seen))
+"""
+
+
+def test_the_trainer_forks_its_evaluator_and_a_replacement_is_a_fresh_interpreter() -> None:
+    """`Evaluator.fork` (what a trainer calls before its threads start): the side process is a fork of this
+    one (same command line: no interpreter start-up, no imports), at the lowest priority, and plays exactly
+    what `evaluate` plays; killed, it is reported, and the next snapshot is played by `python -m
+    a2c.periodic_eval`. A second fork is refused: one side process."""
+    out = subprocess.run([sys.executable, "-c", FORKING], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["forked"] is True and seen["again"] is False
+    assert seen["cmdline"] == seen["own"] and "a2c.periodic_eval" not in seen["cmdline"]
+    assert seen["idle"] and seen["nice"] == periodic_eval.NICE
+    assert seen["killed"] == -signal.SIGKILL
+    assert seen["versions"] == [3, 5] and seen["returns"] == [seen["expected"]] * 2
+    assert len(seen["failures"]) == 1 and "evaluator process died (killed by signal 9" in seen["failures"][0]
+    assert "-m a2c.periodic_eval --nice 19" in seen["replacement"]
+
+
+def test_fork_is_refused_while_another_thread_runs() -> None:
+    """A fork copies every thread's memory but only the calling thread: a lock another thread held would stay
+    held in the child forever. With a second thread running, `fork` does nothing; warm_up starts afresh."""
+    rec, release = Recorder(), threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    ev = _make(rec, command=[*FAKE, "gate", "unused"])
+    try:
+        assert ev.fork() is False and ev.process is None
+    finally:
+        release.set()
+        other.join(10)
+        ev.close()
 
 
 def test_close_ends_an_evaluation_in_flight_and_its_process(tmp_path: Path) -> None:

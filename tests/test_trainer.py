@@ -108,12 +108,13 @@ def test_periodic_evaluation_records_true_numbers_and_survives_a_killed_evaluato
 
     try:
         wait_for(lambda: evals(), 120, "a first evaluation")
-        found = re.search(r"evaluator process (\d+) started", log.read_text())
-        assert found, log.read_text()
+        found = re.search(r"evaluator process (\d+) started \(forked\)", log.read_text())
+        assert found, "the trainer forks its first evaluator (no interpreter start-up): " + log.read_text()
         os.kill(int(found.group(1)), signal.SIGKILL)
         wait_for(lambda: "evaluator process died (killed by signal 9" in log.read_text(), 60, "the death to be noticed")
         done = len(evals())
         wait_for(lambda: len(evals()) > done, 120, "an evaluation by the restarted evaluator")
+        assert "started (a fresh interpreter)" in log.read_text(), "a replacement is exec'd: the trainer has threads"
         scraped = _scrape(metrics_port)
         # the player first: one whose trainer is gone retries it (up to --connect-timeout-s) before it stops
         player.send_signal(signal.SIGTERM)
