@@ -28,7 +28,9 @@ def plot(journal: Path, out: Path, target: float | None = None, title: str = "")
     everything = journal_mod.read(journal)
     rows = [r for r in journal_mod.training(everything) if r.get("mean_return") is not None]
     evals = journal_mod.evaluations(everything)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # fixed margins: constrained_layout measured every label first, 0.05 of the plot's 0.18 s (it ends a run)
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.13, top=0.88, wspace=0.2)
     for ax, key, label in ((axes[0], "env_steps", "environment steps"), (axes[1], "time_s", "wall time (s)")):
         ax.plot([r[key] for r in rows], [r["mean_return"] for r in rows], color="tab:blue", lw=1.5,
                 label="training (mean of the last episodes)")

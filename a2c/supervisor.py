@@ -7,6 +7,7 @@ trainers end (or one fails, or the user interrupts).
 
 from __future__ import annotations
 
+import multiprocessing.connection
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +93,9 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
                     restart_player(p)
                 if outcome:
                     break
-                time.sleep(0.1)
+                # wake when a child exits (the run's end is its trainers exiting), else poll the journal
+                multiprocessing.connection.wait([c.process.sentinel for c in children if c.process.exitcode is None],
+                                                timeout=0.1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process (trainers write a final checkpoint)[/yellow]")
         outcome = 130
