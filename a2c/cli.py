@@ -13,6 +13,7 @@ Role modules are imported only when their command runs, so `a2c controller` neve
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -60,19 +61,28 @@ def parse_role(argv: Sequence[str], environ: dict[str, str] | None = None) -> tu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Importing torch and torch._dynamo (~300k objects) set off 5 full collections of the cyclic garbage
+    # collector, 0.3 s, with nothing to collect (2.7 s with it, 2.15 s without): it waits until the role's
+    # module is imported, and what was imported is then frozen (`gc.freeze`: never scanned again).
+    gc.disable()
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        logging.basicConfig(
+            level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command in ROLES:
+            cls, module, _ = ROLES[args.command]
+            try:
+                cfg: object = config.from_namespace(cls, args)
+            except ValueError as exc:
+                print(f"a2c {args.command}: {exc}", file=sys.stderr)
+                return 2
+            run: Callable[[object], int] = importlib.import_module(module).run
+            gc.freeze()
+    finally:
+        gc.enable()
     if args.command in ROLES:
-        cls, module, _ = ROLES[args.command]
-        try:
-            cfg: object = config.from_namespace(cls, args)
-        except ValueError as exc:
-            print(f"a2c {args.command}: {exc}", file=sys.stderr)
-            return 2
-        run: Callable[[object], int] = importlib.import_module(module).run
         code = int(run(cfg) or 0)
         if args.command == "local":
             # Tearing down an interpreter that imported torch._dynamo takes over a second; the children

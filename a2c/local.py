@@ -180,9 +180,6 @@ def run(cfg: config.LocalConfig) -> int:
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     start = time.monotonic()
-    if ctx.get_start_method() == "fork":
-        # torch's optimizers import torch._dynamo on first use (seconds): once here, not once per trainer.
-        import torch._dynamo  # noqa: F401
     for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
     # matplotlib's import overlaps training instead of delaying the end of the run; it starts after the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -83,6 +85,24 @@ def test_main_reports_a_bad_environment_value_and_exits_2(monkeypatch: pytest.Mo
     monkeypatch.setenv("A2C_NUM_ENVS", "many")
     assert cli.main(["player"]) == 2
     assert "a2c player: environment variable A2C_NUM_ENVS='many'" in capsys.readouterr().err
+
+
+def test_main_turns_the_garbage_collector_back_on_whichever_way_it_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`main` imports the role's module with the collector off (start-up time); a process left without it
+    would never free a reference cycle again."""
+    monkeypatch.setenv("A2C_NUM_ENVS", "many")
+    assert cli.main(["player"]) == 2 and gc.isenabled(), "refused before the import"
+    monkeypatch.delenv("A2C_NUM_ENVS")
+    message = tmp_path / "termination-log"
+    message.write_text("")  # the kubelet creates it
+    monkeypatch.setenv("A2C_TERMINATION_MESSAGE_PATH", str(message))
+    assert cli.main(["player", "--player-index", "0", "--env-id", "NoSuchEnvironment-v0", "--metrics-port", "-1"]) == 3
+    assert gc.isenabled() and "NoSuchEnvironment" in message.read_text(), "the role imported and run"
+    with pytest.raises(SystemExit):
+        cli.main(["trainer", "--no-such-flag"])
+    assert gc.isenabled(), "argparse's exit"
+    capsys.readouterr()
 
 
 def test_help_names_the_environment_variable_and_default(capsys: pytest.CaptureFixture[str]) -> None:
