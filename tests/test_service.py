@@ -6,6 +6,7 @@ cases over the wire.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -150,6 +151,33 @@ def test_client_retries_until_the_trainer_is_up(trainer: Trainer) -> None:
     finally:
         early.close()
         late.stop()
+
+
+def test_a_client_retries_the_moment_its_trainer_listens_but_backs_off_from_one_that_refuses(
+        trainer: Trainer) -> None:
+    """Between tries of an UNAVAILABLE call, a channel that could not connect is tried again as soon as it
+    connects (a player starts beside its trainer), not after the whole backoff; a connected trainer that
+    refuses (UNAVAILABLE while it stops) is waited out in full, never retried in a tight loop."""
+    port = free_port()
+    early = client.TrainerClient(f"127.0.0.1:{port}", max_message_bytes=4 << 20, retry_for_s=60.0)
+    try:
+        with pytest.raises(grpc.RpcError):  # nothing listens: the channel fails to connect
+            early.status(timeout_s=5.0)
+        late = _start_on(trainer, port)
+        try:
+            started = time.monotonic()
+            assert early._back_off(grpc.StatusCode.UNAVAILABLE, 30.0) is False
+            assert time.monotonic() - started < 20.0, "slept out the backoff instead of trying once connected"
+            early.status(timeout_s=5.0)  # connected: now a refusal must be waited out
+            started = time.monotonic()
+            assert early._back_off(grpc.StatusCode.UNAVAILABLE, 0.3) is False
+            assert time.monotonic() - started >= 0.3
+            early.stop.set()
+            assert early._back_off(grpc.StatusCode.UNAVAILABLE, 30.0) is True, "a stop ends the wait"
+        finally:
+            late.stop()
+    finally:
+        early.close()
 
 
 MALFORMED = [

@@ -13,6 +13,7 @@ blocked call still checks for signals every 200 ms, as with the helper thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -87,9 +88,24 @@ class TrainerClient:
                 if code not in RETRYABLE or time.monotonic() > deadline:
                     raise
                 log.debug("%s to %s: %s; retrying in %.2fs", what, self.address, code.name, delay)
-                if self.stop.wait(delay * (0.5 + random.random())):
+                if self._back_off(code, delay * (0.5 + random.random())):
                     raise Stopped(f"{what} to {self.address}: stopped while retrying ({code.name})") from None
                 delay = min(delay * 2, 0.5)
+
+    def _back_off(self, code: grpc.StatusCode, wait_s: float) -> bool:
+        """Wait before the next try; True if stopped meanwhile. A channel that could not connect (a trainer not
+        listening yet, or restarting) is retried the moment it connects, within wait_s: a player of `a2c local`
+        starts beside its trainer, and sleeping out the backoff delayed the first round by up to 0.17 s. A
+        refusal from a connected trainer (it is stopping, its queue is full) waits all of wait_s."""
+        started = time.monotonic()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            ready = grpc.channel_ready_future(self.channel)
+            with contextlib.suppress(grpc.FutureTimeoutError):
+                ready.result(timeout=wait_s)
+            ready.cancel()
+            if time.monotonic() - started > 0.001:  # it was not connected when the call failed: go now
+                return self.stop.is_set()
+        return self.stop.wait(max(0.0, wait_s - (time.monotonic() - started)))
 
     def _refusing(self, what: str, call):  # type: ignore[no-untyped-def]
         """`_retry`, with a permanent refusal (invalid, stale) raised as Refused."""
