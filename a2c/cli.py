@@ -13,14 +13,13 @@ Role modules are imported only when their command runs, so `a2c controller` neve
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
-from a2c import config
+from a2c import config, imports
 
 ROLES: dict[str, tuple[type, str, str]] = {
     "local": (config.LocalConfig, "a2c.local", "train on this machine: N trainers and N*P players as processes"),
@@ -61,11 +60,7 @@ def parse_role(argv: Sequence[str], environ: dict[str, str] | None = None) -> tu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Importing torch and torch._dynamo (~300k objects) set off 5 full collections of the cyclic garbage
-    # collector, 0.3 s, with nothing to collect (2.7 s with it, 2.15 s without): it waits until the role's
-    # module is imported, and what was imported is then frozen (`gc.freeze`: never scanned again).
-    gc.disable()
-    try:
+    with imports.without_gc():  # the role's module imports torch (a2c/imports.py)
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
         logging.basicConfig(
             level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -79,9 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"a2c {args.command}: {exc}", file=sys.stderr)
                 return 2
             run: Callable[[object], int] = importlib.import_module(module).run
-            gc.freeze()
-    finally:
-        gc.enable()
     if args.command in ROLES:
         code = int(run(cfg) or 0)
         if args.command == "local":

@@ -21,13 +21,12 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2c import config, cores, curve, journal, player, supervisor, trainer
+from a2c import config, cores, curve, imports, journal, supervisor
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,8 @@ def _child(role: str, cfg: Any, log_path: str, core: int | None = None) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s {role}: %(message)s")
+    from a2c import player, trainer  # the launcher imported them before the fork: nothing to import here
+
     run = trainer.run if role.startswith("trainer") else player.run
     if core is not None:
         cores.pin(core)
@@ -177,15 +178,23 @@ def run(cfg: config.LocalConfig) -> int:
     if not cfg.run_dir:
         _link_latest(run_dir)
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    # the picture's process imports matplotlib while this one imports torch (a2c/curve.py)
+    painter = curve.Painter() if cfg.plot else None
+    try:
+        return _run(cfg, run_dir, painter)
+    finally:
+        if painter is not None:
+            painter.close()
+
+
+def _run(cfg: config.LocalConfig, run_dir: Path, painter: curve.Painter | None) -> int:
+    with imports.without_gc():  # once here, inherited by every forked child: torch, and torch._dynamo (learner)
+        from a2c import player, trainer  # noqa: F401
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     start = time.monotonic()
     for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once
         c.start(ctx)
-    # matplotlib's import overlaps training instead of delaying the end of the run; it starts after the
-    # children, not while this process imports torch._dynamo (two imports on one GIL delayed the start)
-    if cfg.plot:
-        threading.Thread(target=curve.preload, daemon=True).start()
     write_targets(run_dir, children, cfg.job)
     write_pids(run_dir, children)
     def restart_player(child: Child) -> None:
@@ -205,9 +214,9 @@ def run(cfg: config.LocalConfig) -> int:
         write_pids(run_dir, children)
 
     outcome = supervisor.supervise(cfg, run_dir, children, restart_player, restart_trainers, start)
-    if cfg.plot and (run_dir / journal.FILE).exists():
-        png = curve.plot(run_dir / journal.FILE, run_dir / "learning_curve.png", cfg.stop.target_return,
-                         f"a2c {cfg.env.env_id}: {cfg.trainers} trainer(s) x {cfg.players_per_trainer} player(s) each")
+    if painter is not None and (run_dir / journal.FILE).exists():
+        title = f"a2c {cfg.env.env_id}: {cfg.trainers} trainer(s) x {cfg.players_per_trainer} player(s) each"
+        png = painter.plot(run_dir / journal.FILE, run_dir / "learning_curve.png", cfg.stop.target_return, title)
         print(f"learning curve: {png}")
     if cfg.tensorboard:
         print(f"TensorBoard event files: {cfg.tensorboard} (view them with: tensorboard --logdir {cfg.tensorboard})")

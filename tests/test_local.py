@@ -130,15 +130,31 @@ def test_failed_trainer_ends_the_run_with_its_error_and_no_orphans(tmp_path: Pat
     wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
 
 
+def _children_running(parent: int, module: str) -> list[int]:
+    """Processes whose parent is `parent` and whose command line names `module` (`python -m module`)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent and \
+                    module.encode() in (stat.parent / "cmdline").read_bytes().split(b"\0"):
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> None:
+    """Every child ends: the trainers and players, and the learning curve's process (in a session of its own,
+    out of Ctrl-C's reach: the launcher ends it)."""
     proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000")
     wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
     pids = json.loads((tmp_path / "processes.json").read_text())
+    (painter,) = _children_running(proc.pid, "a2c.curve")
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole process group
     out = _finish(proc, 60)
     assert proc.returncode == 130, out
-    wait_for(lambda: not any(_alive(pid) for pid in pids.values()), 20, "every child to exit")
+    wait_for(lambda: not any(_alive(pid) for pid in [*pids.values(), painter]), 20, "every child to exit")
     final = max(int(p.name[5:14]) for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
     assert final == _iteration(tmp_path), "the final checkpoint holds the last iteration"
 
