@@ -278,3 +278,15 @@ def test_sde_snapshot_round_trip() -> None:
     assert torch.equal(a.log_std, b.log_std)
     obs = torch.randn(4, 4)
     assert torch.equal(a.evaluate(obs, torch.zeros(4, 2))[0], b.evaluate(obs, torch.zeros(4, 2))[0])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_mlp_computes_exactly_what_its_layers_compute_through_their_calls(activation: str) -> None:
+    """MLP.forward runs each layer's forward directly (no module-call machinery): bit for bit the result of
+    calling the Sequential, for a batch and for one observation, with gradients to every parameter."""
+    torch.manual_seed(0)
+    mlp = agent.MLP(4, (64, 32), activation)
+    for x in (torch.randn(256, 4), torch.randn(1, 4), torch.randn(3, 2, 2)):
+        assert torch.equal(mlp(x), mlp.net(x.float()))
+    mlp(torch.randn(8, 4)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mlp.parameters())
