@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-import socket
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from a2c import ports
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ def setup(rank: int, world_size: int, master_addr: str, master_port: int, backen
         raise ValueError("the nccl backend needs --device cuda")
     log.info("joining process group: rank %d/%d via %s:%d (%s, %s)", rank, world_size, master_addr, master_port,
              backend, dev)
-    if rank > 0 and not await_master(master_addr, master_port, timeout_s):
+    # torch's store client, refused, tries again only ~0.4 s later: whenever rank 1 of `a2c local` got there
+    # before rank 0 (which forks its evaluator first), the group formed that much later (a2c/ports.py)
+    if rank > 0 and not ports.await_listening(master_addr, master_port, timeout_s):
         raise RuntimeError(f"rank 0's rendezvous {master_addr}:{master_port} accepted no connection within "
                            f"{timeout_s:g} s (--dist-timeout-s)")
     dist.init_process_group(
@@ -63,26 +65,6 @@ def setup(rank: int, world_size: int, master_addr: str, master_port: int, backen
         timeout=datetime.timedelta(seconds=timeout_s),
     )
     return Group(rank=rank, world_size=world_size, backend=backend, device=dev)
-
-
-def await_master(addr: str, port: int, timeout_s: float) -> bool:
-    """Wait until rank 0's rendezvous port accepts a connection (True), or timeout_s has passed (False).
-    torch's store client, refused, tries again only ~0.4 s later: whenever rank 1 of `a2c local` got there
-    before rank 0 (which forks its evaluator first), the group formed that much later. Here the first retries
-    come after 5 ms, doubling to 1 s (a pod waiting for trainer 0's pod does not flood it, nor the DNS while
-    its name does not resolve yet)."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.005
-    while True:
-        try:
-            with socket.create_connection((addr, port), timeout=max(0.01, min(1.0, deadline - time.monotonic()))):
-                return True
-        except OSError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 1.0)
 
 
 def teardown() -> None:

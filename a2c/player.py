@@ -14,6 +14,7 @@ trainer corrects for it with V-trace).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from a2c import agent as agent_mod
-from a2c import config, env, metrics, rollout, sde, termination
+from a2c import config, env, metrics, ports, rollout, sde, termination
 from a2c.service import client as client_mod
 from a2c.service import tls
 
 log = logging.getLogger(__name__)
 WAIT_S = 2.0  # longest long-poll for new weights per call (a call is repeated until they come)
+FIRST_CONTACT_S = 10.0  # how long a starting player waits for its trainer's port before its first call
 
 
 class Collector:
@@ -105,6 +107,10 @@ def run(cfg: config.PlayerConfig) -> int:
     client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop)
     log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,
              address, port)
+    with contextlib.suppress(ValueError):  # a gRPC target URI is left to gRPC
+        # the first call finds the trainer's port open (a2c/ports.py); a trainer not listening by then is left
+        # to the client's retries
+        ports.await_listening(*ports.split(address), min(FIRST_CONTACT_S, cfg.connect_timeout_s), stop)
     try:
         done = _loop(cfg, index, environment, model, client, seed, stop)
         log.info("player %d stops: %s", index, "training finished" if done else "signal")

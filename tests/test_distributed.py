@@ -1,4 +1,5 @@
-"""distributed.py: a rank other than 0 waits for rank 0's rendezvous port before joining the group."""
+"""ports.py, and its use in distributed.py: a rank other than 0 waits for rank 0's rendezvous port before joining the
+group; a stop ends the wait."""
 
 from __future__ import annotations
 
@@ -7,26 +8,39 @@ import threading
 
 import pytest
 
-from a2c import distributed
+from a2c import distributed, ports
 
 
-def test_await_master_returns_once_the_port_listens() -> None:
+def test_await_listening_returns_once_the_port_listens() -> None:
     """The port is bound but refuses connections until `listen`: the wait ends when it accepts one."""
     with socket.socket() as master:
         master.bind(("127.0.0.1", 0))
         port = master.getsockname()[1]
         got: list[bool] = []
-        waiter = threading.Thread(target=lambda: got.append(distributed.await_master("127.0.0.1", port, 60.0)))
+        waiter = threading.Thread(target=lambda: got.append(ports.await_listening("127.0.0.1", port, 60.0)))
         waiter.start()
         master.listen()
         waiter.join(60)
         assert got == [True]
 
 
-def test_await_master_gives_up_after_its_timeout_and_setup_says_why() -> None:
+def test_await_listening_gives_up_after_its_timeout_and_setup_says_why() -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
         port = closed.getsockname()[1]
-        assert distributed.await_master("127.0.0.1", port, 0.2) is False
+        assert ports.await_listening("127.0.0.1", port, 0.2) is False
         with pytest.raises(RuntimeError, match=f"rank 0's rendezvous 127.0.0.1:{port} accepted no connection"):
             distributed.setup(1, 2, "127.0.0.1", port, "gloo", "cpu", 0.2)
+
+
+def test_await_listening_ends_when_stopped_and_splits_addresses() -> None:
+    stop = threading.Event()
+    stop.set()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        assert ports.await_listening("127.0.0.1", closed.getsockname()[1], 600.0, stop) is False
+    assert ports.split("job-trainer-0.job-trainer:50051") == ("job-trainer-0.job-trainer", 50051)
+    assert ports.split("[::1]:80") == ("::1", 80)
+    for target in ("no-port", "dns:///job-trainer-0:50051", "unix:/run/a2c.sock", "::1:80"):
+        with pytest.raises(ValueError, match="not host:port"):
+            ports.split(target)

@@ -1,0 +1,44 @@
+"""Waiting for a peer's port to accept connections before the first call to it.
+
+A client library that finds a port closed waits out its own backoff before it tries again: torch's store
+client ~0.4 s, a gRPC channel ~0.1 s whatever its reconnect arguments say. In `a2c local` every process
+starts at once, so a player's or rank 1's first try usually comes a few milliseconds before its trainer or
+rank 0 listens. `await_listening` probes with plain TCP connects instead: 5 ms apart at first, doubling to
+1 s (a pod that waits for a pod still starting floods neither it nor the DNS while its name does not resolve).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+def split(address: str) -> tuple[str, int]:
+    """("host", port) of "host:port" or "[v6]:port"; ValueError for anything else (a gRPC target such as
+    "dns:///name:port" or "unix:path" included)."""
+    host, _, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not host or not port.isdigit() or "/" in host or (":" in host and not bracketed):
+        raise ValueError(f"address {address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def await_listening(host: str, port: int, timeout_s: float, stop: threading.Event | None = None) -> bool:
+    """True once host:port accepts a TCP connection; False after timeout_s, or at once when `stop` is set."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.01, min(1.0, deadline - time.monotonic()))):
+                return True
+        except OSError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if stop is not None:
+                if stop.wait(min(delay, left)):
+                    return False
+            else:
+                time.sleep(min(delay, left))
+            delay = min(delay * 2, 1.0)
