@@ -60,7 +60,7 @@ def parse_role(argv: Sequence[str], environ: dict[str, str] | None = None) -> tu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with imports.without_gc():  # the role's module imports torch (a2c/imports.py)
+    with imports.without_gc():  # a trainer's or player's module imports torch (`a2c local` in its run; imports.py)
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
         logging.basicConfig(
             level=getattr(logging, str(args.log_level).upper(), logging.INFO),

@@ -28,6 +28,7 @@ def await_listening(host: str, port: int, timeout_s: float, stop: threading.Even
     """True once host:port accepts a TCP connection; False after timeout_s, or at once when `stop` is set."""
     deadline = time.monotonic() + timeout_s
     delay = 0.005
+    waiter = stop or threading.Event()  # never set: a plain sleep
     while True:
         try:
             with socket.create_connection((host, port), timeout=max(0.01, min(1.0, deadline - time.monotonic()))):
@@ -36,9 +37,6 @@ def await_listening(host: str, port: int, timeout_s: float, stop: threading.Even
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if stop is not None:
-                if stop.wait(min(delay, left)):
-                    return False
-            else:
-                time.sleep(min(delay, left))
+            if waiter.wait(min(delay, left)):
+                return False
             delay = min(delay * 2, 1.0)
