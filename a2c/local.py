@@ -19,7 +19,6 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -27,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from a2c import config, cores, curve, imports, journal, supervisor
+from a2c.ports import free_port
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _child(role: str, cfg: Any, log_path: str, core: int | None = None) -> None:

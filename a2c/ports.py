@@ -1,4 +1,5 @@
-"""Waiting for a peer's port to accept connections before the first call to it.
+"""Ports: a free one to listen on (`free_port`), and waiting for a peer's to accept connections before the first
+call to it (`await_listening`).
 
 A client library that finds a port closed waits out its own backoff before it tries again: torch's store
 client ~0.4 s, a gRPC channel ~0.1 s whatever its reconnect arguments say. In `a2c local` every process
@@ -12,6 +13,21 @@ from __future__ import annotations
 import socket
 import threading
 import time
+
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on as of now, and that this process has not handed out
+    before: the kernel may give a port it just released to the next bind, and a trainer's rendezvous port
+    once came out equal to its gRPC port (each taken by binding port 0 and closing again)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def split(address: str) -> tuple[str, int]:

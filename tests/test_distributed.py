@@ -44,3 +44,32 @@ def test_await_listening_ends_when_stopped_and_splits_addresses() -> None:
     for target in ("no-port", "dns:///job-trainer-0:50051", "unix:/run/a2c.sock", "::1:80"):
         with pytest.raises(ValueError, match="not host:port"):
             ports.split(target)
+
+
+def test_free_port_never_hands_out_the_same_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding port 0 and closing can give the port just released again: a trainer once got its gRPC port as
+    its rendezvous port. A kernel that repeats itself is asked again; real ports in a row all differ and can
+    be listened on."""
+    got = [ports.free_port() for _ in range(50)]
+    assert len(set(got)) == len(got)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", got[-1]))
+        s.listen()
+
+    offers = iter([got[0], got[0], 1, got[1], 2])  # what a repeating kernel answers to bind(port 0)
+
+    class Repeating:
+        def __enter__(self) -> Repeating:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def bind(self, _: object) -> None:
+            self.port = next(offers)
+
+        def getsockname(self) -> tuple[str, int]:
+            return "127.0.0.1", self.port
+
+    monkeypatch.setattr(ports.socket, "socket", Repeating)
+    assert [ports.free_port(), ports.free_port()] == [1, 2]

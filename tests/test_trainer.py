@@ -107,7 +107,8 @@ def test_periodic_evaluation_records_true_numbers_and_survives_a_killed_evaluato
         return journal.evaluations(journal.read(tmp_path / "metrics.jsonl"))
 
     try:
-        wait_for(lambda: evals(), 120, "a first evaluation")
+        wait_for(lambda: evals(), 120, "a first evaluation", watch={"trainer": trainer, "player": player},
+                 explain=lambda: log.read_text())
         found = re.search(r"evaluator process (\d+) started \(forked\)", log.read_text())
         assert found, "the trainer forks its first evaluator (no interpreter start-up): " + log.read_text()
         os.kill(int(found.group(1)), signal.SIGKILL)
