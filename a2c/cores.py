@@ -10,6 +10,14 @@ cores as processes, or trainers that do not divide evenly over the cores, nothin
 (`--pin-cores false`: never).
 
 Side processes (the periodic evaluator) get the cores the pinned process had before (`release`).
+
+A pinned trainer's gloo event-loop thread runs at SCHED_IDLE (`idle_threads`, from distributed.setup):
+gloo's TCP transport busy-polls while a peer's data waits for a receive buffer this side has not posted
+yet (gloo/transport/tcp/pair.cc, `getBuffer`), which is every all-reduce the other trainer reaches first.
+On a shared core that spin took the core from the trainer's own backward pass, which the peer then waits
+for; at SCHED_IDLE it spins only on time nobody else on the core wants. Measured on the 2-core build
+machine (medians of alternated runs, README): 64 envs 91k -> 105k env steps/s, 256 envs 250k -> 289k,
+--max-policy-lag 1 at 64 envs 114k -> 122k. The numbers a run computes do not change.
 """
 
 from __future__ import annotations
@@ -46,6 +54,27 @@ def pin(core: int) -> None:
     if _before is None:
         _before = set(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
+
+
+def pinned() -> bool:
+    """Whether this process has been pinned (`pin`)."""
+    return _before is not None
+
+
+def idle_threads(name: str) -> list[int]:
+    """Put this process's threads whose kernel name (/proc/self/task/<tid>/comm) is `name` under SCHED_IDLE:
+    they run only when nothing else on their core is runnable. Returns their thread ids (none: no such thread)."""
+    changed = []
+    for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+        changed.append(tid)
+    return changed
 
 
 def release(pid: int) -> None:

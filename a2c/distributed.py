@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from a2c import ports
+from a2c import cores, ports
 
 log = logging.getLogger(__name__)
 
 MAX_EPISODES_PER_ROUND = 512  # per trainer; more finished episodes in one round are summarised by the newest
+GLOO_LOOP_THREAD = "gloo_tcp_loop"  # the kernel name of gloo's TCP event-loop thread
 
 
 @dataclass
@@ -64,6 +65,9 @@ def setup(rank: int, world_size: int, master_addr: str, master_port: int, backen
         world_size=world_size,
         timeout=datetime.timedelta(seconds=timeout_s),
     )
+    if backend == "gloo" and cores.pinned():  # sharing a core with its player: gloo's spin waits (a2c/cores.py)
+        idled = cores.idle_threads(GLOO_LOOP_THREAD)
+        log.info("gloo's event loop at SCHED_IDLE (thread %s)", ", ".join(map(str, idled)) or "not found")
     return Group(rank=rank, world_size=world_size, backend=backend, device=dev)
 
 

@@ -3,10 +3,12 @@ cores a pinned process had (the integration: tests/test_local.py::test_two_cores
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -83,3 +85,26 @@ def test_a_pinned_process_gives_its_side_processes_the_cores_it_had() -> None:
     assert got["inherited"] == got["me"], "a child starts on its parent's core"
     assert got["released"] == got["before"]
     assert sorted(os.sched_getaffinity(0)) == sorted(got["before"]), "the test process itself was never pinned"
+
+
+def _named_thread(name: bytes, ready: threading.Event, stop: threading.Event, tids: list[int]) -> None:
+    ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME: the kernel's thread name
+    tids.append(threading.get_native_id())
+    ready.set()
+    stop.wait(30)
+
+
+def test_idle_threads_puts_the_named_threads_and_only_them_under_sched_idle() -> None:
+    stop, started, tids = threading.Event(), [], []  # type: ignore[var-annotated]
+    try:
+        for name in (b"a2c-idle-me", b"a2c-idle-me", b"a2c-keep-me"):
+            ready = threading.Event()
+            threading.Thread(target=_named_thread, args=(name, ready, stop, tids), daemon=True).start()
+            assert ready.wait(10)
+            started.append(ready)
+        assert cores.idle_threads("a2c-idle-me") == sorted(tids[:2])
+        assert [os.sched_getscheduler(t) for t in tids] == [os.SCHED_IDLE, os.SCHED_IDLE, os.SCHED_OTHER]
+        assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER, "the caller keeps its policy"
+        assert cores.idle_threads("no-such-thread") == []
+    finally:
+        stop.set()

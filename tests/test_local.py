@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, config, journal, local
+from a2c import checkpoint, config, distributed, journal, local
 from tests.support.procs import spawn, wait_for
 
 
@@ -159,6 +160,16 @@ def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> No
     assert final == _iteration(tmp_path), "the final checkpoint holds the last iteration"
 
 
+def _thread_policies(pid: int) -> dict[str, set[int]]:
+    """The scheduling policies of a process's threads, by the threads' kernel names."""
+    out: dict[str, set[int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            out.setdefault(name, set()).add(os.sched_getscheduler(int(tid)))
+    return out
+
+
 def _evaluator_of(run_dir: Path) -> int | None:
     """The periodic evaluator trainer 0 forked (or started), as its log names it, while it runs."""
     found = re.findall(r"evaluator process (\d+) started", (run_dir / "logs" / "trainer-0.log").read_text())
@@ -190,6 +201,11 @@ def test_two_cores_pair_each_trainer_with_its_player(tmp_path: Path, pin: bool) 
             assert got == {"trainer-0": [two[0]], "player-0": [two[0]], "trainer-1": [two[1]], "player-1": [two[1]]}
         else:
             assert got == dict.fromkeys(pids, two)
+        for name in ("trainer-0", "trainer-1"):  # a pinned trainer's gloo event loop spins at SCHED_IDLE only
+            policies = _thread_policies(pids[name])
+            assert policies[distributed.GLOO_LOOP_THREAD] == {os.SCHED_IDLE if pin else os.SCHED_OTHER}, policies
+            assert {p for thread, ps in policies.items() if thread != distributed.GLOO_LOOP_THREAD
+                    for p in ps} == {os.SCHED_OTHER}, policies
         assert sorted(os.sched_getaffinity(evaluator)) == two, "the evaluator is not held to trainer 0's core"
     finally:
         os.killpg(proc.pid, signal.SIGINT)
