@@ -13,7 +13,6 @@ blocked call still checks for signals every 200 ms, as with the helper thread.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -99,12 +98,25 @@ class TrainerClient:
         refusal from a connected trainer (it is stopping, its queue is full) waits all of wait_s."""
         started = time.monotonic()
         if code == grpc.StatusCode.UNAVAILABLE:
-            ready = grpc.channel_ready_future(self.channel)
-            with contextlib.suppress(grpc.FutureTimeoutError):
-                ready.result(timeout=wait_s)
-            ready.cancel()
-            if time.monotonic() - started > 0.001:  # it was not connected when the call failed: go now
-                return self.stop.is_set()
+            seen: list[grpc.ChannelConnectivity] = []  # the first is the state at subscription
+            changed = threading.Condition()
+
+            def watch(state: grpc.ChannelConnectivity) -> None:
+                with changed:
+                    seen.append(state)
+                    changed.notify_all()
+
+            # A failed channel reconnects by itself (after gRPC's reconnect backoff). Not grpc.channel_ready_future:
+            # it subscribes with try_to_connect, and grpc's polling thread, asked to connect, checks the channel
+            # once more even after close(), raising "Channel closed!" in that thread.
+            self.channel.subscribe(watch, try_to_connect=False)
+            try:
+                with changed:
+                    changed.wait_for(lambda: grpc.ChannelConnectivity.READY in seen, timeout=wait_s)
+            finally:
+                self.channel.unsubscribe(watch)
+            if seen and seen[0] is not grpc.ChannelConnectivity.READY and grpc.ChannelConnectivity.READY in seen:
+                return self.stop.is_set()  # it was not connected when the call failed, and now is: go now
         return self.stop.wait(max(0.0, wait_s - (time.monotonic() - started)))
 
     def _refusing(self, what: str, call):  # type: ignore[no-untyped-def]
