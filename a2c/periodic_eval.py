@@ -89,10 +89,6 @@ class Forked:
         self.stdin: IO[bytes] | None = os.fdopen(to_child[1], "wb")
         self.stdout: IO[bytes] | None = os.fdopen(from_child[0], "rb")
 
-    @property
-    def returncode(self) -> int | None:
-        return self._process.exitcode
-
     def poll(self) -> int | None:
         return self._process.exitcode
 
