@@ -5,7 +5,7 @@ their rollouts, the trainer trains while they wait for its weights. Left to the 
 processes on two cores migrate between cores and land a trainer beside another pair's player; pinned, a
 trainer and its players share one core, and the rollout a player writes is read by its trainer from the
 same core's cache. On the 2-core build machine `a2c local` ran 33-45% more env steps per second at 64
-envs and 6-19% more at 256 this way (`bench/throughput.py`, alternated; README). With at least as many
+envs and 6-19% more at 256 this way (`bench/throughput.py`, alternated; docs/benchmarks.md). With at least as many
 cores as processes, or trainers that do not divide evenly over the cores, nothing is pinned
 (`--pin-cores false`: never).
 
@@ -16,7 +16,7 @@ gloo's TCP transport busy-polls while a peer's data waits for a receive buffer t
 yet (gloo/transport/tcp/pair.cc, `getBuffer`), which is every all-reduce the other trainer reaches first.
 On a shared core that spin took the core from the trainer's own backward pass, which the peer then waits
 for; at SCHED_IDLE it spins only on time nobody else on the core wants. Measured on the 2-core build
-machine (medians of alternated runs, README): 64 envs 91k -> 105k env steps/s, 256 envs 250k -> 289k,
+machine (medians of alternated runs, docs/benchmarks.md): 64 envs 91k -> 105k env steps/s, 256 envs 250k -> 289k,
 --max-policy-lag 1 at 64 envs 114k -> 122k. The numbers a run computes do not change.
 """
 
