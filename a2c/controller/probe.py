@@ -26,7 +26,10 @@ def trainer_status(target: str, timeout_s: float = 2.0,
     `tls`: the controller's own credentials (`a2c controller --tls-ca ...`) for a job with spec.tls.
     """
     try:
-        with grpc.insecure_channel(target) if tls is None else grpc.secure_channel(target, tls) as channel:
+        # a channel per probe resolves afresh; the option matters if one is ever kept (a2c/service/server.py)
+        options = [("grpc.dns_min_time_between_resolutions_ms", 1000)]
+        with (grpc.insecure_channel(target, options) if tls is None
+              else grpc.secure_channel(target, tls, options)) as channel:
             reply = trainer_pb2_grpc.TrainerServiceStub(channel).Status(trainer_pb2.StatusRequest(), timeout=timeout_s)
     except grpc.RpcError:
         return None

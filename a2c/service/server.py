@@ -21,6 +21,7 @@ from a2c.service import servicers
 from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2_grpc
 
 SERVICES = ("a2c.v1.RolloutService", "a2c.v1.WeightService", "a2c.v1.TrainerService")
+DNS_RERESOLVE_MS = 1000
 ROLLOUT_MESSAGES = 64  # a rollout may be this many messages long (chunks of it, each far below the limit)
 
 
@@ -38,6 +39,9 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
+        # re-resolve a trainer's name at most every DNS_RERESOLVE_MS, not gRPC's default 30 s: a restarted trainer
+        # pod comes back under a new IP, and with the default its players reached it 30.0 s later (1.0 s here)
+        ("grpc.dns_min_time_between_resolutions_ms", DNS_RERESOLVE_MS),
     ]
 
 
