@@ -41,10 +41,10 @@ class EnvConfig:
     env_id: str = opt("CartPole-v1", "gymnasium environment id")
     env_kwargs: str = opt("{}", "JSON object of keyword arguments for gymnasium.make")
     num_envs: int = opt(64, "environment copies per player (one vectorized environment)")
-    seed: int = opt(0, "base random seed; player j uses seed + 1000 * j")
+    seed: int = opt(0, "base random seed; player j uses seed + max(1000, num_envs) * j")
     vectorization: str = opt("auto", "how E copies are stepped: the environment's own vector_entry_point "
                              "where it has one (auto), else one process (sync) or one subprocess each (async)",
-                             choices=("auto", "sync", "async"))
+                             choices=("auto", "sync", "async", "envpool"))
 
     def kwargs(self) -> dict[str, Any]:
         value = json.loads(self.env_kwargs)
@@ -136,6 +136,8 @@ class TrainingConfig:
     eval_interval: int = opt(100, "iterations between greedy evaluations by trainer 0 in a side process "
                              "(metrics.jsonl, learning curve; 0 disables)")
     eval_episodes: int = opt(10, "episodes per periodic evaluation")
+    keep_best: bool = opt(True, "trainer 0 keeps <run-dir>/checkpoints/best.pt, the weights of the best periodic "
+                          "evaluation so far (with --eval-interval > 0; `a2c eval RUN --best` plays it)")
     tensorboard: str = opt("", "directory for TensorBoard event files of trainer 0 ('' = off; view with "
                            "tensorboard --logdir DIR)")
     torch_threads: int = opt(1, "torch intra-op threads of each trainer")

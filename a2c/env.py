@@ -7,7 +7,8 @@ ends in step t is reset in that step; its final observation comes in `info["fina
 (the default of native vector environments such as CartPole's `vector_entry_point`): the step after the
 end resets it, ignoring the action; that reset step is no real transition, so it is marked invalid.
 
-Atari ids (`atari.is_atari`) are built by `atari.make` and always stepped same-step. Their training
+Atari ids (`atari.is_atari`) are built by `atari.make` and stepped same-step, or with `--vectorization
+envpool` by EnvPool (`envpool_env`), next-step. Their training
 episodes end at every lost life with clipped rewards, so the return players report comes from the game's
 own unclipped score (`info["game_score"]` at game over), not from the rewards in the rollout.
 
@@ -25,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from a2c import atari, config, return_normalizer
+from a2c import atari, config, envpool_env, return_normalizer
 
 
 @dataclass
@@ -45,7 +46,9 @@ class Env:
         kwargs = cfg.kwargs()
         n = num_envs or cfg.num_envs
         self.vec: gym.vector.VectorEnv
-        if atari.is_atari(cfg.env_id):
+        if cfg.vectorization == "envpool":  # EnvPool's C++ pool of Atari copies, next-step autoreset
+            self.vec = envpool_env.EnvPoolVec(cfg.env_id, n, **kwargs)
+        elif atari.is_atari(cfg.env_id):
             # one emulator per copy, same-step autoreset; async puts each copy in its own subprocess
             make = functools.partial(atari.make, cfg.env_id, **kwargs)
             vec_cls = gym.vector.AsyncVectorEnv if cfg.vectorization == "async" else gym.vector.SyncVectorEnv
@@ -70,6 +73,7 @@ class Env:
                               else return_normalizer.ReturnNormalizer(n, normalize_reward_gamma))
 
     def reset(self, seed: int) -> np.ndarray:
+        """Reset every copy (copy i with seed + i, as gymnasium's vector environments do)."""
         obs, _ = self.vec.reset(seed=seed)
         self._pending_reset[:] = False
         self._return[:] = 0.0
@@ -115,6 +119,16 @@ class Env:
 
     def close(self) -> None:
         self.vec.close()
+
+
+SEED_STRIDE = 1000  # players' base seeds lie at least this far apart (the stride of every run before any width)
+
+
+def player_seed(seed: int, player: int, num_envs: int) -> int:
+    """Player `player`'s base seed: its copy i is reset with base + i (`Env.reset`), so the bases lie at least
+    num_envs apart and no two players' copies share a seed, whatever the width. Up to 1000 copies a player this
+    is seed + 1000 * player, the seeds of every run before (the published results reproduce)."""
+    return seed + max(SEED_STRIDE, num_envs) * player
 
 
 def spaces(cfg: config.EnvConfig) -> tuple[gym.Space, gym.Space]:

@@ -96,7 +96,7 @@ def run(cfg: config.PlayerConfig) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    seed = cfg.env.seed + 1000 * index
+    seed = env.player_seed(cfg.env.seed, index, cfg.env.num_envs)
     torch.manual_seed(seed)
     try:  # the environment and the model fail the same way on every restart
         environment = env.Env(cfg.env, normalize_reward_gamma=cfg.algo.gamma if cfg.algo.normalize_reward else None)

@@ -189,3 +189,25 @@ def test_normalized_rewards_are_scaled_while_reported_returns_stay_raw(kwargs: s
     finally:
         plain.close()
         scaled.close()
+
+
+@pytest.mark.parametrize("width", [1, 64, 1000, 1001, 4096])
+def test_no_two_players_copies_share_a_seed_at_any_width(width: int) -> None:
+    seeds = [range(base, base + width) for base in (env.player_seed(7, j, width) for j in range(5))]
+    assert len(set().union(*seeds)) == 5 * width
+
+
+def test_up_to_1000_copies_players_keep_the_seeds_of_earlier_runs() -> None:
+    assert [env.player_seed(7, j, 64) for j in range(3)] == [7, 1007, 2007]
+    assert env.player_seed(7, 2, 1000) == 2007
+
+
+def test_players_with_1001_copies_start_from_different_states() -> None:
+    """Copy i resets with base + i: at the old stride of 1000, player 1's first copy repeated player 0's last."""
+    e = env.Env(config.EnvConfig(num_envs=1001, vectorization="sync"))
+    try:
+        first = {row.tobytes() for row in e.reset(env.player_seed(0, 0, e.num_envs))}
+        second = {row.tobytes() for row in e.reset(env.player_seed(0, 1, e.num_envs))}
+    finally:
+        e.close()
+    assert len(first) == len(second) == 1001 and not first & second
