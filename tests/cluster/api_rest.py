@@ -323,6 +323,9 @@ class Rest:
             return self.update(res, ns, name, patched, sub, validation, check_rv=False)
 
     def delete(self, res: Resource, ns: str, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """As kube-apiserver's registry: the garbage collector's finalizers are set from the propagation policy
+        (`orphan`, `foregroundDeletion`; a background delete removes the object now and leaves its dependents to
+        the collector), an object with finalizers or a pod on a node with grace only gets a deletionTimestamp."""
         options = options or {}
         with self.lock:
             obj = self.store.get(res.key, ns, name)
@@ -334,20 +337,32 @@ class Rest:
                                                 f"object meta: {obj['metadata']['uid']}")
             if pre.get("resourceVersion") and pre["resourceVersion"] != obj["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
-            if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents") is True:
-                self.orphan(obj["metadata"]["uid"])
+            meta = obj["metadata"]
+            finalizers = gc_finalizers(meta.get("finalizers") or [], options)
             grace = options.get("gracePeriodSeconds")
-            pod_grace = (res.plural == "pods" and self.graceful_pods and obj.get("spec", {}).get("nodeName")
-                         and grace != 0)
-            if obj["metadata"].get("finalizers") or pod_grace:
-                if obj["metadata"].get("deletionTimestamp"):
-                    return self.output(res, obj)
-                marked = copy.deepcopy(obj)
-                marked["metadata"]["deletionTimestamp"] = api_schema.now()
-                marked["metadata"]["deletionGracePeriodSeconds"] = (
-                    (grace if grace is not None else obj["spec"].get("terminationGracePeriodSeconds", 30))
-                    if pod_grace else 0)
-                return self.output(res, self.store.put(res.key, marked, "MODIFIED"))
+            if meta.get("deletionTimestamp"):  # deleting already: a new policy or the kubelet's confirmation
+                new = copy.deepcopy(obj)
+                new["metadata"]["finalizers"] = finalizers
+                if res.plural == "pods" and grace == 0:
+                    new["metadata"]["deletionGracePeriodSeconds"] = 0
+                if finalizers or new["metadata"].get("deletionGracePeriodSeconds"):
+                    if not finalizers:
+                        new["metadata"].pop("finalizers", None)
+                    if new == obj:
+                        return self.output(res, obj)
+                    return self.output(res, self.store.put(res.key, new, "MODIFIED"))
+            else:
+                pod_grace = (res.plural == "pods" and self.graceful_pods and obj.get("spec", {}).get("nodeName")
+                             and grace != 0)
+                if finalizers or pod_grace:
+                    marked = copy.deepcopy(obj)
+                    marked["metadata"]["deletionTimestamp"] = api_schema.now()
+                    marked["metadata"]["deletionGracePeriodSeconds"] = (
+                        (grace if grace is not None else obj["spec"].get("terminationGracePeriodSeconds", 30))
+                        if pod_grace else 0)
+                    if finalizers:
+                        marked["metadata"]["finalizers"] = finalizers
+                    return self.output(res, self.store.put(res.key, marked, "MODIFIED"))
             if res.plural == "namespaces":
                 for key in list(self.store.objects):
                     owner = self.storage(key)
@@ -362,26 +377,30 @@ class Rest:
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                     "details": {"name": name, "group": res.group, "kind": res.plural, "uid": gone["metadata"]["uid"]}}
 
+    def drop_finalizer(self, res: Resource, obj: dict[str, Any], finalizer: str) -> None:
+        """What the garbage collector does once its work for `obj` is done; a deleting object then goes, unless
+        other finalizers hold it or it is a pod whose kubelet has not confirmed yet."""
+        with self.lock:
+            ns, name = meta_ns(obj), obj["metadata"]["name"]
+            current = self.store.get(res.key, ns, name)
+            if current is None or current["metadata"]["uid"] != obj["metadata"]["uid"]:
+                return
+            new = copy.deepcopy(current)
+            left = [f for f in new["metadata"].get("finalizers") or [] if f != finalizer]
+            new["metadata"]["finalizers"] = left
+            if not left:
+                del new["metadata"]["finalizers"]
+            stored = self.store.put(res.key, new, "MODIFIED")
+            if stored["metadata"].get("deletionTimestamp") and not left and \
+                    not stored["metadata"].get("deletionGracePeriodSeconds"):
+                self.store.remove(res.key, ns, name)
+
     def orphan(self, uid: str) -> None:
         for key, dep in self.store.dependents(uid):
             dep["metadata"]["ownerReferences"] = [r for r in dep["metadata"]["ownerReferences"] if r.get("uid") != uid]
             if not dep["metadata"]["ownerReferences"]:
                 del dep["metadata"]["ownerReferences"]
             self.store.put(key, dep, "MODIFIED")
-
-    def collect_garbage(self) -> int:
-        """One pass of the garbage collector: delete objects all of whose owners are gone."""
-        removed = 0
-        for key, obj in self.store.orphans():
-            res = self.storage(key)
-            if res is None:
-                continue
-            try:
-                self.delete(res, meta_ns(obj), obj["metadata"]["name"], {"propagationPolicy": "Background"})
-                removed += 1
-            except ApiError:
-                pass  # raced with another delete
-        return removed
 
     # --- CustomResourceDefinitions ------------------------------------------------------------------------
 
@@ -436,6 +455,28 @@ class Rest:
                 self.store.remove(res.key, meta_ns(obj), obj["metadata"]["name"])
         for k in served:
             del self.resources[k]
+
+
+GC_FINALIZERS = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}
+
+
+def gc_finalizers(finalizers: list[str], options: dict[str, Any]) -> list[str]:
+    """The object's finalizers once a delete with `options` has set the garbage collector's own (as
+    kube-apiserver's deletionFinalizersForGarbageCollection): no policy asked keeps what is there."""
+    policy, orphan = options.get("propagationPolicy"), options.get("orphanDependents")
+    if policy is not None and orphan is not None:
+        raise ApiError(422, "Invalid", "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: "
+                                       f"\"{policy}\": orphanDependents and deletionPropagation cannot be both set")
+    if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
+        raise ApiError(422, "Invalid", "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported "
+                                       f"value: \"{policy}\": supported values: \"Foreground\", \"Background\", "
+                                       "\"Orphan\", \"nil\"")
+    if policy is None and orphan is not None:
+        policy = "Orphan" if orphan else "Background"
+    if policy is None:
+        return list(finalizers)
+    kept = [f for f in finalizers if f not in GC_FINALIZERS.values()]
+    return kept + ([GC_FINALIZERS[policy]] if policy in GC_FINALIZERS else [])
 
 
 def meta_ns(obj: dict[str, Any]) -> str:

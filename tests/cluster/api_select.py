@@ -223,7 +223,13 @@ POD_COLUMNS = [
 
 def table(objects: list[dict[str, Any]], columns: list[dict[str, Any]] | None, plural: str,
           include: str, resource_version: str) -> dict[str, Any]:
-    """A meta.k8s.io/v1 Table: `columns` are a CRD's printer columns (None: the built-in NAME/AGE)."""
+    """A meta.k8s.io/v1 Table: `columns` are a CRD's printer columns (None: a built-in kind's own, else NAME/AGE)."""
+    from tests.cluster import api_printers  # it prints with this module's helpers
+
+    if columns is None and plural in api_printers.COLUMNS:
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+                "columnDefinitions": api_printers.COLUMNS[plural],
+                "rows": [_row(api_printers.CELLS[plural](obj), obj, include) for obj in objects]}
     if plural == "pods" and columns is None:
         defs = [NAME_COLUMN] + POD_COLUMNS
     else:
@@ -239,15 +245,18 @@ def table(objects: list[dict[str, Any]], columns: list[dict[str, Any]] | None, p
             cells = [obj["metadata"]["name"]] + _pod_cells(obj)
         else:
             cells = [obj["metadata"]["name"]] + [_cell(obj, c) for c in cols]
-        row: dict[str, Any] = {"cells": cells}
-        if include == "Object":
-            row["object"] = obj
-        elif include != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj["metadata"]}
-        rows.append(row)
+        rows.append(_row(cells, obj, include))
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
             "columnDefinitions": defs, "rows": rows}
+
+
+def _row(cells: list[Any], obj: dict[str, Any], include: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"cells": cells}
+    if include == "Object":
+        row["object"] = obj
+    elif include != "None":
+        row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
+    return row
 
 
 def _cell(obj: dict[str, Any], column: dict[str, Any]) -> Any:

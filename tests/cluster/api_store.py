@@ -3,8 +3,7 @@
 Every write bumps the counter and appends (rv, resource, type, object) to the history, which watches read
 from: a watch from resourceVersion N replays the events after N and then waits for more. Once events have
 fallen off the history, a watch from before them is answered 410 Expired, as after an etcd compaction.
-The garbage collector of kube-controller-manager runs here too, in a thread: objects whose every
-ownerReference names a uid that no longer exists are deleted, recursively.
+Every write and removal sets `gc_wake`, on which the garbage collector (`api_gc`) waits.
 """
 
 from __future__ import annotations
@@ -68,7 +67,8 @@ class Store:
             self.objects[key][(meta.get("namespace", ""), meta["name"])] = stored
             self.uids[meta["uid"]] = (key, meta.get("namespace", ""), meta["name"])
             self._record(Event(self.rv, key, event_type, copy.deepcopy(stored), old))
-            return copy.deepcopy(stored)
+        self.gc_wake.set()
+        return copy.deepcopy(stored)
 
     def remove(self, key: Key, namespace: str, name: str) -> dict[str, Any] | None:
         with self.cond:
@@ -110,17 +110,6 @@ class Store:
     def exists(self, uid: str) -> bool:
         with self.cond:
             return uid in self.uids
-
-    def orphans(self) -> list[tuple[Key, dict[str, Any]]]:
-        """Objects whose every ownerReference names an absent uid (the garbage collector's targets)."""
-        with self.cond:
-            out = []
-            for key, objs in self.objects.items():
-                for obj in objs.values():
-                    refs = obj["metadata"].get("ownerReferences") or []
-                    if refs and not any(r.get("uid") in self.uids for r in refs):
-                        out.append((key, copy.deepcopy(obj)))
-            return out
 
     def dependents(self, uid: str) -> list[tuple[Key, dict[str, Any]]]:
         with self.cond:

@@ -4,8 +4,9 @@ It speaks the real REST protocol over HTTP(S) so the official client, `kubectl` 
 credentials all talk to it unchanged, and refuses what the real server refuses: non-strict JSON (NaN,
 Infinity, trailing bytes), unknown or mistyped fields of built-in kinds, custom resources that fail their
 CRD's schema or CEL rules, stale resourceVersions, writes RBAC does not grant. It also plays the parts
-of kube-controller-manager a controller relies on: garbage collection of owned objects, finalizers,
-a `default` ServiceAccount per namespace.
+of kube-controller-manager a controller relies on: garbage collection of owned objects (`api_gc`: slow,
+asynchronous, with background, foreground and orphan propagation), finalizers, a `default` ServiceAccount per
+namespace.
 
 Layout: this module owns the server's life cycle and what tests read; `api_http` the HTTP side (routing,
 authentication, RBAC, watch streaming); `api_rest` the REST semantics; `api_store` objects,
@@ -32,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from tests.cluster import api_http, api_rest, api_store, api_tls
+from tests.cluster import api_gc, api_http, api_rest, api_store, api_tls
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,15 @@ class APIServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: bool = False, anonymous: bool = True,
                  rbac: bool = False, namespaces: tuple[str, ...] = ("default", "kube-system"),
                  auto_namespaces: bool = False, graceful_pods: bool = False, history: int = 1000,
-                 bookmark_interval_s: float = 1.0, gc_delay_s: float = 0.05) -> None:
+                 bookmark_interval_s: float = 1.0, gc_delay_s: float = 1.0, gc_jitter: float = 0.5) -> None:
+        """`gc_delay_s`, `gc_jitter`: the garbage collector acts on an object `gc_delay_s` x (1 to 1 + `gc_jitter`)
+        after it became its target (kube-controller-manager's collector is a separate controller: seconds, on a
+        busy cluster; nothing may rely on it being quick)."""
         self.host, self.port, self.tls, self.anonymous, self.rbac = host, port, tls, anonymous, rbac
-        self.bookmark_interval_s, self.gc_delay_s = bookmark_interval_s, gc_delay_s
+        self.bookmark_interval_s = bookmark_interval_s
         self.store = api_store.Store(history)
         self.rest = api_rest.Rest(self.store, auto_namespaces, graceful_pods)
+        self.gc = api_gc.Collector(self.rest, gc_delay_s, gc_jitter)
         self.initial_namespaces = namespaces
         self.tokens: dict[str, str] = {}
         self.cert = api_tls.issue(host) if tls else None
@@ -80,7 +85,7 @@ class APIServer:
         self.port = self._httpd.server_address[1]
         self._threads = [threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                           name="apiserver", daemon=True),
-                         threading.Thread(target=self._collect_garbage, name="apiserver-gc", daemon=True)]
+                         threading.Thread(target=self.gc.run, name="apiserver-gc", daemon=True)]
         for thread in self._threads:
             thread.start()
         return self
@@ -207,16 +212,6 @@ class APIServer:
                 self.store.cond.wait(min(left, 0.1))
 
     # --- internals ------------------------------------------------------------------------------------
-
-    def _collect_garbage(self) -> None:
-        while not self.store.closed:
-            self.store.gc_wake.wait(0.5)
-            self.store.gc_wake.clear()
-            if self.store.closed:
-                return
-            time.sleep(self.gc_delay_s)
-            while self.rest.collect_garbage():
-                pass
 
     def record_request(self, user: str, verb: str, resource: str, namespace: str, name: str, code: int) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -291,18 +292,25 @@ def test_stopping_the_server_ends_watches(server: APIServer, api: kube.Kube) -> 
 # --- garbage collection -------------------------------------------------------------------------------------
 
 
-def owned(name: str, owner: dict[str, Any]) -> dict[str, Any]:
+def owned(name: str, owner: dict[str, Any], **extra: Any) -> dict[str, Any]:
     ref = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-    return configmap(name, ownerReferences=[ref])
+    return configmap(name, ownerReferences=[ref], **extra)
 
 
-def test_children_are_collected_after_their_owner(server: APIServer, jobs: kube.Kube) -> None:
+def test_children_outlive_their_owner_by_the_collectors_delay(server: APIServer, jobs: kube.Kube) -> None:
+    """Background deletion (the default): the owner goes now, the garbage collector comes a second or more later
+    (kube-controller-manager is a separate controller), one level of owners at a time."""
+    assert server.gc.delay_s >= 1.0 and server.gc.jitter > 0  # the default every other test runs with
     owner = jobs.request("POST", JOBS, body=job())
     child = jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=owned("child", owner))
     jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=owned("grandchild", child))
     jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=configmap("unowned"))
+    deleted = time.monotonic()
     jobs.delete("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole")
+    assert server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole") is None
+    server.wait_for(lambda: server.get("v1", "ConfigMap", "default", "child") is None, timeout=5)
+    assert time.monotonic() - deleted >= server.gc.delay_s
     server.wait_for(lambda: [o["metadata"]["name"] for o in server.objects("v1", "ConfigMap", "default")]
                     == ["unowned"], timeout=5)
 
@@ -310,9 +318,42 @@ def test_children_are_collected_after_their_owner(server: APIServer, jobs: kube.
 def test_orphan_propagation_keeps_children(server: APIServer, jobs: kube.Kube) -> None:
     owner = jobs.request("POST", JOBS, body=job())
     jobs.request("POST", "/api/v1/namespaces/default/configmaps", body=owned("child", owner))
-    jobs.request("DELETE", f"{JOBS}/cartpole", body={"propagationPolicy": "Orphan"})
+    marked = jobs.request("DELETE", f"{JOBS}/cartpole", body={"propagationPolicy": "Orphan"})
+    assert marked["metadata"]["finalizers"] == ["orphan"] and marked["metadata"]["deletionTimestamp"]
+    server.wait_for(lambda: server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole") is None, timeout=5)
     child = server.get("v1", "ConfigMap", "default", "child")
     assert child is not None and "ownerReferences" not in child["metadata"]
+
+
+def test_foreground_deletion_keeps_the_owner_until_its_blocking_dependents_are_gone(server: APIServer,
+                                                                                    jobs: kube.Kube) -> None:
+    owner = jobs.request("POST", JOBS, body=job())
+    cms = "/api/v1/namespaces/default/configmaps"
+    jobs.request("POST", cms, body=owned("held", owner, finalizers=["a2c.dev/test"]))  # blocks until released
+    jobs.request("POST", cms, body=owned("plain", owner))
+    marked = jobs.request("DELETE", f"{JOBS}/cartpole", query={"propagationPolicy": "Foreground"})
+    assert marked["metadata"]["finalizers"] == ["foregroundDeletion"] and marked["metadata"]["deletionTimestamp"]
+    server.wait_for(lambda: server.get("v1", "ConfigMap", "default", "plain") is None, timeout=5)
+    held = server.wait_for(lambda: (server.get("v1", "ConfigMap", "default", "held") or {}).get("metadata", {})
+                           .get("deletionTimestamp"), timeout=5)
+    assert held
+    with pytest.raises(TimeoutError):  # a blocking dependent holds it: it stays
+        server.wait_for(lambda: server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole") is None,
+                        timeout=2 * server.gc.delay_s * (1 + server.gc.jitter))
+    jobs.request("PATCH", f"{cms}/held", body={"metadata": {"finalizers": None}},
+                 content_type="application/merge-patch+json")
+    server.wait_for(lambda: server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole") is None, timeout=5)
+
+
+def test_propagation_policy_is_validated(server: APIServer, api: kube.Kube) -> None:
+    api.request("POST", "/api/v1/namespaces/default/configmaps", body=configmap("c"))
+    code, body = status_of(lambda: api.request("DELETE", "/api/v1/namespaces/default/configmaps/c",
+                                               body={"propagationPolicy": "Sometimes"}))
+    assert code == 422 and "Unsupported value" in body["message"]
+    code, body = status_of(lambda: api.request("DELETE", "/api/v1/namespaces/default/configmaps/c",
+                                               body={"propagationPolicy": "Orphan", "orphanDependents": True}))
+    assert code == 422 and "cannot be both set" in body["message"]
+    assert server.get("v1", "ConfigMap", "default", "c") is not None
 
 
 def test_finalizers_hold_deletion(server: APIServer, api: kube.Kube) -> None:
@@ -435,6 +476,83 @@ def test_kubectl_against_the_server(tmp_path: pathlib.Path) -> None:
         assert "Started" in described and "trainers are up" in described
         kubectl("delete", "a2cjob", "cartpole", "--timeout=30s")
         assert server.get("a2c.dev/v1alpha1", "A2CJob", "default", "cartpole") is None
+
+
+def _kubectl_server(tmp_path: pathlib.Path) -> tuple[APIServer, Any]:
+    server = APIServer(tls=True, anonymous=False).start()
+    server.add_token("t-admin", "admin")
+    config = server.kubeconfig(tmp_path / "kubeconfig", token="t-admin")
+
+    def kubectl(*args: str) -> str:
+        done = subprocess.run([str(kubectl_binary()), "--kubeconfig", str(config), *args],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    return server, kubectl
+
+
+@pytest.mark.skipif(kubectl_binary() is None, reason="kubectl is not installed")
+def test_kubectl_delete_cascade_foreground_background_orphan(tmp_path: pathlib.Path) -> None:
+    server, kubectl = _kubectl_server(tmp_path)
+    try:
+        server.create(crd())
+        for cascade in ("foreground", "background", "orphan"):
+            owner = server.create(job())
+            server.create(owned("child", owner))
+            kubectl("delete", "a2cjob", "cartpole", f"--cascade={cascade}", "--timeout=30s")  # waits for the owner
+            child = server.get("v1", "ConfigMap", "default", "child")
+            if cascade == "foreground":  # the owner went after its child
+                assert child is None
+            elif cascade == "background":  # the owner went first; the collector comes later
+                assert child is not None and child["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
+                server.wait_for(lambda: server.get("v1", "ConfigMap", "default", "child") is None, timeout=5)
+            else:
+                assert child is not None and "ownerReferences" not in child["metadata"]
+                kubectl("delete", "configmap", "child")
+            deletes = [e for e in server.store.history if e.type == "DELETED"]
+            assert [e.obj["metadata"]["name"] for e in deletes[-2:]] in (["child", "cartpole"], ["cartpole", "child"])
+            requests = [r for r in server.requests() if r.verb == "delete" and r.resource == "a2cjobs"]
+            assert requests[-1].code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(kubectl_binary() is None, reason="kubectl is not installed")
+def test_kubectl_get_prints_the_columns_of_the_real_server(tmp_path: pathlib.Path) -> None:
+    """events, PVCs, StatefulSets, Services as `kubectl get` shows them from kube-apiserver's Table."""
+    server, kubectl = _kubectl_server(tmp_path)
+    try:
+        server.create({"apiVersion": "v1", "kind": "Service",
+                       "metadata": {"name": "cp-trainer", "namespace": "default"},
+                       "spec": {"clusterIP": "None", "selector": {"app": "cp"},
+                                "ports": [{"name": "grpc", "port": 50051}, {"name": "ddp", "port": 29500}]}})
+        server.create({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                       "metadata": {"name": "cp-trainer", "namespace": "default"},
+                       "spec": {"replicas": 2, "serviceName": "cp-trainer", "selector": {"matchLabels": {"app": "cp"}},
+                                "template": {"metadata": {"labels": {"app": "cp"}}, "spec": {"containers": [
+                                    {"name": "trainer", "image": "a2c:0.1.0"}]}}}})
+        server.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": "checkpoints-cp-trainer-0", "namespace": "default"},
+                       "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+        server.create(crd())
+        connect(server, "t-admin").event(server.create(job()), "Warning", "GangRestart", "cp-trainer-1 vanished",
+                                         "2026-01-01T00:00:00Z")
+        svc = kubectl("get", "services").splitlines()
+        assert svc[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], svc
+        assert svc[1].split()[:5] == ["cp-trainer", "ClusterIP", "None", "<none>", "50051/TCP,29500/TCP"], svc
+        assert kubectl("get", "services", "-o", "wide").splitlines()[1].split()[-1] == "app=cp"
+        sts = kubectl("get", "statefulsets", "-o", "wide").splitlines()
+        assert sts[0].split() == ["NAME", "READY", "AGE", "CONTAINERS", "IMAGES"], sts
+        assert sts[1].split()[:2] == ["cp-trainer", "0/2"] and sts[1].split()[-2:] == ["trainer", "a2c:0.1.0"], sts
+        pvc = kubectl("get", "pvc").splitlines()
+        assert pvc[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
+                                  "VOLUMEATTRIBUTESCLASS", "AGE"], pvc
+        assert pvc[1].split()[:2] == ["checkpoints-cp-trainer-0", "Pending"], pvc
+        events = kubectl("get", "events").splitlines()
+        assert events[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], events
+        assert events[1].split()[1:] == ["Warning", "GangRestart", "a2cjob/cartpole", "cp-trainer-1", "vanished"]
+    finally:
+        server.stop()
 
 
 # --- more of what the real server refuses ---------------------------------------------------------------
