@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from a2c import metrics, rollout
 
-REFUSAL_REASONS = ("malformed", "unknown_player", "future_version", "stale_version", "invalid_rollout", "queue_full",
-                   "stale_in_queue")
+REFUSAL_REASONS = ("malformed", "unknown_player", "other_generation", "future_version", "stale_version",
+                   "invalid_rollout", "queue_full", "stale_in_queue")
 
 
 class Refusal(Exception):
@@ -49,6 +49,8 @@ class Inbox:
         self.active: set[int] = {rank + world_size * i for i in range(expected_players)}
         self.last_seen: dict[int, float] = {}
         self.closed = False
+        # the trainer group's run (`weights.WeightSnapshot.generation`), set when the group has formed; 0 until then
+        self.generation = 0
 
     def submit(self, r: rollout.Rollout) -> int:
         """Queue a rollout or raise Refusal; returns the trainer's current version."""
@@ -75,6 +77,11 @@ class Inbox:
             raise Refusal("INVALID_ARGUMENT", "unknown_player",
                           f"player {r.player_id} does not belong to trainer {self.rank} "
                           f"(player j uploads to trainer j mod {self.world_size})")
+        if r.generation and r.generation != self.generation:  # 0: a client that does not say (versions only)
+            raise Refusal("FAILED_PRECONDITION", "other_generation",
+                          f"rollout acted with weights of another run of the trainers (generation {r.generation:x}, "
+                          f"this run's is {self.generation:x}: they restarted from a checkpoint, and version "
+                          f"{r.policy_version} names other weights now); fetch the current weights")
         current = self._version()
         if r.policy_version > current:
             raise Refusal("INVALID_ARGUMENT", "future_version",

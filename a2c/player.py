@@ -44,7 +44,7 @@ class Collector:
         self.obs = environment.reset(seed)
         self.exploration = sde.Exploration(environment.num_envs, sde_sample_freq, seed) if model.sde else None
 
-    def collect(self, version: int) -> rollout.Rollout:
+    def collect(self, version: int, generation: int = 0) -> rollout.Rollout:
         t, n = self.t, self.env.num_envs
         obs = np.empty((t + 1, n, *self.obs.shape[1:]), dtype=self.obs.dtype)
         act_shape = self.model.action_shape
@@ -82,7 +82,7 @@ class Collector:
             final_obs=(np.stack(final_obs).astype(self.obs.dtype) if final_obs
                        else np.zeros((0, *shape), self.obs.dtype)),
             final_index=np.asarray(final_index, dtype=np.int64),
-            episode_returns=returns, episode_lengths=lengths,
+            episode_returns=returns, episode_lengths=lengths, generation=generation,
         )
 
 
@@ -133,14 +133,15 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
     if snap is None:
         return done
     agent_mod.load_snapshot(model, snap)
-    version, uploads_at_version = snap.version, 0
+    # (generation, version) names the weights: a trainer group restarted from a checkpoint reuses versions
+    version, generation, uploads_at_version = snap.version, snap.generation, 0
     collector = Collector(environment, model, index, cfg.algo.n_steps, seed, cfg.algo.sde_sample_freq)
     m_steps = metrics.labels(metrics.PLAYER_ENV_STEPS)
     for code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):  # a healthy run shows 0, not "no data"
         metrics.labels(metrics.PLAYER_UPLOAD_ERRORS, code=code).inc(0)
     while not stop.is_set() and not done:
         start = time.perf_counter()
-        r = collector.collect(version)
+        r = collector.collect(version, generation)
         elapsed = time.perf_counter() - start
         m_steps.inc(r.num_samples)
         metrics.labels(metrics.PLAYER_STEPS_PER_SECOND).set(r.num_samples / max(elapsed, 1e-9))
@@ -170,19 +171,20 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
         if done:
             break
         if snap is None and (trainer_version != version or uploads_at_version > cfg.algo.max_policy_lag):
-            snap, done = _wait_weights(client, version, stop, index)
+            snap, done = _wait_weights(client, version, stop, index, generation)
         if snap is not None:
             agent_mod.load_snapshot(model, snap)
-            version, uploads_at_version = snap.version, 0
+            version, generation, uploads_at_version = snap.version, snap.generation, 0
     return done
 
 
-def _wait_weights(client: client_mod.TrainerClient, since: int, stop: threading.Event,
-                  player_id: int) -> tuple[agent_mod.weights.WeightSnapshot | None, bool]:
-    """Long-poll for a version other than `since` until one arrives, training ends or we are stopped."""
+def _wait_weights(client: client_mod.TrainerClient, since: int, stop: threading.Event, player_id: int,
+                  since_generation: int = 0) -> tuple[agent_mod.weights.WeightSnapshot | None, bool]:
+    """Long-poll for weights other than version `since` of `since_generation` until they arrive, training ends
+    or we are stopped."""
     while not stop.is_set():
         t0 = time.perf_counter()
-        snap, done = client.fetch(since, wait_s=WAIT_S, player_id=player_id)
+        snap, done = client.fetch(since, wait_s=WAIT_S, player_id=player_id, since_generation=since_generation)
         metrics.labels(metrics.PLAYER_FETCH_SECONDS).observe(time.perf_counter() - t0)
         if snap is not None or done:
             return snap, done

@@ -48,6 +48,7 @@ class Rollout:
     final_index: np.ndarray
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
+    generation: int = 0  # of the weights it was acted with (`weights.WeightSnapshot.generation`; 0: not stated)
 
     @property
     def num_steps(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import secrets
 import signal
 import threading
 from pathlib import Path
@@ -58,6 +59,7 @@ class Trainer:
         self.progress = progress.Progress(cfg.stop.return_window)
         self.recorder = recorder.Recorder(self.progress)
         self.board = weights.WeightBoard()
+        self.generation = 0  # drawn by rank 0 when the group forms (`_resume`)
         obs_space, act_space = env.spaces(cfg.env)
         self.spec = rollout.Spec.of(obs_space, act_space, cfg.algo.n_steps)
         torch.manual_seed(cfg.env.seed)  # the same initial weights for a seed (DDP copies rank 0's anyway)
@@ -103,10 +105,11 @@ class Trainer:
                 self.evaluator.warm_up()  # starts its process unless `run` forked it
             self.learner = learner.Learner(self.model, cfg.algo, group.device)
             self._resume(group)
-            self.board.publish(agent_mod.snapshot(self.model, self.progress.version))
+            self.board.publish(self._snapshot())
             running.set_serving(True)
             self.serving.set()
-            log.info("trainer %d ready: weights version %d published", self.rank, self.progress.version)
+            log.info("trainer %d ready: weights version %d (generation %x) published", self.rank,
+                     self.progress.version, self.generation)
             self.recorder.start(evaluating=self.evaluator is not None)
             ended = progress.ended(self.progress, cfg.stop)
             if ended is not None:  # resumed from the checkpoint of a run that had already ended
@@ -170,7 +173,7 @@ class Trainer:
             stats = self.learner.step(reduced, totals.samples)
             with laps.timed("publish"):
                 p.version += 1
-                snap = agent_mod.snapshot(self.model, p.version)
+                snap = self._snapshot()
                 self.board.publish(snap)
             self.recorder.round(stats, laps, len(self.inbox.active))
             # the evaluator gets the tensors the players get, as they are: no copy, and never a wait on it
@@ -191,9 +194,19 @@ class Trainer:
         timeout = (self.cfg.start_timeout_s if first else self.cfg.round_timeout_s) if waits else 0.0
         return self.inbox.take_round(self.progress.version, timeout)
 
+    def _snapshot(self) -> weights.WeightSnapshot:
+        snap = agent_mod.snapshot(self.model, self.progress.version)
+        snap.generation = self.generation
+        return snap
+
     def _resume(self, group: distributed.Group) -> None:
+        """Rank 0's newest checkpoint on every rank, and this run's generation: a group restarted from an older
+        checkpoint numbers versions again from there, so its weights are named (generation, version), and the
+        inbox refuses rollouts acted with the weights of another run under the same version."""
         state = checkpoint.load_latest(self.run_dir) if self.rank == 0 else None
-        state = distributed.broadcast_object(state, group.device)  # type: ignore[assignment]
+        drawn = secrets.randbits(63) | 1 if self.rank == 0 else 0  # never 0: that means "not stated"
+        state, self.generation = distributed.broadcast_object((state, drawn), group.device)  # type: ignore[misc]
+        self.inbox.generation = self.generation
         if state is not None:
             assert isinstance(state, dict)
             self.learner.load_state(state)

@@ -2,7 +2,9 @@
 
 Data flow: trainer step -> `agent.snapshot` -> `WeightBoard.publish` -> WeightService.Fetch (long-poll)
 -> player `agent.load_snapshot`. Every weight snapshot and every rollout carries an integer
-`policy_version`, so stale data can be measured and dropped (`max_policy_lag`).
+`policy_version`, so stale data can be measured and dropped (`max_policy_lag`). A trainer group restarted
+from an older checkpoint numbers its versions again from there: the `generation` it drew when it started
+tells its weights from those a player got before the restart under the same version.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class WeightSnapshot:
     version: int
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     done: bool = False
+    generation: int = 0  # the trainer group's run that made them (drawn at its start; 0: not stated)
     encoded: Any = None  # cached wire form (set by service.codec), shared by every fetcher
 
     def nbytes(self) -> int:
@@ -72,17 +75,20 @@ class WeightBoard:
         snap = self._snap
         return -1 if snap is None else snap.version
 
-    def wait_newer(self, since_version: int, timeout_s: float) -> WeightSnapshot | None:
-        """The newest snapshot once its version differs from since_version, waiting up to timeout_s; else None.
+    def wait_newer(self, since_version: int, timeout_s: float, since_generation: int = 0) -> WeightSnapshot | None:
+        """The newest snapshot once it differs from since_version (of since_generation, unless 0), waiting up to
+        timeout_s; else None.
 
         "Differs", not "is greater": a trainer group restarted from a checkpoint can be behind its players,
-        who must then take its weights at once rather than wait for it to catch up.
+        who must then take its weights at once rather than wait for it to catch up; and its version k is not
+        the k a player had before the restart (another generation), which the player must replace at once.
         """
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cond:
             while True:
                 snap = self._snap
-                if snap is not None and snap.version != since_version:
+                if snap is not None and (snap.version != since_version
+                                         or since_generation not in (0, snap.generation)):
                     return snap
                 remaining = deadline - time.monotonic()
                 if self._done or remaining <= 0:

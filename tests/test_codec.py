@@ -313,3 +313,13 @@ def test_any_mangled_stream_decodes_or_raises_codec_error(data: st.DataObject) -
         assert str(exc)
     else:
         assert isinstance(r, rollout.Rollout)
+
+
+def test_the_generation_of_rollouts_and_weights_travels() -> None:
+    r = cartpole_rollout(player_id=2, version=5)
+    r.generation = 0x7FFF_FFFF_FFFF_FFFF  # the largest a trainer draws
+    assert codec.rollout_from_chunks(codec.rollout_chunks(r), 1 << 20).generation == r.generation
+    assert codec.rollout_from_request(codec.exchange_request(r, 0.0), 1 << 20).generation == r.generation
+    snap = weights.WeightSnapshot(version=5, tensors={"w": np.zeros(3, np.float32)}, generation=0xB)
+    got = codec.weight_reply_from_chunks(codec.weight_chunks(snap), 1 << 20).snapshot
+    assert got is not None and (got.version, got.generation) == (5, 0xB)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from a2c import inbox
+from a2c import inbox, rollout
 from tests.support.prometheus import refused as refused_count
 from tests.support.rollouts import SPEC, cartpole_rollout
 
@@ -164,3 +164,32 @@ def test_close_wakes_a_waiting_round() -> None:
     th.join(timeout=30)
     assert not th.is_alive()
     assert result[0].rollouts == [] and b.box.active == {1, 3}, "a shutdown does not drop players"
+
+
+def generation_rollout(generation: int, player_id: int = 1, version: int = 2) -> rollout.Rollout:
+    r = cartpole_rollout(player_id=player_id, version=version)
+    r.generation = generation
+    return r
+
+
+def test_refuses_a_rollout_acted_with_weights_of_another_run_under_the_same_version() -> None:
+    """A group restarted from an older checkpoint reached version 2 again: version 2 of the run before the
+    restart was other weights, and a late rollout acted with them is refused, not taken as on-policy."""
+    b = Box()
+    b.box.generation = 0xB
+    before = refused_count("other_generation")
+    with pytest.raises(inbox.Refusal) as info:
+        b.box.submit(generation_rollout(0xA))
+    ref = info.value
+    assert (ref.code, ref.reason) == ("FAILED_PRECONDITION", "other_generation")
+    assert "generation a, this run's is b" in ref.message and "fetch the current weights" in ref.message
+    assert refused_count("other_generation") == before + 1
+    assert b.box.submit(generation_rollout(0xB)) == 2  # this run's
+    assert b.box.submit(generation_rollout(0, player_id=3)) == 2  # a client that does not say: versions only
+
+
+def test_before_its_group_forms_a_trainer_refuses_rollouts_of_any_run() -> None:
+    b = Box()  # generation 0: the group has not formed, so every generation is another run's
+    with pytest.raises(inbox.Refusal) as info:
+        b.box.submit(generation_rollout(0xA))
+    assert info.value.reason == "other_generation"

@@ -11,13 +11,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from a2c import checkpoint, curve, evaluate, journal
 from a2c.controller import probe
+from a2c.service import client
 from tests.support.procs import free_port, kill, spawn, wait_for
+from tests.support.rollouts import cartpole_rollout
 
 
 def _spawn(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[str]:
@@ -214,3 +217,35 @@ def test_a_role_that_cannot_start_exits_3_with_a_termination_message(tmp_path: P
     text = message.read_text()
     assert text.startswith(f"{role} cannot start:") and "NoSuchEnvironment" in text
     assert "cannot start" in done.stderr.decode()
+
+
+@pytest.mark.slow
+def test_each_start_of_the_group_names_its_weights_with_a_new_generation(tmp_path: Path) -> None:
+    """A restarted group numbers versions again from its checkpoint: its weights carry a generation drawn at
+    each start, and a rollout acted with the weights of the start before is refused (FAILED_PRECONDITION)."""
+    generations = []
+    for start in range(2):
+        grpc_port = free_port()
+        trainer = _spawn("trainer", _trainer_env(tmp_path, 0, 1, free_port(), grpc_port),
+                         tmp_path / f"trainer{start}.log")
+        c = client.TrainerClient(f"127.0.0.1:{grpc_port}", retry_for_s=60.0)
+        try:
+            snap, _ = c.fetch(-1, wait_s=0.0)  # retried until the trainer serves its first weights
+            assert snap is not None and snap.generation != 0
+            generations.append(snap.generation)
+            if start:
+                late = cartpole_rollout(player_id=0, version=snap.version, t=8, e=2)
+                late.generation = generations[0]
+                with pytest.raises(client.Refused) as info:
+                    c.exchange(late, wait_s=0.0)
+                assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION, info.value
+                assert f"generation {generations[0]:x}" in info.value.details
+                late.generation = snap.generation
+                assert c.exchange(late, wait_s=0.0)[0].version == snap.version  # this start's: accepted
+            trainer.send_signal(signal.SIGTERM)
+            assert trainer.wait(30) == 0, (tmp_path / f"trainer{start}.log").read_text()
+        finally:
+            c.close()
+            kill(trainer)
+    assert generations[0] != generations[1]
+    assert f"(generation {generations[1]:x}) published" in (tmp_path / "trainer1.log").read_text()

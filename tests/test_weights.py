@@ -123,3 +123,13 @@ def test_a_board_behind_the_caller_answers_at_once() -> None:
     board.publish(weights.WeightSnapshot(version=3))
     snap = board.wait_newer(7, timeout_s=60.0)
     assert snap is not None and snap.version == 3
+
+
+def test_weights_of_another_generation_under_the_callers_version_answer_at_once() -> None:
+    """A group restarted from an older checkpoint reached the caller's version again, with other weights."""
+    board = weights.WeightBoard()
+    board.publish(weights.WeightSnapshot(version=7, generation=0xB))
+    snap = board.wait_newer(7, timeout_s=60.0, since_generation=0xA)
+    assert snap is not None and (snap.version, snap.generation) == (7, 0xB)
+    assert board.wait_newer(7, timeout_s=0.0, since_generation=0xB) is None  # the same weights: wait
+    assert board.wait_newer(7, timeout_s=0.0) is None  # generation not stated: versions only

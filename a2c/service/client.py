@@ -146,19 +146,21 @@ class TrainerClient:
             result = self.upload(r)
             if result.done or not result.accepted:
                 return codec.WeightReply(None, result.trainer_version, result.done, 0.0), result.bytes
-            return self._fetch(r.policy_version, wait_s, r.player_id), result.bytes
+            return self._fetch(r.policy_version, wait_s, r.player_id, r.generation), result.bytes
         reply = self._refusing("exchange", lambda: codec.weight_reply_from_chunks(
             self.rollouts.Exchange(request, timeout=wait_s + 60.0), self.max_bytes))
         return reply, size
 
-    def fetch(self, since_version: int, wait_s: float,
-              player_id: int = -1) -> tuple[weights.WeightSnapshot | None, bool]:
-        """(another snapshot or None, training done); waits up to wait_s for a version other than since_version."""
-        reply = self._fetch(since_version, wait_s, player_id)
+    def fetch(self, since_version: int, wait_s: float, player_id: int = -1,
+              since_generation: int = 0) -> tuple[weights.WeightSnapshot | None, bool]:
+        """(another snapshot or None, training done); waits up to wait_s for weights other than since_version's
+        (of since_generation: the trainers' weights of another generation come at once, whatever their version)."""
+        reply = self._fetch(since_version, wait_s, player_id, since_generation)
         return reply.snapshot, reply.done
 
-    def _fetch(self, since_version: int, wait_s: float, player_id: int) -> codec.WeightReply:
-        request = weights_pb2.FetchRequest(since_version=since_version, wait_s=wait_s, player_id=player_id)
+    def _fetch(self, since_version: int, wait_s: float, player_id: int, since_generation: int = 0) -> codec.WeightReply:
+        request = weights_pb2.FetchRequest(since_version=since_version, wait_s=wait_s, player_id=player_id,
+                                           since_generation=since_generation)
         return self._retry("fetch", lambda: codec.weight_reply_from_chunks(  # type: ignore[no-any-return]
             self.weights.Fetch(request, timeout=wait_s + 30.0), self.max_bytes))
 

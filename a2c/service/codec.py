@@ -103,7 +103,7 @@ def _rollout_header(r: rollout.Rollout) -> tuple[rollout_pb2.RolloutHeader, list
     header = rollout_pb2.RolloutHeader(
         player_id=r.player_id, policy_version=r.policy_version, num_steps=r.num_steps, num_envs=r.num_envs,
         episode_returns=r.episode_returns, episode_lengths=r.episode_lengths, tensors=specs,
-        payload_bytes=sum(len(b) for b in blobs),
+        payload_bytes=sum(len(b) for b in blobs), generation=r.generation,
     )
     return header, blobs
 
@@ -142,7 +142,7 @@ def _rollout(header: rollout_pb2.RolloutHeader, payload: bytes) -> rollout.Rollo
     arrays = _decode(header.tensors, payload, set(rollout.ARRAY_FIELDS))
     return rollout.Rollout(player_id=header.player_id, policy_version=header.policy_version,
                            episode_returns=list(header.episode_returns),
-                           episode_lengths=list(header.episode_lengths), **arrays)
+                           episode_lengths=list(header.episode_lengths), generation=header.generation, **arrays)
 
 
 def weight_chunks(snap: weights.WeightSnapshot, chunk_bytes: int = CHUNK_BYTES) -> list[weights_pb2.WeightChunk]:
@@ -150,7 +150,7 @@ def weight_chunks(snap: weights.WeightSnapshot, chunk_bytes: int = CHUNK_BYTES) 
     if snap.encoded is None:
         specs, blobs = _specs(snap.tensors)
         header = weights_pb2.WeightHeader(version=snap.version, done=snap.done, tensors=specs,
-                                          payload_bytes=sum(len(b) for b in blobs))
+                                          payload_bytes=sum(len(b) for b in blobs), generation=snap.generation)
         out = [weights_pb2.WeightChunk(seq=0, header=header)]
         out += [weights_pb2.WeightChunk(seq=i, data=d) for i, d in enumerate(_split(blobs, chunk_bytes), start=1)]
         snap.encoded = out
@@ -183,5 +183,6 @@ def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk], max_byte
     header, payload = _collect(chunks, max_bytes, "weights")
     assert isinstance(header, weights_pb2.WeightHeader)
     snap = None if header.unchanged else weights.WeightSnapshot(
-        version=header.version, tensors=_decode(header.tensors, payload, None), done=header.done)
+        version=header.version, tensors=_decode(header.tensors, payload, None), done=header.done,
+        generation=header.generation)
     return WeightReply(snap, header.version, header.done, header.waited_s)

@@ -88,19 +88,20 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             self.board.told(request.header.player_id)
             return iter([codec.unchanged_chunk(self.board.version, True)])
         r, _ = self._queue(lambda: codec.rollout_from_request(request, self.max_bytes), context)
-        return _newer_weights(self.board, r.policy_version, request.wait_s, r.player_id, context)
+        return _newer_weights(self.board, r.policy_version, request.wait_s, r.player_id, context, r.generation)
 
 
 def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float, player_id: int,
-                   context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
-    """Fetch's answer (and Exchange's): weights newer than since_version, waiting up to wait_s (capped, and
-    within the call's deadline) for them; else the unchanged header with the current version and done."""
+                   context: grpc.ServicerContext, since_generation: int = 0) -> Iterator[weights_pb2.WeightChunk]:
+    """Fetch's answer (and Exchange's): weights other than since_version's (of since_generation), waiting up to
+    wait_s (capped, and within the call's deadline) for them; else the unchanged header with the current version
+    and done."""
     wait = min(max(wait_s, 0.0), MAX_WAIT_S)
     remaining = context.time_remaining()
     if remaining is not None:
         wait = min(wait, max(0.0, remaining - 0.5))
     start = time.perf_counter()
-    snap = board.wait_newer(since_version, wait)
+    snap = board.wait_newer(since_version, wait, since_generation)
     waited = time.perf_counter() - start
     if board.done:
         board.told(player_id)
@@ -116,7 +117,8 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
     @_observed("Fetch")
     def Fetch(self, request: weights_pb2.FetchRequest,  # noqa: N802 - gRPC's name
               context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
-        return _newer_weights(self.board, request.since_version, request.wait_s, request.player_id, context)
+        return _newer_weights(self.board, request.since_version, request.wait_s, request.player_id, context,
+                              request.since_generation)
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):

@@ -26,7 +26,7 @@ from a2c.v1 import tensor_pb2 as a2c_dot_v1_dot_tensor__pb2
 from a2c.v1 import weights_pb2 as a2c_dot_v1_dot_weights__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x32\x63/v1/rollout.proto\x12\x06\x61\x32\x63.v1\x1a\x13\x61\x32\x63/v1/tensor.proto\x1a\x14\x61\x32\x63/v1/weights.proto\"\xcd\x01\n\rRolloutHeader\x12\x11\n\tplayer_id\x18\x01 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x11\n\tnum_steps\x18\x03 \x01(\x05\x12\x10\n\x08num_envs\x18\x04 \x01(\x05\x12\x17\n\x0f\x65pisode_returns\x18\x05 \x03(\x01\x12\x17\n\x0f\x65pisode_lengths\x18\x06 \x03(\x03\x12#\n\x07tensors\x18\x07 \x03(\x0b\x32\x12.a2c.v1.TensorSpec\x12\x15\n\rpayload_bytes\x18\x08 \x01(\x03\"\\\n\x0cRolloutChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\'\n\x06header\x18\x02 \x01(\x0b\x32\x15.a2c.v1.RolloutHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0bUploadReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x17\n\x0ftrainer_version\x18\x02 \x01(\x03\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\"Y\n\x0f\x45xchangeRequest\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.a2c.v1.RolloutHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x32\x83\x01\n\x0eRolloutService\x12\x35\n\x06Upload\x12\x14.a2c.v1.RolloutChunk\x1a\x13.a2c.v1.UploadReply(\x01\x12:\n\x08\x45xchange\x12\x17.a2c.v1.ExchangeRequest\x1a\x13.a2c.v1.WeightChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x32\x63/v1/rollout.proto\x12\x06\x61\x32\x63.v1\x1a\x13\x61\x32\x63/v1/tensor.proto\x1a\x14\x61\x32\x63/v1/weights.proto\"\xe1\x01\n\rRolloutHeader\x12\x11\n\tplayer_id\x18\x01 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x11\n\tnum_steps\x18\x03 \x01(\x05\x12\x10\n\x08num_envs\x18\x04 \x01(\x05\x12\x17\n\x0f\x65pisode_returns\x18\x05 \x03(\x01\x12\x17\n\x0f\x65pisode_lengths\x18\x06 \x03(\x03\x12#\n\x07tensors\x18\x07 \x03(\x0b\x32\x12.a2c.v1.TensorSpec\x12\x15\n\rpayload_bytes\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\"\\\n\x0cRolloutChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\'\n\x06header\x18\x02 \x01(\x0b\x32\x15.a2c.v1.RolloutHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0bUploadReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x17\n\x0ftrainer_version\x18\x02 \x01(\x03\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\"Y\n\x0f\x45xchangeRequest\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.a2c.v1.RolloutHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x32\x83\x01\n\x0eRolloutService\x12\x35\n\x06Upload\x12\x14.a2c.v1.RolloutChunk\x1a\x13.a2c.v1.UploadReply(\x01\x12:\n\x08\x45xchange\x12\x17.a2c.v1.ExchangeRequest\x1a\x13.a2c.v1.WeightChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a2c.v1.rollout_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROLLOUTHEADER']._serialized_start=76
-  _globals['_ROLLOUTHEADER']._serialized_end=281
-  _globals['_ROLLOUTCHUNK']._serialized_start=283
-  _globals['_ROLLOUTCHUNK']._serialized_end=375
-  _globals['_UPLOADREPLY']._serialized_start=377
-  _globals['_UPLOADREPLY']._serialized_end=447
-  _globals['_EXCHANGEREQUEST']._serialized_start=449
-  _globals['_EXCHANGEREQUEST']._serialized_end=538
-  _globals['_ROLLOUTSERVICE']._serialized_start=541
-  _globals['_ROLLOUTSERVICE']._serialized_end=672
+  _globals['_ROLLOUTHEADER']._serialized_end=301
+  _globals['_ROLLOUTCHUNK']._serialized_start=303
+  _globals['_ROLLOUTCHUNK']._serialized_end=395
+  _globals['_UPLOADREPLY']._serialized_start=397
+  _globals['_UPLOADREPLY']._serialized_end=467
+  _globals['_EXCHANGEREQUEST']._serialized_start=469
+  _globals['_EXCHANGEREQUEST']._serialized_end=558
+  _globals['_ROLLOUTSERVICE']._serialized_start=561
+  _globals['_ROLLOUTSERVICE']._serialized_end=692
 # @@protoc_insertion_point(module_scope)

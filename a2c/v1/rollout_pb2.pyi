@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RolloutHeader(_message.Message):
-    __slots__ = ("player_id", "policy_version", "num_steps", "num_envs", "episode_returns", "episode_lengths", "tensors", "payload_bytes")
+    __slots__ = ("player_id", "policy_version", "num_steps", "num_envs", "episode_returns", "episode_lengths", "tensors", "payload_bytes", "generation")
     PLAYER_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class RolloutHeader(_message.Message):
     EPISODE_LENGTHS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     player_id: int
     policy_version: int
     num_steps: int
@@ -26,7 +27,8 @@ class RolloutHeader(_message.Message):
     episode_lengths: _containers.RepeatedScalarFieldContainer[int]
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.TensorSpec]
     payload_bytes: int
-    def __init__(self, player_id: _Optional[int] = ..., policy_version: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_envs: _Optional[int] = ..., episode_returns: _Optional[_Iterable[float]] = ..., episode_lengths: _Optional[_Iterable[int]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
+    generation: int
+    def __init__(self, player_id: _Optional[int] = ..., policy_version: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_envs: _Optional[int] = ..., episode_returns: _Optional[_Iterable[float]] = ..., episode_lengths: _Optional[_Iterable[int]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class RolloutChunk(_message.Message):
     __slots__ = ("seq", "header", "data")

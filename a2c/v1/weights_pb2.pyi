@@ -8,30 +8,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FetchRequest(_message.Message):
-    __slots__ = ("since_version", "wait_s", "player_id")
+    __slots__ = ("since_version", "wait_s", "player_id", "since_generation")
     SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
     PLAYER_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_GENERATION_FIELD_NUMBER: _ClassVar[int]
     since_version: int
     wait_s: float
     player_id: int
-    def __init__(self, since_version: _Optional[int] = ..., wait_s: _Optional[float] = ..., player_id: _Optional[int] = ...) -> None: ...
+    since_generation: int
+    def __init__(self, since_version: _Optional[int] = ..., wait_s: _Optional[float] = ..., player_id: _Optional[int] = ..., since_generation: _Optional[int] = ...) -> None: ...
 
 class WeightHeader(_message.Message):
-    __slots__ = ("version", "unchanged", "done", "tensors", "payload_bytes", "waited_s")
+    __slots__ = ("version", "unchanged", "done", "tensors", "payload_bytes", "waited_s", "generation")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     WAITED_S_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     version: int
     unchanged: bool
     done: bool
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.TensorSpec]
     payload_bytes: int
     waited_s: float
-    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., done: _Optional[bool] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., waited_s: _Optional[float] = ...) -> None: ...
+    generation: int
+    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., done: _Optional[bool] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., waited_s: _Optional[float] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class WeightChunk(_message.Message):
     __slots__ = ("seq", "header", "data")

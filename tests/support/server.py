@@ -25,9 +25,10 @@ class WatchedBoard(weights.WeightBoard):
         super().__init__()
         self.waiting = threading.Event()
 
-    def wait_newer(self, since_version: int, timeout_s: float) -> weights.WeightSnapshot | None:
+    def wait_newer(self, since_version: int, timeout_s: float,
+                   since_generation: int = 0) -> weights.WeightSnapshot | None:
         self.waiting.set()
-        return super().wait_newer(since_version, timeout_s)
+        return super().wait_newer(since_version, timeout_s, since_generation)
 
 
 @dataclass
