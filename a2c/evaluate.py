@@ -232,6 +232,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     help_text = "play a checkpoint greedily: mean ± std return and length; --video films one episode"
     p = sub.add_parser("eval", help=help_text, description=help_text)
     p.add_argument("checkpoint", type=Path, help="a checkpoint file (ckpt-*.pt) or a run directory (its newest)")
+    p.add_argument("--best", action="store_true",
+                   help="of a run directory, play checkpoints/best.pt: the weights of the run's best periodic "
+                        "evaluation (--keep-best), not its newest checkpoint")
     p.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i (default: 0)")
     p.add_argument("--max-episode-steps", type=int, default=0,
@@ -251,6 +254,20 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
 
+def best_of(run_dir: Path) -> Path:
+    """The best-evaluated checkpoint of a run directory (written by trainer 0 with --keep-best)."""
+    from a2c import checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvalError(f"--best takes a run directory, got {run_dir}")
+    path = checkpoint.best_path(run_dir)
+    if not path.is_file():
+        raise EvalError(f"{run_dir}: no {path.relative_to(run_dir)} (it is written by trainer 0's periodic "
+                        "evaluations: a run with --eval-interval 0 or --keep-best false, or none evaluated yet)")
+    return path
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise EvalError(f"--episodes must be at least 1, got {args.episodes}")
@@ -258,7 +275,7 @@ def _main(args: argparse.Namespace) -> int:
         raise EvalError(f"--fps must be positive, got {args.fps}")
     if args.video is not None and Path(args.video).suffix.lower() != ".gif":
         raise EvalError(f"--video {args.video}: only .gif is supported (MP4 would need an encoder binary)")
-    loaded = load(args.checkpoint)
+    loaded = load(best_of(args.checkpoint) if args.best else args.checkpoint)
     max_steps = args.max_episode_steps or None
     result = evaluate(loaded.agent, loaded.env_cfg, args.episodes, args.seed, max_steps)
     out: dict[str, Any] = {"checkpoint": str(loaded.path), "version": loaded.version, "env_steps": loaded.env_steps,

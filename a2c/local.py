@@ -181,6 +181,22 @@ def run(cfg: config.LocalConfig) -> int:
             painter.close()
 
 
+def _best_line(run_dir: Path) -> str:
+    """Where the run's best-evaluated weights are (--keep-best), or "" when there are none."""
+    from a2c import checkpoint  # torch: imported by now (`_run`)
+
+    path = checkpoint.best_path(run_dir)
+    if not path.exists():
+        return ""
+    try:
+        state = checkpoint.load(path)
+        score, version = float(state["eval"]["mean_return"]), int(state["version"])
+    except Exception as exc:  # noqa: BLE001 - a torn file must not fail a finished run
+        return f"best checkpoint: {path} does not load ({exc})"
+    return (f"best checkpoint: {path} (greedy return {score:.1f} at iteration {version:,}; "
+            f"play it with: a2c eval {run_dir} --best)")
+
+
 def _run(cfg: config.LocalConfig, run_dir: Path, painter: curve.Painter | None) -> int:
     with imports.without_gc():  # once here, inherited by every forked child: torch, and torch._dynamo (learner)
         from a2c import player, trainer  # noqa: F401
@@ -208,6 +224,9 @@ def _run(cfg: config.LocalConfig, run_dir: Path, painter: curve.Painter | None) 
         write_pids(run_dir, children)
 
     outcome = supervisor.supervise(cfg, run_dir, children, restart_player, restart_trainers, start)
+    best = _best_line(run_dir)
+    if best:
+        print(best)
     if painter is not None and (run_dir / journal.FILE).exists():
         title = f"a2c {cfg.env.env_id}: {cfg.trainers} trainer(s) x {cfg.players_per_trainer} player(s) each"
         png = painter.plot(run_dir / journal.FILE, run_dir / "learning_curve.png", cfg.stop.target_return, title)

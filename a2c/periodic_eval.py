@@ -6,7 +6,8 @@ every --eval-interval iterations in the evaluator process, so that training neve
 Data flow: trainer 0, every --eval-interval iterations -> `Evaluator.submit` (the snapshot it just
 published: numpy tensors, version, env steps; never blocks) -> this class's thread -> pipe -> the
 side process `python -m a2c.periodic_eval` (`serve`: `evaluate.evaluate`, greedy, fixed seed) -> pipe ->
-the thread -> `on_result` (trainer 0's `recorder` writes the eval row and the a2c_eval_* metrics).
+the thread -> `on_result` (trainer 0's `recorder` writes the eval row and the a2c_eval_* metrics), and
+with --keep-best `checkpoint.Best` (best.pt: the weights of the best evaluation so far).
 
 Why a process, not a thread: an evaluation is pure Python stepping (the GIL would slow the trainer's loop).
 The trainer forks it (`Evaluator.fork`) before it starts any thread (gRPC, metrics, the process group: a fork
@@ -45,7 +46,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 import torch
 
-from a2c import agent, config, cores, env, evaluate, weights
+from a2c import agent, checkpoint, config, cores, env, evaluate, weights
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,10 @@ class Evaluator:
 
     def __init__(self, env_cfg: config.EnvConfig, algo: config.AlgoConfig, episodes: int, seed: int,
                  on_result: Callable[[Outcome], object], on_failure: Callable[[str], object] | None = None,
-                 command: list[str] | None = None, max_failures: int = 3) -> None:
+                 command: list[str] | None = None, max_failures: int = 3,
+                 best: checkpoint.Best | None = None) -> None:
         config.check_evaluation(episodes=episodes)
+        self.best = best  # offered every result: keeps the best-evaluated weights (--keep-best)
         self.env_cfg, self.algo, self.episodes, self.seed = env_cfg, algo, episodes, seed
         self.on_result, self.on_failure = on_result, on_failure
         self.command = list(command or COMMAND)
@@ -315,6 +318,12 @@ class Evaluator:
             result = evaluate.Result(returns=list(reply["returns"]), lengths=list(reply["lengths"]))
             outcome = Outcome(request.version, request.env_steps, request.time_s, self.seed,
                               float(reply["seconds"]), result)
+            if self.best is not None:
+                try:
+                    self.best.offer(request.version, request.env_steps, {**result.summary(), "seed": self.seed},
+                                    request.tensors)
+                except Exception:  # a full disk must not end evaluation, nor training
+                    log.exception("keeping version %d as the best checkpoint failed", request.version)
             try:
                 self.on_result(outcome)
             except Exception:

@@ -69,8 +69,12 @@ class Trainer:
                                  max_queue, lambda: self.progress.version)
         self.evaluator: periodic_eval.Evaluator | None = None  # trainer 0's, with --eval-interval > 0
         if rank == 0 and cfg.eval_interval > 0:
+            # --keep-best: best.pt carries the config every checkpoint carries (`_checkpoint`)
+            best = checkpoint.Best(self.run_dir, {"env": dataclasses.asdict(cfg.env),
+                                                  "algo": dataclasses.asdict(cfg.algo)}) if cfg.keep_best else None
             self.evaluator = periodic_eval.Evaluator(cfg.env, cfg.algo, cfg.eval_episodes, cfg.env.seed,
-                                                     self.recorder.evaluation, self.recorder.evaluation_failed)
+                                                     self.recorder.evaluation, self.recorder.evaluation_failed,
+                                                     best=best)
 
     def status(self) -> trainer_pb2.TrainerStatus:
         """TrainerService.Status."""

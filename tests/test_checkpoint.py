@@ -144,3 +144,55 @@ def test_save_never_deletes_the_checkpoint_it_just_wrote(tmp_path: Path, caplog:
     assert written.exists(), "the checkpoint just written was pruned"
     back = checkpoint.load_latest(tmp_path)
     assert back is not None and back["version"] == 2
+
+
+# --- best.pt (--keep-best) ------------------------------------------------------------------------------
+
+
+def tensors(seed: int) -> dict[str, np.ndarray]:
+    """Weights as the evaluator gets them: the model's state dict as numpy arrays."""
+    return {k: v.numpy().copy() for k, v in state(seed)["model"].items()}
+
+
+def test_best_keeps_only_a_strictly_better_evaluation(tmp_path: Path) -> None:
+    """The best so far, not the newest: a worse and an equal evaluation leave best.pt as it was."""
+    best = checkpoint.Best(tmp_path, {"env": {"env_id": "CartPole-v1"}, "algo": {}})
+    assert best.score is None
+    assert best.offer(100, 1000, {"mean_return": 200.0}, tensors(1))
+    assert not best.offer(200, 2000, {"mean_return": 150.0}, tensors(2)), "a worse policy replaced the best"
+    assert not best.offer(300, 3000, {"mean_return": 200.0}, tensors(3)), "of equal scores the first is kept"
+    kept = checkpoint.load(checkpoint.best_path(tmp_path))
+    assert (kept["version"], kept["progress"], kept["eval"]) == (100, {"env_steps": 1000}, {"mean_return": 200.0})
+    assert kept["config"] == {"env": {"env_id": "CartPole-v1"}, "algo": {}}
+    assert all(torch.equal(kept["model"][k], torch.from_numpy(v)) for k, v in tensors(1).items())
+    assert best.offer(400, 4000, {"mean_return": 250.0}, tensors(4))
+    assert checkpoint.load(checkpoint.best_path(tmp_path))["version"] == 400
+    assert names(tmp_path) == ["best.pt"], "written atomically: no temporary file left"
+
+
+def test_a_resumed_run_starts_from_the_best_score_on_disk(tmp_path: Path) -> None:
+    checkpoint.Best(tmp_path, {}).offer(100, 1000, {"mean_return": 300.0}, tensors(1))
+    again = checkpoint.Best(tmp_path, {})  # the trainer restarted
+    assert again.score == 300.0
+    assert not again.offer(200, 2000, {"mean_return": 120.0}, tensors(2)), "the restart forgot the best"
+    assert checkpoint.load(checkpoint.best_path(tmp_path))["version"] == 100
+
+
+def test_a_torn_best_is_replaced_by_the_next_evaluation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = checkpoint.best_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"torn")
+    with caplog.at_level(logging.WARNING):
+        best = checkpoint.Best(tmp_path, {})
+    assert best.score is None and "best.pt does not load" in caplog.text
+    assert best.offer(5, 50, {"mean_return": -10.0}, tensors(1))
+    assert checkpoint.load(path)["version"] == 5
+
+
+def test_best_is_never_resumed_from_nor_pruned(tmp_path: Path) -> None:
+    checkpoint.Best(tmp_path, {}).offer(900, 9000, {"mean_return": 1.0}, tensors(1))
+    for v in (1, 2, 3, 4):
+        checkpoint.save(tmp_path, v, state(v), keep=2)
+    assert names(tmp_path) == ["best.pt", "ckpt-000000003.pt", "ckpt-000000004.pt"]
+    back = checkpoint.load_latest(tmp_path)
+    assert back is not None and back["version"] == 4, "a restart resumes from the newest checkpoint, with optimizer"

@@ -330,3 +330,30 @@ def test_a_normalised_obs_checkpoint_is_evaluated_with_its_statistics(tmp_path: 
     code, out, _ = run_cli(capsys, str(tmp_path), "--episodes", "2", "--max-episode-steps", "30", "--json")
     assert code == 0
     assert json.loads(out)["returns"] == pytest.approx(with_stats.returns)
+
+
+def test_cli_best_plays_the_best_evaluated_weights_not_the_newest(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--best plays checkpoints/best.pt (what checkpoint.Best keeps), while the run directory alone plays the
+    newest checkpoint; the two hold different weights here, and each result is that of its own weights."""
+    env_cfg, algo = config.EnvConfig(), config.AlgoConfig()
+    save_untrained(tmp_path, version=20, seed=0)
+    torch.manual_seed(3)
+    other = agent.Agent(*env.spaces(env_cfg), algo)
+    cfg = {"env": dataclasses.asdict(env_cfg), "algo": dataclasses.asdict(algo)}
+    assert checkpoint.Best(tmp_path, cfg).offer(10, 640, {"mean_return": 50.0}, agent.snapshot(other, 10).tensors)
+    code, out, err = run_cli(capsys, str(tmp_path), "--best", "--episodes", "3", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    want = evaluate.evaluate(other, env_cfg, episodes=3, seed=0)
+    assert (got["checkpoint"], got["version"], got["env_steps"]) == (str(checkpoint.best_path(tmp_path)), 10, 640)
+    assert got["returns"] == want.returns
+    code, out, _ = run_cli(capsys, str(tmp_path), "--episodes", "3", "--json")
+    assert code == 0 and json.loads(out)["version"] == 20
+
+
+def test_cli_best_without_a_best_checkpoint_exits_2(cartpole: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, str(cartpole), "--best")
+    assert code == 2 and not out and "no checkpoints/best.pt" in err and "--keep-best" in err
+    code, _, err = run_cli(capsys, str(checkpoint.path_for(cartpole, 7)), "--best")
+    assert code == 2 and "--best takes a run directory" in err

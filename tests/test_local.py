@@ -69,6 +69,11 @@ def test_local_defaults_learn_cartpole(tmp_path: Path) -> None:
     assert evaluations, "evaluation is on by default (every 100 iterations)"
     assert all(r["iteration"] % 100 == 0 and r["eval_episodes"] == 10 for r in evaluations)
     assert "last evaluation: greedy return" in out
+    best = checkpoint.load(checkpoint.best_path(tmp_path))  # --keep-best is on by default
+    top = max(r["eval_mean_return"] for r in evaluations)
+    assert best["eval"]["mean_return"] == top, "best.pt holds the best evaluation"
+    assert best["version"] == next(r["iteration"] for r in evaluations if r["eval_mean_return"] == top)
+    assert f"best checkpoint: {checkpoint.best_path(tmp_path)} (greedy return {top:.1f}" in out
     png = tmp_path / "learning_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     targets = json.loads((tmp_path / "prometheus_targets.json").read_text())

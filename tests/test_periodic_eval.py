@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, config, env, evaluate, periodic_eval
+from a2c import agent, checkpoint, config, env, evaluate, periodic_eval
 from tests.support.procs import wait_for
 
 FAKE = [sys.executable, "-m", "tests.fake_evaluator"]
@@ -184,7 +184,7 @@ def test_warm_up_starts_the_side_process_before_the_first_snapshot(tmp_path: Pat
 FORKING = r"""
 import json, os, sys, time
 import torch
-from a2c import agent, config, env, evaluate, periodic_eval
+from a2c import agent, checkpoint, config, env, evaluate, periodic_eval
 from tests.test_periodic_eval import Recorder
 
 def wait(predicate):
@@ -272,3 +272,42 @@ def test_close_ends_an_evaluation_in_flight_and_its_process(tmp_path: Path) -> N
 def test_bad_episode_count_is_refused() -> None:
     with pytest.raises(ValueError, match="--eval-episodes"):
         _make(Recorder(), episodes=0)
+
+
+class FailingBest(checkpoint.Best):
+    def offer(self, *args: object) -> bool:
+        raise OSError(28, "No space left on device")
+
+
+def test_the_best_evaluated_snapshot_is_kept_and_a_failing_keeper_loses_no_evaluation(tmp_path: Path) -> None:
+    """--keep-best: each result is offered to checkpoint.Best with the weights that were evaluated (the fake
+    scores version v as return v): 5, then a worse 3, then 7 -> best.pt holds 5, then 7. A keeper that cannot
+    write is logged; the evaluation is still recorded and the evaluator goes on."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    rec = Recorder()
+    ev = periodic_eval.Evaluator(config.EnvConfig(), config.AlgoConfig(), 1, 7, rec.result, rec.failure,
+                                 command=[*FAKE, "gate", str(gate)], best=checkpoint.Best(tmp_path, {"env": {}}))
+    kept = []
+    try:
+        for version in (5, 3, 7):
+            ev.submit(version, version * 10, 0.0, _tensors(version))
+            assert ev.drain(30.0)
+            state = checkpoint.load(checkpoint.best_path(tmp_path))
+            kept.append((state["version"], state["progress"]["env_steps"], state["eval"]["mean_return"],
+                         state["model"]["w"].tolist()))
+    finally:
+        ev.close()
+    assert kept == [(5, 50, 5.0, [5.0, 5.0]), (5, 50, 5.0, [5.0, 5.0]), (7, 70, 7.0, [7.0, 7.0])]
+    assert [o.version for o in rec.outcomes] == [5, 3, 7]
+    rec = Recorder()
+    ev = periodic_eval.Evaluator(config.EnvConfig(), config.AlgoConfig(), 1, 7, rec.result, rec.failure,
+                                 command=[*FAKE, "gate", str(gate)], best=FailingBest(tmp_path / "other", {}))
+    try:
+        for version in (1, 2):
+            ev.submit(version, version, 0.0, _tensors(version))
+            assert ev.drain(30.0)
+        assert ev.alive and ev.failures == 0
+    finally:
+        ev.close()
+    assert [o.version for o in rec.outcomes] == [1, 2] and not rec.failures
