@@ -95,13 +95,18 @@ class Reconciler:
             jobspec.trainer_config(meta["name"], meta["namespace"], jobspec.with_defaults(job.get("spec")))
         except (ValueError, KeyError, TypeError) as exc:
             return self._invalid(job, str(exc), now)
-        selector = resources.selector(meta["name"], "trainer")
-        pods = trainer_pods(self.kube.list("v1", "Pod", meta["namespace"], selector))
+        if meta.get("deletionTimestamp"):
+            # Being deleted (a foreground delete waits for the children to go): create, patch, restart nothing.
+            return "deleting"
+        pods = trainer_pods(self._own_pods(job))
         terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
         report = self._probe(job) if poll and not terminal else None
         decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job), polled=poll)
 
         changed = [self.kube.apply(obj) for obj in resources.render(job, decision.stopped, decision.trainers)]
+        if "replacing" in changed:
+            # An earlier job's namesake child is still going: write nothing yet, the loop comes back soon.
+            return "waiting"
         if decision.restart_gang:
             for pod in pods:  # the StatefulSet recreates them together; they resume from the checkpoint
                 self.kube.delete("v1", "Pod", meta["namespace"], pod.name)
@@ -119,6 +124,24 @@ class Reconciler:
             return "restarted"
         return "changed" if status_changed or any(c != "unchanged" for c in changed) else "unchanged"
 
+    def _own_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The trainer pods of this job's own trainer StatefulSet. An earlier job of the same name (`helm
+        upgrade`) leaves pods with the same labels until the garbage collector removes them: they are not this
+        job's group. Pods with no controller are counted (a StatefulSet adopts them)."""
+        meta = job["metadata"]
+        items = self.kube.list("v1", "Pod", meta["namespace"], resources.selector(meta["name"], "trainer"))
+        try:
+            sts = self.kube.get("apps/v1", "StatefulSet", meta["namespace"], f"{meta['name']}-trainer")
+        except kube.NotFoundError:
+            sts = None
+        ours = sts is not None and (kube.controller_of(sts) or {}).get("uid") == meta.get("uid")
+        sts_uid = sts["metadata"]["uid"] if sts is not None and ours else None
+
+        def owned(pod: dict[str, Any]) -> bool:
+            ref = kube.controller_of(pod)
+            return ref is None or (sts_uid is not None and ref.get("uid") == sts_uid)
+        return [p for p in items if owned(p)]
+
     def _probe(self, job: dict[str, Any]) -> dict[str, Any] | None:
         """Trainer 0's report; a job with spec.tls is asked over TLS, or not at all without credentials."""
         if not jobspec.with_defaults(job.get("spec"))["tls"]["secretName"]:
@@ -133,11 +156,6 @@ class Reconciler:
         old = job.get("status") or {}
         if old.get("phase") == status.FAILED and old.get("reason") == "InvalidSpec":
             return "unchanged"
-        new = dict(old, phase=status.FAILED, reason="InvalidSpec", message=why,
-                   observedGeneration=int(job["metadata"].get("generation") or 0))
-        conds = list(old.get("conditions") or [])
-        status.set_condition(conds, "Failed", True, "InvalidSpec", why, now, new["observedGeneration"])
-        new["conditions"] = conds
-        self.kube.patch_status(job, new)
+        self.kube.patch_status(job, status.invalid(job, why, now))
         self.kube.event(job, "Warning", "InvalidSpec", why, now)
         return "invalid"

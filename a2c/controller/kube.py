@@ -30,8 +30,20 @@ PLURALS = {
 }
 
 
+CONFLICT = 409
+
+
 class NotFoundError(Exception):
     pass
+
+
+class ForeignOwnerError(Exception):
+    """A child's name is taken by an object another controller owns."""
+
+
+def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference with `controller: true`, if any."""
+    return next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
 
 
 def path(api_version: str, kind: str, namespace: str | None = None, name: str | None = None) -> str:
@@ -98,7 +110,14 @@ class Kube:
         return items, str((reply.get("metadata") or {}).get("resourceVersion") or "")
 
     def apply(self, obj: dict[str, Any]) -> str:
-        """Create `obj` or bring it to the rendering; returns 'created', 'patched' or 'unchanged'."""
+        """Create `obj` or bring it to the rendering; returns 'created', 'patched', 'unchanged', or 'replacing'
+        while a namesake left by an earlier owner is still going.
+
+        A child is only ever patched if `obj`'s controller owns it. One controlled by an earlier job of the same
+        name (`helm upgrade` deletes the job and creates it again at once, and the garbage collector takes its
+        time), or left without an owner by an orphaning delete, is deleted (uid precondition: that object, not a
+        successor) and created anew; adopting it would keep what it runs (a StatefulSet's OnDelete pods keep their
+        old spec). One controlled by anything else is not ours to touch: ForeignOwnerError."""
         meta = obj["metadata"]
         desired = json.loads(json.dumps(obj))
         desired["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(obj, sort_keys=True)
@@ -106,8 +125,10 @@ class Kube:
         try:
             live = self.request("GET", url)
         except NotFoundError:
-            self.request("POST", path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=desired)
-            return "created"
+            return self._create(obj, desired)
+        owner = controller_of(obj)
+        if owner is not None and (controller_of(live) or {}).get("uid") != owner["uid"]:
+            return self._replace(obj, desired, live, owner)
         last = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
         if last == desired["metadata"]["annotations"][LAST_APPLIED]:
             return "unchanged"
@@ -115,6 +136,37 @@ class Kube:
         before.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = last
         self.request("PATCH", url, body=merge_patch(before, desired), content_type="application/merge-patch+json")
         return "patched"
+
+    def _create(self, obj: dict[str, Any], desired: dict[str, Any]) -> str:
+        try:
+            self.request("POST", path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"]), body=desired)
+        except client.ApiException as exc:
+            if exc.status == CONFLICT:  # AlreadyExists: the namesake is still being deleted (finalizers)
+                return "replacing"
+            raise
+        return "created"
+
+    def _replace(self, obj: dict[str, Any], desired: dict[str, Any], live: dict[str, Any],
+                 owner: dict[str, Any]) -> str:
+        meta, theirs = live["metadata"], controller_of(live)
+        predecessor = theirs is not None and (theirs.get("kind"), theirs.get("name")) == (owner["kind"], owner["name"])
+        labels, ours = meta.get("labels") or {}, obj["metadata"].get("labels") or {}
+        abandoned = theirs is None and all(labels.get(k) == v for k, v in ours.items())
+        if not (predecessor or abandoned):
+            raise ForeignOwnerError(f"{obj['kind']} {meta['name']} exists and is controlled by "
+                                    f"{(theirs or {}).get('kind', 'no one')} {(theirs or {}).get('name', '')}".strip())
+        if not meta.get("deletionTimestamp"):
+            options = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                       "preconditions": {"uid": meta["uid"]}}
+            try:
+                self.request("DELETE", path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+                             body=options)
+            except NotFoundError:
+                pass  # the garbage collector was first
+            except client.ApiException as exc:
+                if exc.status != CONFLICT:  # Conflict: the precondition failed, a successor is there already
+                    raise
+        return self._create(obj, desired)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFoundError):  # already gone is what we wanted

@@ -5,7 +5,9 @@ once, then watch from the list's resourceVersion (with bookmarks, resuming where
 ends, relisting on 410 Gone) and turn the events that matter into job keys on a queue; a resync every
 `resync_s` lists all jobs and reconciles each with `poll=True` (the only time trainer 0's progress is asked
 for); one worker reconciles the keys one at a time (`handlers.Reconciler`), so a job is never reconciled
-twice at once. A failed reconcile is logged and retried on the next resync.
+twice at once. A failed reconcile is logged and retried after a back-off (1 s, doubling up to `resync_s`); one
+that waits for an earlier job's children to go (`waiting`) comes back after `requeue_s`: no watch tells the
+controller when the garbage collector is done with them.
 
 What does not matter, and so causes no reconcile: a job event whose generation is already observed in its
 status (our own status writes come back as such events; reconciling them would write again, forever),
@@ -32,11 +34,14 @@ class Expired(Exception):
 
 
 class Loop:
-    def __init__(self, reconciler: handlers.Reconciler, namespace: str | None = None, resync_s: float = 10.0) -> None:
+    def __init__(self, reconciler: handlers.Reconciler, namespace: str | None = None, resync_s: float = 10.0,
+                 requeue_s: float = 1.0) -> None:
         self.reconciler = reconciler
         self.kube = reconciler.kube
         self.namespace = namespace
-        self.resync_s = resync_s
+        self.resync_s, self.requeue_s = resync_s, requeue_s
+        self._later: dict[Key, float] = {}  # key -> monotonic time to reconcile it again
+        self._failures: dict[Key, int] = {}
         self.stop = threading.Event()
         self.heartbeat = time.monotonic()
         self._pending: dict[Key, bool] = {}  # key -> poll trainer 0 when reconciling it
@@ -127,17 +132,31 @@ class Loop:
                 self._resync()
                 next_resync = time.monotonic() + self.resync_s
             with self._wake:
+                wake_at = min([next_resync, *self._later.values()])
                 if not self._pending:
-                    self._wake.wait(timeout=max(0.0, next_resync - time.monotonic()))
+                    self._wake.wait(timeout=max(0.0, wake_at - time.monotonic()))
+                for key, when in list(self._later.items()):
+                    if when <= time.monotonic():
+                        del self._later[key]
+                        self._pending.setdefault(key, False)
                 keys, self._pending = sorted(self._pending.items()), {}
-            for (namespace, name), poll in keys:
+            for key, poll in keys:
                 if self.stop.is_set():
                     break
-                try:
-                    result = self.reconciler.reconcile(namespace, name, poll=poll)
-                    log.debug("reconciled %s/%s (poll=%s): %s", namespace, name, poll, result)
-                except Exception:
-                    log.exception("reconcile %s/%s failed; retrying at the next resync", namespace, name)
+                self._reconcile(key, poll)
+
+    def _reconcile(self, key: Key, poll: bool) -> None:
+        try:
+            result = self.reconciler.reconcile(*key, poll=poll)
+            log.debug("reconciled %s/%s (poll=%s): %s", *key, poll, result)
+            self._failures.pop(key, None)
+            if result == "waiting":
+                self._later[key] = time.monotonic() + self.requeue_s
+        except Exception:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(self.resync_s, self.requeue_s * 2 ** (failures - 1))
+            log.exception("reconcile %s/%s failed; retrying in %.0f s", *key, delay)
+            self._later[key] = time.monotonic() + delay
 
 
 def _observed(job: dict[str, Any]) -> bool:

@@ -84,14 +84,30 @@ def lost_trainers(seen: dict[str, dict[str, Any]], pods: list[TrainerPod]) -> li
     return why
 
 
-def _progress(status: dict[str, Any], report: dict[str, Any]) -> None:
-    status.update(iteration=int(report["iteration"]), envSteps=int(report["env_steps"]),
-                  episodes=int(report["episodes"]))
+def _progress(status: dict[str, Any], report: dict[str, Any], now: str) -> None:
+    """Trainer 0's progress into `status`, never backwards but to the checkpoint a re-formed group resumed from.
+
+    A re-forming group reports zeros until rank 0 has loaded its checkpoint (STARTING): the last known progress
+    stays. Once the report is below what status holds, the group resumed from an older checkpoint (the iteration
+    is the policy version, monotonic within a run): that step back is taken and said in `resumedFrom`."""
+    iteration, known = int(report["iteration"]), int(status.get("iteration") or 0)
+    if iteration < known:
+        if iteration == 0 and report["phase"] == "STARTING":
+            return  # not resumed yet
+        status["resumedFrom"] = {"iteration": iteration, "envSteps": int(report["env_steps"]),
+                                 "previousIteration": known, "time": now}
+    status.update(iteration=iteration, envSteps=int(report["env_steps"]), episodes=int(report["episodes"]))
     mean = float(report["mean_return"])
-    if math.isfinite(mean):  # NaN until the first episode ends: JSON has no NaN (the API server answers 400)
-        status["meanReturn"] = mean
-    else:
-        status.pop("meanReturn", None)
+    if math.isfinite(mean) and int(report["episodes"]) > 0:  # NaN until an episode ends: JSON has no NaN (400)
+        status["meanReturn"] = mean  # else the last known mean stays (a resumed group has no window yet)
+
+
+def resumed_note(status: dict[str, Any]) -> str:
+    """What a Running message adds while the group runs on from a checkpoint older than the progress it had."""
+    back = status.get("resumedFrom")
+    if not back or int(status.get("iteration") or 0) >= int(back["previousIteration"]):
+        return ""
+    return f" (resumed from the checkpoint at iteration {back['iteration']}, was {back['previousIteration']})"
 
 
 def _seconds_between(start: str, now: str) -> float:
@@ -108,22 +124,43 @@ def _ready(pods: list[TrainerPod], trainers: int) -> int:
     return len([p for p in pods if p.ready and not p.deleting and 0 <= p.ordinal < trainers])
 
 
+NOT_ANSWERING = "TrainerNotAnswering"
+
+
 def _conditions(d: Decision, pods: list[TrainerPod], report: dict[str, Any] | None, polled: bool, now: str,
                 gen: int) -> None:
+    """Ready, Progressing, Succeeded, Failed as the API conventions have them: each one says one thing, reason
+    and message agree with the status, and a pass that learned nothing new writes the same words (a watch-driven
+    pass does not ask trainer 0: what the last poll found about it stands)."""
     status = d.status
     conds = status.setdefault("conditions", [])
     phase, reason, message = status["phase"], status.get("reason", ""), status.get("message", "")
-    if polled or phase != RUNNING or not any(c["type"] == "Ready" for c in conds):
-        # Between polls (a watch event) trainer 0 was not asked: a Running job keeps its Ready condition.
-        ready = phase == RUNNING and report is not None and _ready(pods, d.trainers) >= d.trainers
-        set_condition(conds, "Ready", ready, "TrainersReady" if ready else "TrainersNotReady",
-                      f"{_ready(pods, d.trainers)}/{d.trainers} trainers ready"
-                      + ("" if report is not None or not polled else "; trainer 0 not answering"), now, gen)
+    before = next((c for c in conds if c["type"] == "Ready"), None)
+    answering = report is not None if polled else not (before and before.get("reason") == NOT_ANSWERING)
+    counted = f"{_ready(pods, d.trainers)}/{d.trainers} trainers ready"
+    if phase in TERMINAL:
+        set_condition(conds, "Ready", False, f"Job{phase}", f"the job has {phase.lower()}: its trainers are stopped",
+                      now, gen)
+    elif phase == RUNNING and answering and _ready(pods, d.trainers) >= d.trainers:
+        set_condition(conds, "Ready", True, "TrainersReady", counted, now, gen)
+    elif not answering:
+        set_condition(conds, "Ready", False, NOT_ANSWERING, f"{counted}; trainer 0 not answering", now, gen)
+    else:
+        set_condition(conds, "Ready", False, "TrainersNotReady", counted, now, gen)
     set_condition(conds, "Progressing", phase not in TERMINAL, reason or phase, message, now, gen)
     set_condition(conds, "Succeeded", phase == SUCCEEDED, reason if phase == SUCCEEDED else "NotSucceeded",
                   message if phase == SUCCEEDED else "", now, gen)
     set_condition(conds, "Failed", phase == FAILED, reason if phase == FAILED else "NotFailed",
                   message if phase == FAILED else "", now, gen)
+
+
+def invalid(job: dict[str, Any], why: str, now: str) -> dict[str, Any]:
+    """The status of a job whose spec cannot be rendered: Failed (InvalidSpec), every condition saying so."""
+    gen = int(job["metadata"].get("generation") or 0)
+    d = Decision(status=dict(copy.deepcopy(job.get("status") or {}), phase=FAILED, reason="InvalidSpec",
+                             message=why, observedGeneration=gen), trainers=0, stopped=True)
+    _conditions(d, [], None, False, now, gen)
+    return d.status
 
 
 def decide(
@@ -176,7 +213,7 @@ def decide(
             _watch_group(d, spec, pods, now)
 
     if report is not None and not d.restart_gang and status["phase"] != FAILED:
-        _progress(status, report)
+        _progress(status, report, now)
         if final:
             reached = report["phase"] == "SUCCEEDED"
             mean = f"{status['meanReturn']:.1f}" if "meanReturn" in status else "n/a"
@@ -191,7 +228,7 @@ def decide(
             if status["phase"] != RUNNING:
                 d.events.append(("Normal", "Running", f"trainer 0 reports {report['phase']}"))
             status.update(phase=RUNNING, reason=report["phase"].capitalize(),
-                          message=report.get("message") or f"iteration {status['iteration']}")
+                          message=(report.get("message") or f"iteration {status['iteration']}") + resumed_note(status))
     _conditions(d, pods, report, polled, now, gen)
     return d
 

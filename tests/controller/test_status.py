@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 from typing import Any
 
@@ -174,14 +175,66 @@ def test_a_final_report_beats_a_restart_seen_in_the_same_pass() -> None:
 def test_no_non_finite_number_reaches_status() -> None:
     """mean_return is NaN until the first episode ends; JSON has no NaN (kube-apiserver answers 400)."""
     import json
-    import math
 
+    unknown = {k: v for k, v in running().items() if k != "meanReturn"}  # no episode has ended yet
+    fresh = status.decide(job(unknown), [pod(0), pod(1)], report(mean_return=math.nan, episodes=0), T1, "h1")
+    assert "meanReturn" not in fresh.status and fresh.status["iteration"] == 10
     d = status.decide(job(running()), [pod(0), pod(1)], report(mean_return=math.nan), T1, "h1")
-    assert "meanReturn" not in d.status and d.status["iteration"] == 10
+    assert d.status["meanReturn"] == 42.5  # the last known mean stays
     json.dumps(d.status, allow_nan=False)
     done = status.decide(job(running()), [pod(0), pod(1)], report("FINISHED", mean_return=math.inf), T1, "h1")
-    assert "meanReturn" not in done.status and "n/a" in done.status["message"]
+    assert done.status["meanReturn"] == 42.5 and "42.5" in done.status["message"]
     json.dumps(done.status, allow_nan=False)
+
+
+def test_progress_never_goes_backwards_but_to_the_checkpoint_resumed_from() -> None:
+    """A re-forming group reports zeros while STARTING: status keeps what it knew; the one step back allowed is to
+    the checkpoint the group resumed from, and status says so."""
+    before = running(iteration=1902, envSteps=486_912, episodes=900, meanReturn=180.5)
+    lost = status.decide(job(before), [pod(0), pod(1, restarts=1)], None, T1, "h1")
+    assert lost.restart_gang and lost.status["phase"] == status.RESTARTING
+    seen = [lost.status]
+    for r in (report("STARTING", iteration=0, env_steps=0, episodes=0, mean_return=math.nan),
+              report("STARTING", iteration=1880, env_steps=481_280, episodes=880, mean_return=math.nan),
+              report("TRAINING", iteration=1890, env_steps=483_840, episodes=885, mean_return=170.0),
+              report("TRAINING", iteration=1910, env_steps=488_960, episodes=905, mean_return=181.0)):
+        seen.append(status.decide(job(seen[-1]), [pod(0, uid="n0"), pod(1, uid="n1")], r, T1, "h1").status)
+    assert [s["iteration"] for s in seen] == [1902, 1902, 1880, 1890, 1910]
+    assert [s["envSteps"] for s in seen] == [486_912, 486_912, 481_280, 483_840, 488_960]
+    assert [s.get("meanReturn") for s in seen] == [180.5, 180.5, 180.5, 170.0, 181.0]
+    assert seen[2]["resumedFrom"] == {"iteration": 1880, "envSteps": 481_280, "previousIteration": 1902, "time": T1}
+    assert seen[3]["phase"] == status.RUNNING and "resumed from the checkpoint at iteration 1880" in seen[3]["message"]
+    assert "resumed" not in seen[4]["message"] and seen[4]["resumedFrom"]["iteration"] == 1880
+    assert _unknown(SCHEMA, seen[2]) == []
+
+
+def test_at_the_end_no_condition_contradicts_the_phase() -> None:
+    d = status.decide(job(running()), [pod(0), pod(1)], report("SUCCEEDED", mean_return=480.0), T1, "h1")
+    ready = cond(d.status, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "JobSucceeded"
+    assert "trainers ready" not in ready["message"] and "succeeded" in ready["message"]
+    assert cond(d.status, "Progressing")["status"] == "False" and cond(d.status, "Succeeded")["status"] == "True"
+    bad = status.invalid(job(running()), "spec.trainers.replicas: must be >= 1", T1)
+    assert bad["phase"] == status.FAILED and bad["reason"] == "InvalidSpec"
+    assert [(c["type"], c["status"]) for c in bad["conditions"]] == [
+        ("Ready", "False"), ("Progressing", "False"), ("Succeeded", "False"), ("Failed", "True")]
+    assert cond(bad, "Ready")["reason"] == "JobFailed" and cond(bad, "Failed")["reason"] == "InvalidSpec"
+
+
+def test_polled_and_watch_driven_passes_agree_so_an_unchanged_status_is_not_rewritten() -> None:
+    """Pending, trainer 0 not answering: the watch-driven pass (no poll) keeps what the last poll found about
+    trainer 0 instead of flipping the message back; lastTransitionTime moves only when a status flips."""
+    pending = status.decide(job(), [], None, T0, "h1").status
+    pods = [pod(0, ready=False), pod(1, ready=False)]
+    polled = status.decide(job(pending), pods, None, T1, "h1").status
+    assert cond(polled, "Ready")["message"] == "0/2 trainers ready; trainer 0 not answering"
+    assert cond(polled, "Ready")["lastTransitionTime"] == T0  # False before, False now: no transition
+    later = "2026-01-01T00:02:00Z"
+    watched = status.decide(job(polled), pods, None, later, "h1", polled=False).status
+    assert watched == polled
+    assert status.decide(job(watched), pods, None, later, "h1").status == polled
+    up = status.decide(job(polled), [pod(0), pod(1)], report(), later, "h1").status
+    assert cond(up, "Ready")["status"] == "True" and cond(up, "Ready")["lastTransitionTime"] == later
 
 
 def test_a_reconcile_without_a_poll_changes_nothing_on_a_running_job() -> None:
