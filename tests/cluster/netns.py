@@ -54,7 +54,7 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _alive(run: str) -> bool:
+def alive(run: str) -> bool:
     """The run still holds its lock (flock locks go away with the process that held them)."""
     path = f"{LOCK_DIR}/{run}.lock"
     if not os.path.exists(path):
@@ -105,7 +105,7 @@ def sweep(keep: str = "") -> list[str]:
 
     def is_dead(run: str) -> bool:
         if run not in dead:
-            dead[run] = run != keep and not _alive(run)
+            dead[run] = run != keep and not alive(run)
         return dead[run]
 
     for name in _our_netns() + [d for d in dirs if d.startswith(f"{PREFIX}-")]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import netns, node_api, node_hosts, node_pod, node_workloads
+from tests.cluster import netns, node_api, node_container, node_hosts, node_pod, node_workloads
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -54,7 +54,10 @@ def require_root() -> None:
 
 def sweep() -> list[str]:
     """Remove what earlier runs left behind (a run killed before it could stop); returns what went."""
-    return netns.sweep()
+    gone = netns.sweep()
+    if shutil.which("podman"):
+        gone += [f"container {name}" for name in node_container.sweep(lambda run: not netns.alive(run))]
+    return gone
 
 
 class Node:
@@ -62,15 +65,21 @@ class Node:
                  user: str = "system:node:local", add_token: Callable[[str, str], None] | None = None,
                  name: str = "local", backoff_s: tuple[float, float] = (0.2, 2.0), backoff_reset_s: float = 10.0,
                  probe_scale: float = 0.1, grace_cap_s: float = 3.0, resync_s: float = 0.5,
-                 api_host: str = "kubernetes.default.svc") -> None:
+                 api_host: str = "kubernetes.default.svc", runtime: str | None = None) -> None:
         """`add_token(token, user)` registers bearer tokens with the server (the node's own, and one per pod
-        that mounts a service account); without it pods ask TokenRequest and the node's token must be known."""
+        that mounts a service account); without it pods ask TokenRequest and the node's token must be known.
+        `runtime`: "process" (each container a host process) or "container" (a podman container of the pod's
+        image, node_container); unset, A2C_TEST_RUNTIME says, and "process" when that is unset too."""
         self.ca_pem = ca_pem.decode() if isinstance(ca_pem, bytes) else ca_pem
         self.api_url, self.user, self.add_token = api_url, user, add_token
         self.token = token or secrets.token_urlsafe(24)
         self.name, self.api_host, self.resync_s = name, api_host, resync_s
         self.tuning = dict(backoff_s=backoff_s, backoff_reset_s=backoff_reset_s, probe_scale=probe_scale,
                            grace_cap_s=grace_cap_s)
+        self.runtime_kind = runtime or node_container.runtime_from_env()
+        if self.runtime_kind not in node_container.RUNTIMES:
+            raise ValueError(f"runtime {self.runtime_kind!r}: expected one of {', '.join(node_container.RUNTIMES)}")
+        self.engine: node_container.Engine | None = None
         self.net: netns.Network | None = None
         self.relay: netns.Relay | None = None
         self.pods: dict[str, node_pod.PodRuntime] = {}
@@ -113,7 +122,10 @@ class Node:
     def _start(self) -> None:
         assert self.net is not None
         state = self.net.state_dir
-        self.settings = node_pod.Settings(node_name=self.name, pods_dir=f"{state}/pods", **self.tuning)  # type: ignore[arg-type]
+        if self.runtime_kind == "container":
+            self.engine = node_container.Engine(state, self.net.run)
+        self.settings = node_pod.Settings(node_name=self.name, pods_dir=f"{state}/pods", runtime=self.runtime_kind,
+                                          engine=self.engine, **self.tuning)  # type: ignore[arg-type]
         ca_file = None
         if self.ca_pem:
             ca_file = f"{state}/ca.crt"
@@ -157,6 +169,8 @@ class Node:
             t.start()
         for t in stoppers:
             t.join(15)
+        if self.engine:
+            self.engine.remove_all()
         if self.relay:
             self.relay.close()
         if self.net:
@@ -248,8 +262,11 @@ class Node:
             return None
         assert self.net is not None
         path = f"{self.net.state_dir}/pvc/{namespace}/{claim}"
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, 0o777)
+        if not os.path.isdir(path):
+            os.makedirs(path)
+            # a fresh volume is root's: only the pod's fsGroup opens it to a non-root container (as processes run
+            # as root, they need nothing)
+            os.chmod(path, 0o755 if self.engine else 0o777)
         return path
 
     def service_account(self, rt: node_pod.PodRuntime) -> tuple[str, dict[str, str]]:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tests.cluster import netns, node_env, node_probe
+from tests.cluster import netns, node_container, node_env, node_probe
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -57,6 +57,8 @@ class Settings:
     backoff_reset_s: float = 10.0
     probe_scale: float = 0.1
     grace_cap_s: float = 3.0
+    runtime: str = "process"  # or "container": podman containers of the pod's image (node_container)
+    engine: node_container.Engine | None = None
 
 
 class Host(Protocol):
@@ -158,6 +160,12 @@ class PodRuntime:
             self.mount_dirs[name] = directory
         if self.sa is None and pod["spec"].get("automountServiceAccountToken", True) is not False:
             self.sa = self.host.service_account(self)
+        fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+        if fs_group is not None:  # the kubelet's volume ownership: group fsGroup, group-writable, setgid dirs
+            owned = [d for v in pod["spec"].get("volumes") or [] if "hostPath" not in v
+                     for d in [self.mount_dirs[v["name"]]]]
+            for directory in owned + ([self.sa[0]] if self.sa else []):
+                node_container.own(directory, int(fs_group))
 
     def _pod_with_ip(self) -> Obj:
         ip = self.net.ip if self.net else ""
@@ -260,12 +268,29 @@ class Container:
         self.proc: subprocess.Popen[bytes] | None = None
         self.exited = threading.Event()
         self.instance = 0
+        self.engine = pod.host.settings.engine
+
+    @property
+    def container_name(self) -> str:
+        """The podman name of the current instance (container runtime)."""
+        return f"a2c-{self.pod.uid}-{self.name}-{self.instance}"
 
     def signal(self, sig: int) -> None:
         proc = self.proc
-        if proc is not None:
+        if proc is not None and self.engine is not None:
+            self.engine.kill(self.container_name, sig, proc)
+        elif proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, sig)
+
+    def exec_argv(self, command: list[str]) -> tuple[list[str], dict[str, str] | None] | None:
+        """How to run `command` inside the running instance (an exec probe), with the environment to run it in."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if self.engine is not None:
+            return ["podman", "exec", self.container_name, *command], self.engine.env
+        return ["nsenter", "-t", str(proc.pid), "-m", "-n", "-u", "-r", "-w", "--", *command], None
 
     def status(self) -> Obj:
         out: Obj = {"name": self.name, "image": self.spec.get("image", ""), "imageID": "",
@@ -288,8 +313,8 @@ class Container:
             try:
                 ran_s, code = self._run_once()
             except Exception as exc:  # a missing ConfigMap/Secret/key, or a spec this node cannot run
-                reason = "CreateContainerConfigError" if isinstance(exc, node_env.ConfigError) else \
-                    "CreateContainerError"
+                reason = getattr(exc, "reason", None) or ("CreateContainerConfigError" if isinstance(
+                    exc, node_env.ConfigError) else "CreateContainerError")
                 if reason == "CreateContainerError":
                     log.warning("%s/%s: %s", self.pod.name, self.name, exc, exc_info=True)
                 self.state = {"waiting": {"reason": reason, "message": str(exc)}}
@@ -317,10 +342,13 @@ class Container:
         assert pod.net is not None
         base = pod.sa[1] if pod.sa else {}
         env = node_env.environment(pod._pod_with_ip(), self.spec, pod.host.fetch, pod.host.settings.node_name, base)
-        argv = node_env.command(self.spec, env)
         if os.path.exists(self.log_file):
             os.replace(self.log_file, self.previous_log)
         open(self.term_file, "w").close()
+        os.chmod(self.term_file, 0o666)  # as the kubelet makes it: a non-root container writes it
+        if self.engine is not None:
+            return self._run_container(env)
+        argv = node_env.command(self.spec, env)
         root = os.path.join(self.dir, "root")
         os.makedirs(root, exist_ok=True)
         spec = {"parent": os.getpid(), "netns": f"/run/netns/{pod.net.netns}", "hostname": pod.hostname,
@@ -345,21 +373,52 @@ class Container:
         if prober:
             prober.start()
         code = self.proc.wait()
-        self.exit_code = code if code >= 0 else 128 - code
+        return self._ended(began, code if code >= 0 else 128 - code)
+
+    def _ended(self, began: float, code: int, reason: str = "", message: str = "") -> tuple[float, int]:
+        self.exit_code = code
         self.ready = False
-        self.state = {"terminated": self._terminated(self.exit_code)}
+        self.state = {"terminated": self._terminated(self.exit_code, reason, message)}
         self.proc = None
         self.exited.set()
-        pod.host.wake()
+        self.pod.host.wake()
         return time.monotonic() - began, self.exit_code
 
-    def _terminated(self, code: int) -> Obj:
+    def _run_container(self, env: dict[str, str]) -> tuple[float, int]:
+        """One instance as a podman container (node_container): the same life as a process, seen through podman."""
+        pod, engine = self.pod, self.engine
+        assert pod.net is not None and engine is not None
+        self.exited.clear()
+        self.instance += 1
+        argv = engine.argv(self.container_name, pod.pod, self.spec, env, netns=f"/run/netns/{pod.net.netns}",
+                           hostname=pod.hostname, mounts=pod.mounts(self),
+                           etc={"/etc/hosts": pod.net.hosts_path,
+                                "/etc/resolv.conf": f"{netns.NETNS_DIR}/{pod.net.netns}/resolv.conf"})
+        kernel_log = node_container.KernelLog()
+        with open(self.log_file, "ab") as logf:
+            self.proc = engine.start(argv, logf)
+        began = time.monotonic()
+        self.state = {"running": {"startedAt": now()}}
+        self.started = "startupProbe" not in self.spec
+        self.ready = self.started and "readinessProbe" not in self.spec and not self.init
+        pod.host.wake()
+        prober = node_probe.Prober(self, self.instance) if not self.init else None
+        if prober:
+            prober.start()
+        rc = self.proc.wait()
+        ended = engine.finish(self.container_name, rc, kernel_log)
+        if ended.error:  # the runtime's reason is the last thing podman wrote
+            return self._ended(began, ended.exit_code, "StartError", _read_tail(self.log_file, 2048, 5) or ended.error)
+        return self._ended(began, ended.exit_code, "OOMKilled" if ended.oom_killed else "")
+
+    def _terminated(self, code: int, reason: str = "", message: str = "") -> Obj:
         started = self.state.get("running", {}).get("startedAt", now())
-        out: Obj = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+        reason = reason or ("Completed" if code == 0 else "Error")
+        out: Obj = {"exitCode": code, "reason": reason, "startedAt": started,
                     "finishedAt": now(), "containerID": f"a2c://{self.pod.uid}-{self.name}-{self.instance}"}
         if code > 128:
             out["signal"] = code - 128
-        message = _read_tail(self.term_file, 4096, None)
+        message = _read_tail(self.term_file, 4096, None) or message
         if not message and code != 0 and self.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
             message = _read_tail(self.log_file, 2048, 80)
         if message:

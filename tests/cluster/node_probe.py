@@ -124,11 +124,10 @@ class Prober:
                                               timeout=timeout):
                     return True
             if "exec" in probe:
-                proc = self.c.proc
-                if proc is None:
+                how = self.c.exec_argv(list(probe["exec"]["command"]))
+                if how is None:
                     return False
-                done = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "-n", "-u", "-r", "-w", "--",
-                                       *probe["exec"]["command"]], capture_output=True, timeout=timeout + 5)
+                done = subprocess.run(how[0], capture_output=True, timeout=timeout + 5, env=how[1])
                 return done.returncode == 0
         except Exception as exc:
             log.debug("%s/%s probe: %s", self.c.pod.name, self.c.name, exc)

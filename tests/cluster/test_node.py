@@ -1,7 +1,8 @@
 """The test node against the test API server: each kubelet/controller rule with a small pod, as root.
 
 Containers run `python -c ...` (the venv's python, as the image's PATH has it) so a pod starts in a fraction
-of a second; one runs the real `a2c` entrypoint, one the real gloo rendezvous between two pods.
+of a second; one runs the real `a2c` entrypoint, one the real gloo rendezvous between two pods. These are the
+process runtime's tests, whatever A2C_TEST_RUNTIME says; test_node_container.py has the container runtime's.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[AP
     node.require_root()
     graceful = bool(getattr(request, "param", False))
     with APIServer(tls=True, graceful_pods=graceful) as api, \
-            node.Node(api.url, ca_pem=api.ca_pem.decode(), add_token=api.add_token) as n:
+            node.Node(api.url, ca_pem=api.ca_pem.decode(), add_token=api.add_token, runtime="process") as n:
         (tmp_path / "ca.crt").write_bytes(api.ca_pem)
         yield api, n, Admin(api, str(tmp_path / "ca.crt"))
         assert not n.errors, n.errors
@@ -521,7 +522,7 @@ def test_gloo_rendezvous_between_pods_by_headless_name(cluster: Cluster) -> None
 def test_stop_leaves_nothing_and_sweep_removes_a_dead_run() -> None:
     node.require_root()
     with APIServer() as api:
-        n = node.Node(api.url, add_token=api.add_token)
+        n = node.Node(api.url, add_token=api.add_token, runtime="process")
         with n:
             api.create(pod("p", container("import time; time.sleep(60)"), terminationGracePeriodSeconds=30))
             n.wait(lambda: n.pid(NS, "p") if n.runtime(NS, "p") else None, what="a process")
@@ -561,7 +562,7 @@ from tests.cluster import node
 from tests.cluster.apiserver import APIServer
 from tests.cluster.test_node import container, pod
 api = APIServer().start()
-n = node.Node.for_apiserver(api)
+n = node.Node.for_apiserver(api, runtime="process")
 n.start()
 api.create(pod("orphan", container("import time; time.sleep(60)")))
 pid = n.wait(lambda: n.pid("default", "orphan") if n.runtime("default", "orphan") else None)
