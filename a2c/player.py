@@ -135,6 +135,7 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
     agent_mod.load_snapshot(model, snap)
     # (generation, version) names the weights: a trainer group restarted from a checkpoint reuses versions
     version, generation, uploads_at_version = snap.version, snap.generation, 0
+    joined = 0  # the generation of the trainer group this player has completed a round with
     collector = Collector(environment, model, index, cfg.algo.n_steps, seed, cfg.algo.sde_sample_freq)
     m_steps = metrics.labels(metrics.PLAYER_ENV_STEPS)
     for code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):  # a healthy run shows 0, not "no data"
@@ -163,6 +164,10 @@ def _loop(cfg: config.PlayerConfig, index: int, environment: env.Env, model: age
             metrics.labels(metrics.PLAYER_UPLOAD_BYTES).inc(sent)
             trainer_version, done, snap = reply.version, reply.done, reply.snapshot
             uploads_at_version += 1
+            if r.generation != joined:  # once per start of the trainer group: when this player caught up with it
+                joined = r.generation
+                log.info("player %d: first round with the trainers' generation %x done (version %d)", index,
+                         joined, r.policy_version)
         except client_mod.Refused as ref:
             metrics.labels(metrics.PLAYER_UPLOAD_ERRORS, code=ref.code.name).inc()
             log.warning("rollout refused: %s", ref)
