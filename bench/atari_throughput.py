@@ -167,8 +167,8 @@ print(json.dumps(out))
 """
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of `pid`, from /proc; {} when it is gone."""
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """(name, CPU seconds (user + system)) of each thread of `pid`, from /proc; {} when it is gone."""
     tick, out = os.sysconf("SC_CLK_TCK"), {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -176,10 +176,11 @@ def thread_cpu(pid: int) -> dict[int, float]:
         return {}
     for tid in tids:
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            comm, rest = Path(f"/proc/{pid}/task/{tid}/stat").read_text().split("(", 1)[1].rsplit(")", 1)
         except (FileNotFoundError, ProcessLookupError):
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+        fields = rest.split()
+        out[int(tid)] = (comm, (int(fields[11]) + int(fields[12])) / tick)  # utime, stime (fields 14, 15)
     return out
 
 
@@ -258,21 +259,32 @@ def breakdown(a: dict[str, Any], b: dict[str, Any], pids: dict[str, int], vector
     main_threads = 0.0
     for name, pid in pids.items():
         ta, tb = a["threads"][name], b["threads"][name]
-        cpu = {tid: tb[tid] - ta.get(tid, 0.0) for tid in tb}
-        total += sum(cpu.values())
-        main_threads += cpu.get(pid, 0.0)
-        others = sum(v for tid, v in cpu.items() if tid != pid)
-        if name.startswith("trainer"):
-            parts["wire (trainers' other threads: gRPC server, gloo)"] = (
-                parts.get("wire (trainers' other threads: gRPC server, gloo)", 0.0) + others / samples)
-        elif name.startswith("player"):
-            label = ("environment (players' other threads: EnvPool workers, gRPC)" if vectorization == "envpool"
-                     else "players' other threads (gRPC client)")
-            parts[label] = parts.get(label, 0.0) + others / samples
+        for tid, (comm, sec) in tb.items():
+            cpu = sec - ta.get(tid, (comm, 0.0))[1]
+            total += cpu
+            if tid == pid:
+                main_threads += cpu
+                continue
+            label = thread_part(name, comm, vectorization)
+            parts[label] = parts.get(label, 0.0) + cpu / samples
     parts["other (main threads outside the meters, launcher)"] = (main_threads - metered) / samples
     cores = len(os.sched_getaffinity(0))
     return {"steps_per_s": rate, "wall_s": wall, "parts": parts, "cpu_per_sample": total / samples,
             "idle": (cores * wall - total) / samples}
+
+
+def thread_part(process: str, comm: str, vectorization: str) -> str:
+    """The part a thread other than a process's main thread works for, from its name."""
+    if process.startswith("trainer"):
+        if "gloo" in comm or "tcpstore" in comm:
+            return "training: all-reduce (gloo threads; they poll at SCHED_IDLE)"
+        return "wire (trainers' other threads: gRPC serving, decoding)"
+    if process.startswith("player"):
+        if comm.startswith(("grpc", "event_engine", "lifeguard")):
+            return "wire (players' gRPC threads)"
+        return ("environment (players' other threads: EnvPool's workers)" if vectorization == "envpool"
+                else "players' other threads")
+    return "launcher's other threads"
 
 
 def run_sb3(args: argparse.Namespace) -> dict[str, Any]:
@@ -326,16 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sb3 a2c ({args.sb3_envs} envs, 1 thread): {sb3['steps_per_s']:,.0f} env steps/s over "
           f"{sb3['wall_s']:.0f} s", flush=True)
     print(f"\nCPU per env step, us ({cores} cores; idle = cores x wall - the run's CPU)")
-    print(f"{'part':58s} {'a2c':>8s} {'sb3':>8s} {'floor':>8s}")
+    print(f"{'part':62s} {'a2c':>8s} {'sb3':>8s} {'floor':>8s}")
     rows = [  # (part, a2c's value, sb3's, the floor's)
         *[(k, v, sb3["parts"].get(k), f.get(k)) for k, v in a2c["parts"].items() if k.startswith("environment")],
         ("environment, EnvPool alone on one core", None, None, f.get("environment (envpool)")),
         ("acting forward", a2c["parts"].get("acting forward"), sb3["parts"]["acting forward"], f["acting forward"]),
-        *[(k, v, None, None) for k, v in a2c["parts"].items() if k.startswith(("wire", "players'"))],
+        *[(k, v, None, None) for k, v in a2c["parts"].items() if k.startswith(("wire", "players'", "launcher"))],
         ("training: batch", a2c["parts"].get("training: batch"), None, None),
+        *[(k, v, None, None) for k, v in a2c["parts"].items() if k.startswith("training: all-reduce")],
         ("training: update (forward, backward, all-reduce, RMSprop)", a2c["parts"].get("training: update"), None,
          f["training"]),
-        ("training (a2c: batch + update; sb3: train())",
+        ("training (a2c: batch, update, all-reduce; sb3: train())",
          sum(v for k, v in a2c["parts"].items() if k.startswith("training")), sb3["parts"]["training"], f["training"]),
         ("other (a2c: main threads outside the meters, launcher)",
          a2c["parts"].get("other (main threads outside the meters, launcher)"), sb3["parts"]["other"], None),
@@ -345,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for part, mine, theirs, fl in rows:
         if mine is not None or fl is not None:
-            print(f"{part:58s} {cell(mine)} {cell(theirs)} {cell(fl)}")
+            print(f"{part:62s} {cell(mine)} {cell(theirs)} {cell(fl)}")
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     print(f"ratio a2c/sb3 env steps/s: {a2c['steps_per_s'] / sb3['steps_per_s']:.2f}")
     return 0
