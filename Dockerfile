@@ -25,8 +25,10 @@ ARG TORCH_INDEX_URL=""
 ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# --system-site-packages: a CUDA base image's own torch stays visible inside the venv.
-RUN python3 -m venv --system-site-packages /opt/venv
+# --system-site-packages: a CUDA base image's own torch stays visible inside the venv. The package itself goes
+# to /opt/a2c (below), which a .pth file puts on the venv's path.
+RUN python3 -m venv --system-site-packages /opt/venv \
+    && /opt/venv/bin/python3 -c 'import sysconfig; open(sysconfig.get_path("purelib") + "/a2c.pth", "w").write("/opt/a2c\n")'
 ENV PATH=/opt/venv/bin:$PATH
 # Box2D (the box2d extra) has binary wheels for x86_64 only (CPython 3.10-3.13); elsewhere pip builds it
 # from source, which needs swig and a C++ compiler. They go into this stage only: the runtime stage copies
@@ -45,17 +47,25 @@ RUN if [ -n "$TORCH_VERSION" ]; then \
         pip install "torch==${TORCH_VERSION}"; \
     fi
 WORKDIR /src
-COPY . .
+# The dependencies get a layer of their own, made from pyproject.toml alone (an empty package and README
+# stand in for the source, and go again), so a change to the source or the README reuses it.
 # /src, or /src[box2d,mujoco] with EXTRAS=box2d,mujoco.
-RUN pip install "/src${EXTRAS:+[${EXTRAS}]}" && rm -rf /src
+COPY pyproject.toml ./
+RUN mkdir a2c && touch a2c/__init__.py README.md \
+    && pip install "/src${EXTRAS:+[${EXTRAS}]}" && pip uninstall -y a2c && rm -rf /src/*
+COPY . .
+# The package alone, beside the venv: /opt/venv stays as the layer above left it, so the runtime stage copies
+# it from cache and only this small directory anew (a source change rebuilds in seconds).
+RUN pip install --no-deps --target /opt/a2c /src && rm -rf /src
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="a2c" \
       org.opencontainers.image.description="Distributed Advantage Actor-Critic, Kubernetes-native" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/a2c /opt/a2c
 # HOME and caches under /tmp: the pods run with a read-only root filesystem and an emptyDir on /tmp.
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PATH=/opt/a2c/bin:/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \

@@ -1,6 +1,8 @@
-"""The Dockerfile and .dockerignore: hadolint-clean, multi-stage, non-root, `a2c` as the entrypoint.
+"""The Dockerfile and .dockerignore: hadolint-clean, multi-stage, non-root, `a2c` as the entrypoint, the
+dependencies in a layer of their own.
 
-No Docker engine here: the image itself is built only by deploy/kind/e2e.sh (CI workflow `kind`).
+These read the file; the image itself is built by deploy/image/build.sh (podman, CI's .ci/run) and by
+deploy/kind/e2e.sh (Docker, CI workflow `kind`), and tests/cluster/test_node_container.py runs pods from it.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def run_step(tmp_path: Path, needle: str, **env: str) -> list[str]:
     (command,) = [args for word, args in stage("build") if word == "RUN" and needle in args]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for tool in ("pip", "apt-get", "uname", "rm"):
+    for tool in ("pip", "apt-get", "uname", "rm", "mkdir", "touch"):
         (bin_dir / tool).write_text(STEP_STUB)
         (bin_dir / tool).chmod(0o755)
     log = tmp_path / "calls.log"
@@ -207,9 +209,37 @@ def test_extras_argument_defaults_to_the_base_package() -> None:
 ])
 def test_extras_reach_the_pip_install(tmp_path: Path, extras: str, target: str) -> None:
     calls = run_step(tmp_path, "pip install \"/src", EXTRAS=extras)
-    assert calls[0] == f"pip install {target}", calls
-    assert calls[1:] == ["rm -rf /src"]
+    assert [c for c in calls if c.startswith("pip ")] == [f"pip install {target}", "pip uninstall -y a2c"], calls
+    assert calls[-1] == "rm -rf /src/*"
     assert set(filter(None, extras.split(","))) <= set(pyproject_extras())
+
+
+def test_dependencies_are_a_layer_of_their_own_before_the_source() -> None:
+    """pyproject.toml alone (a stub package and README) makes the dependency layer; the source comes after, and
+    its install adds no dependency: a change to the source (or the README) reuses that layer."""
+    steps = stage("build")
+    copies = [(i, args) for i, (word, args) in enumerate(steps) if word == "COPY"]
+    assert [args for _, args in copies] == ["pyproject.toml ./", ". ."], copies
+    deps = next(i for i, (word, args) in enumerate(steps) if word == "RUN" and 'pip install "/src' in args)
+    source = next(i for i, (word, args) in enumerate(steps) if word == "RUN" and "--no-deps" in args)
+    assert copies[0][0] < deps < copies[1][0] < source
+    assert "touch a2c/__init__.py README.md" in steps[deps][1]
+
+
+def test_the_source_install_adds_no_dependency(tmp_path: Path) -> None:
+    assert run_step(tmp_path, "--no-deps") == ["pip install --no-deps --target /opt/a2c /src", "rm -rf /src"]
+
+
+def test_the_runtime_stage_copies_the_venv_and_the_package_apart() -> None:
+    """The venv (dependencies) and /opt/a2c (the package, on the venv's path by a .pth file) are two layers:
+    after a source change the first is the cached one. The console script is found first on PATH."""
+    steps = stage("runtime")
+    assert [args for word, args in steps if word == "COPY"] == ["--from=build /opt/venv /opt/venv",
+                                                                "--from=build /opt/a2c /opt/a2c"]
+    env = next(args for word, args in steps if word == "ENV" and args.startswith("PATH="))
+    assert env.startswith("PATH=/opt/a2c/bin:/opt/venv/bin:$PATH")
+    venv = next(args for word, args in stage("build") if word == "RUN" and "venv" in args)
+    assert "a2c.pth" in venv and "/opt/a2c" in venv
 
 
 @pytest.mark.parametrize(("extras", "machine", "toolchain"), [
