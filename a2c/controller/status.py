@@ -87,13 +87,14 @@ def lost_trainers(seen: dict[str, dict[str, Any]], pods: list[TrainerPod]) -> li
 def _progress(status: dict[str, Any], report: dict[str, Any], now: str) -> None:
     """Trainer 0's progress into `status`, never backwards but to the checkpoint a re-formed group resumed from.
 
-    A re-forming group reports zeros until rank 0 has loaded its checkpoint (STARTING): the last known progress
-    stays. Once the report is below what status holds, the group resumed from an older checkpoint (the iteration
-    is the policy version, monotonic within a run): that step back is taken and said in `resumedFrom`."""
+    A (re-)forming group reports zeros until rank 0 has loaded its checkpoint (STARTING): the last known progress
+    stays, and a new job (`helm upgrade` makes one) shows none until its group has resumed. Once the report is
+    below what status holds, the group resumed from an older checkpoint (the iteration is the policy version,
+    monotonic within a run): that step back is taken and said in `resumedFrom`."""
     iteration, known = int(report["iteration"]), int(status.get("iteration") or 0)
+    if iteration == 0 and report["phase"] == "STARTING":
+        return  # not resumed (or started) yet: nothing to say, least of all zeros over what status knows
     if iteration < known:
-        if iteration == 0 and report["phase"] == "STARTING":
-            return  # not resumed yet
         status["resumedFrom"] = {"iteration": iteration, "envSteps": int(report["env_steps"]),
                                  "previousIteration": known, "time": now}
     status.update(iteration=iteration, envSteps=int(report["env_steps"]), episodes=int(report["episodes"]))
@@ -228,7 +229,9 @@ def decide(
             if status["phase"] != RUNNING:
                 d.events.append(("Normal", "Running", f"trainer 0 reports {report['phase']}"))
             status.update(phase=RUNNING, reason=report["phase"].capitalize(),
-                          message=(report.get("message") or f"iteration {status['iteration']}") + resumed_note(status))
+                          message=(report.get("message") or (f"iteration {status['iteration']}" if "iteration" in status
+                                                              else f"trainer 0 is {report['phase'].lower()}"))
+                          + resumed_note(status))
     _conditions(d, pods, report, polled, now, gen)
     return d
 

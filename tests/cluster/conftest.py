@@ -4,7 +4,9 @@ a user drives a cluster: Helm renders the chart, the real `kubectl` applies it.
 
 What `helm install` does is done by hand in its order: the chart's objects, then (CRD established) its
 post-install hook, the default A2CJob; `helm test` applies the test hook pod and waits for it; `helm
-upgrade` deletes the hook job and creates it again (`before-hook-creation`). Skipped, with the reason, only
+upgrade` (`Cluster.upgrade`) re-applies the release's objects, then deletes the hook job and creates it again
+at once (`before-hook-creation`: Helm waits for the job object, never for the garbage collector, so the old
+job's children are still there when the new job arrives). Skipped, with the reason, only
 where the node cannot run (not root, no `ip`/`unshare`): CI runs as root.
 """
 
@@ -21,7 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
+from a2c.controller import kube
 from tests.cluster import node
 from tests.cluster.apiserver import APIServer
 from tests.deploy import chartlib
@@ -89,6 +93,35 @@ class Cluster:
         self.apply(chart.release, "release")
         self.kubectl("wait", "--for", "condition=Established", "crd/a2cjobs.a2c.dev", "--timeout", "30s")
         self.apply(chart.job, "hooks")
+
+    def upgrade(self, chart: Chart) -> None:
+        """`helm upgrade`: the release's objects applied again; then each hook deleted (background, as Helm's
+        before-hook-creation does) and created again at once, from one client as Helm does it (two kubectl
+        runs would leave a second between them, time the garbage collector may use)."""
+        self.apply(chart.release, "release-upgrade")
+        with client.ApiClient(self.api.client_configuration(ADMIN_TOKEN, self.folder)) as api_client:
+            helm = kube.Kube(api_client)
+            for hook in chart.job:
+                meta = hook["metadata"]
+                helm.request("DELETE", kube.path(hook["apiVersion"], hook["kind"], NS, meta["name"]),
+                             body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"})
+                helm.request("POST", kube.path(hook["apiVersion"], hook["kind"], NS), body=hook)
+
+    def process_env(self, pod: str) -> dict[str, str] | None:
+        """The environment the process of `pod` (as the API has it now, not an earlier pod of that name) runs
+        with, read from /proc: what it really got, whatever the spec says."""
+        live, runtime = self.api.get("v1", "Pod", NS, pod), self.node.runtime(NS, pod)
+        if live is None or runtime is None or runtime.uid != live["metadata"]["uid"]:
+            return None
+        pid = self.node.pid(NS, pod)
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                raw = f.read()
+        except OSError:  # it just exited
+            return None
+        return dict(item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
 
     def job(self, name: str) -> dict[str, Any]:
         return self.api.get("a2c.dev/v1alpha1", "A2CJob", NS, name) or {}

@@ -311,8 +311,8 @@ def test_deleted_job_is_left_alone_and_its_children_are_collected(api: kube.Kube
     before = writes(apiserver)
     assert reconciler.reconcile(NS, "cp") == "gone"
     assert writes(apiserver) == before  # nothing recreated
-    apiserver.wait_for(lambda: not apiserver.objects("apps/v1", "StatefulSet", NS), timeout=10)
-    assert not apiserver.objects("v1", "ConfigMap", NS) and not apiserver.objects("v1", "Service", NS)
+    apiserver.wait_for(lambda: not apiserver.objects("apps/v1", "StatefulSet", NS) and not apiserver.objects(
+        "v1", "ConfigMap", NS) and not apiserver.objects("v1", "Service", NS), timeout=10)  # each in its own time
 
 
 def _run(runner: loop.Loop) -> threading.Thread:
