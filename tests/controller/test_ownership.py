@@ -6,14 +6,16 @@ there when the new job is first reconciled.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from a2c.controller import handlers, kube, resources
+from a2c.controller import handlers, kube, loop, resources
 from tests.cluster.apiserver import APIServer
 from tests.controller.conftest import NS
 from tests.controller.test_lifecycle import API, KIND, create_job, events, get_job, set_pod_status, sts, writes
+from tests.helpers_procs import wait_for
 
 
 def owner_uid(obj: dict[str, Any]) -> str:
@@ -118,3 +120,29 @@ def test_a_job_deleted_in_the_foreground_gets_nothing_created_and_no_restart(
     assert events(apiserver) == seen and ("Warning", "GangRestart") not in seen
     assert not apiserver.objects("apps/v1", "StatefulSet", NS) and not apiserver.objects("v1", "ConfigMap", NS)
     apiserver.wait_for(lambda: apiserver.get(API, KIND, NS, "cp") is None, timeout=10)
+
+
+def test_the_loop_comes_back_to_a_waiting_job_by_itself(api: kube.Kube, admin: kube.Kube,
+                                                        reconciler: handlers.Reconciler, apiserver: APIServer) -> None:
+    """No watch event says when an old namesake has gone: the loop requeues a `waiting` job (not the resync)."""
+    apiserver.gc.delay_s = 30.0  # the collector plays no part here
+    create_job(admin)
+    reconciler.reconcile(NS, "cp")
+    cm = kube.path("v1", "ConfigMap", NS, "cp-config")
+    admin.request("PATCH", cm, body={"metadata": {"finalizers": ["a2c.dev/test"]}},
+                  content_type="application/merge-patch+json")
+    admin.delete(API, KIND, NS, "cp")
+    admin.delete("v1", "ConfigMap", NS, "cp-config")
+    runner = loop.Loop(reconciler, namespace=NS, resync_s=60.0, requeue_s=0.5)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        new = create_job(admin)
+        wait_for(lambda: any(r.resource == "configmaps" and r.verb == "create" and r.code == 409
+                             for r in apiserver.requests()), 10, "the loop to find the old ConfigMap still there")
+        admin.request("PATCH", cm, body={"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")
+        wait_for(lambda: owner_uid(apiserver.get("v1", "ConfigMap", NS, "cp-config") or {"metadata": {}})
+                 == new["metadata"]["uid"], 5, "the new ConfigMap, long before the 60 s resync")
+    finally:
+        runner.shutdown()
+        thread.join(5)
