@@ -78,10 +78,11 @@ class Inbox:
                           f"player {r.player_id} does not belong to trainer {self.rank} "
                           f"(player j uploads to trainer j mod {self.world_size})")
         if r.generation and r.generation != self.generation:  # 0: a client that does not say (versions only)
+            now = f"this run's is {self.generation:x}" if self.generation else "this run's group has not formed yet"
             raise Refusal("FAILED_PRECONDITION", "other_generation",
                           f"rollout acted with weights of another run of the trainers (generation {r.generation:x}, "
-                          f"this run's is {self.generation:x}: they restarted from a checkpoint, and version "
-                          f"{r.policy_version} names other weights now); fetch the current weights")
+                          f"{now}: they restarted from a checkpoint, and its versions name other weights); "
+                          "fetch the current weights")
         current = self._version()
         if r.policy_version > current:
             raise Refusal("INVALID_ARGUMENT", "future_version",

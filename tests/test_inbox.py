@@ -192,4 +192,4 @@ def test_before_its_group_forms_a_trainer_refuses_rollouts_of_any_run() -> None:
     b = Box()  # generation 0: the group has not formed, so every generation is another run's
     with pytest.raises(inbox.Refusal) as info:
         b.box.submit(generation_rollout(0xA))
-    assert info.value.reason == "other_generation"
+    assert info.value.reason == "other_generation" and "group has not formed yet" in info.value.message
