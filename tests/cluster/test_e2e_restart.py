@@ -9,10 +9,11 @@ the trainers see it, the latest of their "ready" log lines) to each player's fir
 new group (its log line "first round with the trainers' generation ..."). The job's status iteration is polled
 from the kill on: it never goes backwards past the checkpoint the group resumed from.
 
-With gRPC's default the players did not stall here either: between the old pod and the new one the name is
-missing from the pods' hosts files, and gRPC retries a failed resolution on its own back-off (1 s, x1.6), not
-after the 30 s cooldown. The stall needs a name that moves straight from one address to another (a record
-that outlives its pod); tests/test_client_reresolve.py reproduces that (30.0 s) and pins the option.
+With gRPC's default the players did not stall here either (two runs: 0.02-0.78 s after the trainers' own
+"ready"): the stall is what is left of the 30 s cooldown from a channel's last resolution (when its trainer was
+lost) once the new group is Ready, and here the group took 29-39 s from the kill (the kubelet's 10 s back-off,
+then the gang restart). A group back sooner stalls them; tests/test_client_reresolve.py reproduces that (30.0 s)
+and pins the option.
 """
 
 from __future__ import annotations
