@@ -6,6 +6,7 @@
     a2c controller  the operator that turns A2CJobs into pods
     a2c render      print the Kubernetes objects an A2CJob would get
     a2c eval        play a checkpoint greedily; --video films one episode
+    a2c export      write a checkpoint's greedy policy as TorchScript and ONNX, for serving without a2c
 
 Role modules are imported only when their command runs, so `a2c controller` never imports torch.
 """
@@ -41,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Commands from other packages of ours (controller: `controller`, `render`; evaluation: `eval`)."""
-    for module in ("a2c.controller.commands", "a2c.evaluate"):
+    """Commands from other packages of ours (controller: `controller`, `render`; evaluation: `eval`; `export`)."""
+    for module in ("a2c.controller.commands", "a2c.evaluate", "a2c.export"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
