@@ -6,7 +6,8 @@ gang restart, patches job status and creates Events, all through `Kube`. Objects
 
 Apply is idempotent without server-side apply: each child carries the JSON it was last applied from
 (`a2c.dev/last-applied`); an unchanged child costs one GET, a changed one a JSON merge patch computed
-from that annotation, so fields removed from the rendering are removed from the object too.
+from that annotation, so fields removed from the rendering are removed from the object too. It never adopts:
+a child whose controller ownerReference names another uid is replaced or waited for (`Kube.apply`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ there when the new job is first reconciled.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -146,3 +147,29 @@ def test_the_loop_comes_back_to_a_waiting_job_by_itself(api: kube.Kube, admin: k
     finally:
         runner.shutdown()
         thread.join(5)
+
+
+def test_a_failed_reconcile_is_retried_in_a_second_not_at_the_resync(
+        admin: kube.Kube, reconciler: handlers.Reconciler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconcile that lost a race with the garbage collector (a PATCH of a child it had just removed: 404)
+    comes back after 1 s, doubling, not after the resync period."""
+    calls: list[float] = []
+    real = reconciler.reconcile
+
+    def flaky(namespace: str, name: str, poll: bool = True) -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise kube.NotFoundError("/api/v1/namespaces/ml/services/cp-trainer")
+        return real(namespace, name, poll)
+    monkeypatch.setattr(reconciler, "reconcile", flaky)
+    runner = loop.Loop(reconciler, namespace=NS, resync_s=60.0, requeue_s=0.5)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        create_job(admin)
+        wait_for(lambda: len(calls) >= 3, 10, "two retries")
+    finally:
+        runner.shutdown()
+        thread.join(5)
+    gaps = [calls[1] - calls[0], calls[2] - calls[1]]
+    assert 0.4 <= gaps[0] < 5 and gaps[1] >= gaps[0], gaps  # 0.5 s, then 1 s: long before the 60 s resync
