@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import random
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from tests.cluster import api_store
 from tests.cluster.api_rest import ApiError, Rest, meta_ns
 
+log = logging.getLogger(__name__)
 FOREGROUND, ORPHAN = "foregroundDeletion", "orphan"
 Target = tuple[str, str]  # (uid, what to do)
 
@@ -48,7 +50,10 @@ class Collector:
             self.store.gc_wake.clear()
             if self.store.closed:
                 return
-            self.step()
+            try:
+                self.step()
+            except Exception:  # a bug here must show in the log, not silently end garbage collection
+                log.exception("garbage collector pass failed")
 
     def step(self) -> int:
         """One pass: note new targets, act on the due ones; returns how many acted."""
