@@ -21,8 +21,8 @@ from a2c import agent, checkpoint, cli, config, env, evaluate, export
 # Serving as a user would: onnxruntime and bare torch only. A finder first on sys.meta_path refuses every a2c
 # import (the package is installed in this venv, so without it `import a2c` would work), and the script
 # reports the a2c modules it ended up with: none.
-SERVE = r"""
-import importlib.abc, json, sys
+NO_A2C = r"""
+import importlib.abc, sys
 
 class NoA2C(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -31,6 +31,9 @@ class NoA2C(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, NoA2C())
+"""
+SERVE = NO_A2C + r"""
+import json
 import numpy as np, onnxruntime, torch
 
 results = {}
@@ -252,3 +255,24 @@ def test_a_file_that_acts_otherwise_is_not_kept(tmp_path: Path, capsys: pytest.C
     code, _, err = run_export(capsys, str(tmp_path), "--out", str(tmp_path / "out"))
     assert code == 2 and "does not act as the checkpoint does" in err
     assert os.listdir(tmp_path / "out") == []
+
+
+def serving_snippet() -> str:
+    """The Python block of docs/export.md's "Serving it" section."""
+    text = (Path(__file__).parent.parent / "docs" / "export.md").read_text()
+    section = text.split("## Serving it", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
+def test_the_documented_serving_code_scores_what_a2c_eval_does(exported: dict[str, Any], name: str) -> None:
+    """docs/export.md's ten lines, run where a2c cannot be imported, print the return of `a2c eval`'s episode 0."""
+    run_dir, out, _ = exported[name]
+    snippet = serving_snippet()
+    assert len(snippet.strip().splitlines()) <= 12
+    served = subprocess.run([sys.executable, "-I", "-c", NO_A2C + snippet], cwd=out.parent, capture_output=True,
+                            text=True, timeout=120)
+    assert served.returncode == 0, served.stderr
+    loaded = evaluate.load(run_dir)
+    want = evaluate.evaluate(loaded.agent, loaded.env_cfg, episodes=1, seed=0).returns[0]
+    assert float(served.stdout.strip().splitlines()[-1]) == pytest.approx(want, rel=1e-5)
