@@ -9,12 +9,12 @@ the trainers see it, the latest of their "ready" log lines) to each player's fir
 new group (its log line "first round with the trainers' generation ..."). The job's status iteration is polled
 from the kill on: it never goes backwards past the checkpoint the group resumed from.
 
-With gRPC's default the players did not stall in the two runs made with it (0.02-0.78 s after the trainers' own
-"ready"): the stall is what is left of the 30 s cooldown from a channel's last resolution (when its trainer was
-lost) once the new group is Ready, and those two groups were Ready 31 and 33 s after the kill (the kubelet's
-10 s back-off, then the gang restart; 20-47 s over the runs with the option). A group back sooner stalls them
-with the default, so this test fails on it only at times; tests/test_client_reresolve.py reproduces the stall
-(30.0 s) every time and pins the option.
+The stall gRPC's 30 s default causes is what is left of the cooldown from a channel's last resolution once the new
+group is Ready. After the kill that varies (the group is Ready 20-47 s after it: the kubelet's 10 s back-off, then
+the gang restart; with the default, players came 0.02 and 0.24 s after the trainers' 'ready' in two runs, 5.2 s in
+a third). So the trainer pods are then evicted at once, right after the players resolved the new names: that
+group is back in ~15-25 s, inside the cooldown (with the default the players came 16.6 s after it).
+tests/test_client_reresolve.py reproduces the stall in isolation (30.0 s) and pins the option.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class Regroup:
     """A new trainer group, and when each player first completed a round with it."""
 
     ips: dict[str, str]  # trainer pod -> its IP
+    uids: set[str]
     ready_at: float  # when the API first showed every new trainer pod Ready (polled every 0.25 s)
     serving_at: float  # the latest of the new trainers' own "ready" log lines
     resumed: int  # the version trainer 0 resumed at
@@ -130,7 +131,8 @@ def _regroup(cluster: Cluster, progress: IterationLog, old_uids: set[str], repli
         return {name: _logged_at(m.group(1)) for name, m in found.items() if m} if all(found.values()) else None
 
     first_round = progress.wait(caught_up, 60, "every player's first round with the new trainer group")
-    return Regroup({name: p["status"]["podIP"] for name, p in new.items()}, ready_at,
+    return Regroup({name: p["status"]["podIP"] for name, p in new.items()},
+                   {p["metadata"]["uid"] for p in new.values()}, ready_at,
                    max(_logged_at(m.group(1)) for m in published.values() if m), resumed, first_round)
 
 
@@ -153,15 +155,24 @@ def test_a_lost_trainer_costs_the_players_seconds_after_the_new_group_is_ready(r
     progress.wait(lambda: cluster.status(JOB).get("gangRestarts") == 1, 180, "a gang restart")
     restarted = time.time()
     crash = _regroup(cluster, progress, {p["metadata"]["uid"] for p in old.values()}, len(old))
-    beyond = max(progress.seen[0], crash.resumed) + 5  # status had shown seen[0] before the kill
+
+    # at once, the trainer pods are evicted (a node drained, `kubectl delete pod`): they stop at the next round with
+    # a final checkpoint and come back in ~20 s, while the players' channels resolved the name moments ago: with
+    # gRPC's 30 s default they would wait out the rest of it
+    evicted = time.time()
+    cluster.kubectl("delete", "pod", *sorted(crash.ips), "--wait=false")
+    evict = _regroup(cluster, progress, crash.uids, len(old))
+    beyond = max(progress.seen[0], evict.resumed) + 5  # status had shown seen[0] before the kill
     progress.wait(lambda: cluster.status(JOB).get("iteration", 0) >= beyond, 120,
                   "status to show five rounds past what it showed before the kill")
     print(f"e2e lost trainer (SIGKILL): status says gang restart {restarted - killed:.1f} s after the kill, group "
           f"Ready (API) {crash.ready_at - restarted:.1f} s later; {crash.figures()}; resumed at {crash.resumed}")
-
+    print(f"e2e evicted trainers: group Ready (API) {evict.ready_at - evicted:.1f} s after the delete; "
+          f"{evict.figures()}; resumed at {evict.resumed}")
     old_ips = {name: p["status"]["podIP"] for name, p in old.items()}
-    print(f"e2e status iterations {progress.seen}; pod IPs {old_ips} -> {crash.ips}")
+    print(f"e2e status iterations {progress.seen}; pod IPs {old_ips} -> {crash.ips} -> {evict.ips}")
     crash.check(old_ips)
+    evict.check(crash.ips)
 
     # status iteration: it only goes back to the checkpoint a group resumed from, never below
     seen = progress.seen
