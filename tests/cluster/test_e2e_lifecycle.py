@@ -128,3 +128,33 @@ def test_a_foreground_delete_creates_nothing_and_the_job_goes_after_its_children
     reasons = [e.get("reason") for e in cluster.api.objects("v1", "Event", NS)]
     assert "GangRestart" not in reasons, reasons
     print(f"e2e foreground delete: the job and its {len(gone) - 1} children gone {took:.1f} s after kubectl delete")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_controller_failover_keeps_the_job_running(cluster: Cluster) -> None:
+    """Two controller replicas; the leader's pod is deleted (SIGTERM: it stops acting at once and does not hand
+    the Lease over): the standby leads when the Lease expires and goes on from status, with no gang restart."""
+    cluster.install(Chart.render({**values(**LIVE, checkpoint={"interval": 5}), "controller": {"replicas": 2}}))
+    cluster.wait(lambda: phase(cluster) == "Running" and cluster.status(JOB).get("groupFormed"), 300,
+                 "the job to run")
+
+    def holder() -> str:
+        lease = cluster.api.get("coordination.k8s.io/v1", "Lease", NS, "a2c-controller") or {}
+        return str((lease.get("spec") or {}).get("holderIdentity") or "")
+    leader = cluster.wait(holder, 60, "a leader")
+    pods = [p["metadata"]["name"] for p in cluster.pods("controller")]
+    assert len(pods) == 2, pods
+    old = next(name for name in pods if leader.startswith(name))
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", old, "--wait=false")
+    cluster.wait(lambda: holder() and not holder().startswith(old), 90, "the standby to take the Lease")
+    took_lease = time.monotonic() - started
+    iteration = int(cluster.status(JOB).get("iteration") or 0)
+    cluster.wait(lambda: int(cluster.status(JOB).get("iteration") or 0) > iteration, 60,
+                 "progress written by the new leader")
+    took_status = time.monotonic() - started
+    status = cluster.status(JOB)
+    assert status["phase"] == "Running" and status["gangRestarts"] == 0, status
+    print(f"e2e controller failover: the standby led {took_lease:.1f} s after the leader's pod was deleted, "
+          f"and wrote progress {took_status:.1f} s after")
