@@ -1,6 +1,6 @@
 """The job's life cycle on the test cluster with a garbage collector as slow as a real one (a second or more,
-`APIServer` default): `helm upgrade` of a job value while the old job's children still exist, and
-`kubectl delete --cascade=foreground` of a running job.
+`APIServer` default): `helm upgrade` of a job value while the old job's children still exist,
+`kubectl delete --cascade=foreground` of a running job, a controller failover.
 
 What is checked is what the pods really run (their processes' environment, read from /proc) and what the API
 recorded (the store's history, the controller's requests), not what the controller believes.
@@ -68,10 +68,10 @@ def test_helm_upgrade_of_a_job_value_reaches_every_pod_and_resumes(cluster: Clus
                  300, "the first job to train past a checkpoint")
     old_uid, before = cluster.job(JOB)["metadata"]["uid"], int(cluster.status(JOB)["iteration"])
 
+    cluster.api.gc.delay_s = 3.0  # a busy cluster's collector: the new job surely meets the old children
     with Recorder(cluster) as recorder:
-        started = time.monotonic()
+        started, mark = time.monotonic(), len(cluster.api.requests())
         cluster.upgrade(Chart.render(values(**{**spec, "algorithm": {"lr": 0.004}})))
-        assert cluster.api.get("apps/v1", "StatefulSet", NS, f"{JOB}-trainer") is not None  # the GC has not come
 
         def upgraded() -> bool:
             pods = cluster.pods("trainer") + cluster.pods("player")
@@ -83,6 +83,9 @@ def test_helm_upgrade_of_a_job_value_reaches_every_pod_and_resumes(cluster: Clus
         resumed = cluster.wait(lambda: _resumed_at(cluster, f"{JOB}-trainer-0"), 60, "trainer 0 to say it resumed")
         cluster.wait(lambda: int(cluster.status(JOB).get("iteration") or 0) > resumed, 120, "progress after it")
 
+    replaced = {r.name for r in cluster.api.requests()[mark:] if r.user.endswith("-controller")
+                and r.verb == "delete" and r.code == 200}
+    assert {f"{JOB}-trainer", f"{JOB}-player", f"{JOB}-config"} <= replaced, replaced  # found, not adopted
     assert resumed >= before - interval, (before, resumed)  # the old group's final checkpoint or the one before
     new = [s for s in recorder.samples if s["uid"] not in (None, old_uid)]
     assert new, "the recorder never saw the new job"
