@@ -228,8 +228,9 @@ ERRORS = [
         Panel("Rollouts refused per second, by reason",
               [(f"sum by (a2c_job, reason) (rate(a2c_trainer_rollouts_refused_total{{{J}}}[{RI}]))",
                 "{{a2c_job}} {{reason}}")],
-              description="stale_version / stale_in_queue: players behind the trainers; invalid_rollout, "
-                          "unknown_player, future_version, malformed: misconfigured players; queue_full: overload."),
+              description="stale_version / stale_in_queue: players behind the trainers; other_generation: "
+                          "rollouts acted before a gang restart; invalid_rollout, unknown_player, future_version, "
+                          "malformed: misconfigured players; queue_full: overload."),
         Panel("Refused share of rollouts", [(
             f"sum by (a2c_job) (rate(a2c_trainer_rollouts_refused_total{{{J}}}[{RI}]))\n"
             f"/ (sum by (a2c_job) (rate(a2c_trainer_rollouts_refused_total{{{J}}}[{RI}]))\n"
