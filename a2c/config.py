@@ -56,8 +56,11 @@ class EnvConfig:
 @dataclass
 class AlgoConfig:
     lr: float = opt(4e-3, "learning rate")
-    lr_schedule: str = opt("constant", "learning-rate schedule: constant, or linear decay to 0 over --max-env-steps "
-                           "(rl-baselines3-zoo's lin_<lr>)", choices=("constant", "linear"))
+    # linear and normalize_reward by default (issue 27): with a constant rate and raw rewards, CartPole runs
+    # trained past solving forgot what they had learned (docs/benchmarks.md#stability)
+    lr_schedule: str = opt("linear", "learning-rate schedule: linear decay to 0 over --max-env-steps "
+                           "(rl-baselines3-zoo's lin_<lr>; a short budget lowers the rate early on), or constant",
+                           choices=("constant", "linear"))
     gamma: float = opt(0.99, "discount factor")
     gae_lambda: float = opt(1.0, "GAE lambda (1.0 = n-step returns, as in the A2C paper)")
     n_steps: int = opt(8, "environment steps per rollout (T)")
@@ -80,7 +83,7 @@ class AlgoConfig:
                                "rollout (-1: once per rollout, at its first step)")
     normalize_obs: bool = opt(False, "normalise observations by their running mean and variance, job-wide, "
                               "inside the model (never for uint8 image observations)")
-    normalize_reward: bool = opt(False, "scale each player's rewards by the running std of the discounted "
+    normalize_reward: bool = opt(True, "scale each player's rewards by the running std of the discounted "
                                  "return (reported returns stay raw)")
 
     def hidden(self) -> tuple[int, ...]:

@@ -2,7 +2,8 @@
 
 For each task: train with `a2c local` for exactly the budget (no early stop), then score the final
 checkpoint with `a2c eval` (greedy policy, `--episodes` episodes, as the zoo's benchmark scores its
-agents deterministically). Optionally (`--sb3`) train Stable-Baselines3's A2C with the zoo's
+agents deterministically), and the best-evaluated one (`checkpoints/best.pt`, `a2c eval --best`) on the same
+episodes. Optionally (`--sb3`) train Stable-Baselines3's A2C with the zoo's
 hyperparameters for the same budget on the same machine and score it the same way, so both columns
 are measured at the same budget. The zoo column is what rl-baselines3-zoo's `benchmark.md` publishes
 (one run each, at the zoo's own budget, which the table names).
@@ -49,11 +50,16 @@ class Task:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# the zoo's Atari A2C: a constant rate and raw (clipped) rewards, where a2c local's defaults are linear and scaled
+ZOO_ATARI = ["--lr-schedule", "constant", "--normalize-reward", "false"]
+
 TASKS: dict[str, Task] = {t.env_id: t for t in [
     Task("CartPole-v1", 500_000, (500.0, 0.0, "500k"), "CartPole-v1", [],
          {"n_envs": 8, "ent_coef": 0.0}),
+    # the settings of its rows before issue 27 (a constant rate, raw rewards): with the new defaults seeds 1-3
+    # scored lower (docs/benchmarks.md#stability)
     Task("Acrobot-v1", 500_000, (-83.353, 17.213, "500k"), "Acrobot-v1",
-         ["--ent-coef", "0.01"],
+         ["--ent-coef", "0.01", "--lr-schedule", "constant", "--normalize-reward", "false"],
          {"n_envs": 16, "ent_coef": 0.0, "normalize": True}),
     # 2 trainers x 1 player x 4 copies: the zoo's 8 environments, 64 samples per update
     Task("Pendulum-v1", 1_000_000, (-162.965, 103.210, "1M, gSDE"), "Pendulum-v1",
@@ -63,10 +69,10 @@ TASKS: dict[str, Task] = {t.env_id: t for t in [
          {"n_envs": 8, "normalize": True, "ent_coef": 0.0, "max_grad_norm": 0.5, "n_steps": 8, "gae_lambda": 0.9,
           "vf_coef": 0.4, "gamma": 0.9, "use_rms_prop": True, "normalize_advantage": False,
           "learning_rate": "lin_7e-4", "use_sde": True, "policy_kwargs": {"log_std_init": -2, "ortho_init": False}}),
-    # zoo: n_envs 8 x n_steps 5, lin_0.00083, gamma 0.995, ent_coef 1e-5, SB3's other defaults (ours agree)
+    # zoo: n_envs 8 x n_steps 5, lin_0.00083, gamma 0.995, ent_coef 1e-5, raw rewards, SB3's other defaults
     Task("LunarLander-v3", 200_000, (155.751, 80.419, "200k"), "LunarLander-v2",
          ["--num-envs", "4", "--n-steps", "5", "--gamma", "0.995", "--lr", "0.00083", "--lr-schedule", "linear",
-          "--ent-coef", "0.00001"],
+          "--ent-coef", "0.00001", "--normalize-reward", "false"],
          {"n_envs": 8, "n_steps": 5, "gamma": 0.995, "learning_rate": "lin_0.00083", "ent_coef": 0.00001},
          needs="Box2D"),
     # zoo: 4 environments (2 trainers x 1 player x 2 copies: 32 samples per update), gSDE resampled once per rollout
@@ -87,12 +93,12 @@ TASKS: dict[str, Task] = {t.env_id: t for t in [
          {"n_envs": 1, "normalize": True}, needs="mujoco"),
     Task("BreakoutNoFrameskip-v4", 200_000, (279.793, 122.177, "10M"), "BreakoutNoFrameskip-v4",
          ["--num-envs", "8", "--n-steps", "5", "--lr", "7e-4", "--ent-coef", "0.01", "--vf-coef", "0.25",
-          "--optimizer", "rmsprop_tf", "--vectorization", "async"],
+          "--optimizer", "rmsprop_tf", "--vectorization", "async", *ZOO_ATARI],
          {"atari": True, "n_envs": 16, "ent_coef": 0.01, "vf_coef": 0.25, "rmsprop_tf": True},
          needs="ale_py", gpu_budget=10_000_000),
     Task("PongNoFrameskip-v4", 10_000_000, (17.292, 3.214, "10M"), "PongNoFrameskip-v4",
          ["--num-envs", "8", "--n-steps", "5", "--lr", "7e-4", "--ent-coef", "0.01", "--vf-coef", "0.25",
-          "--optimizer", "rmsprop_tf", "--vectorization", "async"],
+          "--optimizer", "rmsprop_tf", "--vectorization", "async", *ZOO_ATARI],
          {"atari": True, "n_envs": 16, "ent_coef": 0.01, "vf_coef": 0.25, "rmsprop_tf": True},
          needs="ale_py", gpu_only=True),
 ]}
@@ -143,8 +149,20 @@ print(json.dumps({"env_steps": model.num_timesteps, "train_return": sum(train) /
 """
 
 
-def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extra: list[str]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+def _score(run_dir: str, seed: int, episodes: int, best: bool = False) -> dict[str, Any]:
+    """`a2c eval` of the run's final checkpoint (or, best, of checkpoints/best.pt) as JSON."""
+    ev = subprocess.run([sys.executable, "-m", "a2c", "eval", run_dir, "--episodes", str(episodes),
+                         "--seed", str(seed + 10_000), "--json", *(["--best"] if best else [])],
+                        capture_output=True, text=True)
+    if ev.returncode != 0:
+        raise RuntimeError(f"a2c eval failed (exit {ev.returncode}):\n{ev.stderr[-3000:]}")
+    return json.loads(ev.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extra: list[str],
+            keep: Path | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(keep / f"{task.env_id}-seed{seed}") if keep else scratch
         cmd = [sys.executable, "-m", "a2c", "local", "--env-id", task.env_id, "--run-dir", tmp, "--seed", str(seed),
                "--max-env-steps", str(budget), "--target-return", "inf", "--progress", "false", "--plot", "false",
                "--device", device, *task.a2c, *extra]
@@ -153,16 +171,23 @@ def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extr
         wall = time.perf_counter() - start
         if out.returncode != 0:
             raise RuntimeError(f"a2c local failed (exit {out.returncode}): {shlex.join(cmd)}\n{out.stderr[-3000:]}")
-        train = [r for r in journal.training(journal.read(Path(tmp) / "metrics.jsonl"))
-                 if r.get("mean_return") is not None]
-        ev = subprocess.run([sys.executable, "-m", "a2c", "eval", tmp, "--episodes", str(episodes),
-                             "--seed", str(seed + 10_000), "--json"], capture_output=True, text=True)
-        if ev.returncode != 0:
-            raise RuntimeError(f"a2c eval failed (exit {ev.returncode}):\n{ev.stderr[-3000:]}")
-        score = json.loads(ev.stdout.strip().splitlines()[-1])
+        rows = journal.read(Path(tmp) / "metrics.jsonl")
+        train = [r for r in journal.training(rows) if r.get("mean_return") is not None]
+        score = _score(tmp, seed, episodes)
+        # the best-evaluated weights (--keep-best), scored on the same held-out episodes as the final ones
+        best = _score(tmp, seed, episodes, best=True) if (Path(tmp) / "checkpoints" / "best.pt").exists() else None
     steps = train[-1]["env_steps"] if train else 0
-    return {"wall_s": wall, "env_steps": steps, "train_return": train[-1]["mean_return"] if train else None,
-            "eval_mean": score["mean_return"], "eval_std": score["std_return"]}
+    means = [r["mean_return"] for r in train]
+    return {"wall_s": wall, "env_steps": steps, "train_return": means[-1] if means else None,
+            "eval_mean": score["mean_return"], "eval_std": score["std_return"],
+            "best_eval_mean": best["mean_return"] if best else None,
+            "best_eval_std": best["std_return"] if best else None,
+            "best_version": best["version"] if best else None,
+            # long-budget behaviour: the best and the worst training mean after the best one, and the
+            # periodic evaluations (greedy, the run's seed) as (env steps, mean) pairs
+            "train_best": max(means, default=None),
+            "train_min_after_best": min(means[means.index(max(means)):], default=None) if means else None,
+            "evals": [(r["env_steps"], r["eval_mean_return"]) for r in journal.evaluations(rows)]}
 
 
 def run_sb3(task: Task, budget: int, seed: int, episodes: int) -> dict[str, Any]:
@@ -186,14 +211,15 @@ def fmt(mean: float | None, std: float | None = None) -> str:
 
 
 def table(results: list[dict[str, Any]], sb3: bool) -> str:
-    head = ["task", "budget", "a2c eval", "a2c train (last 100)", "a2c wall", "a2c steps/s"]
+    head = ["task", "budget", "a2c eval", "a2c eval, best.pt", "a2c train (last 100)", "a2c wall", "a2c steps/s"]
     if sb3:
         head += ["SB3 A2C eval (zoo hparams, same budget)", "SB3 wall"]
     head += ["zoo A2C (published)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         a, z = r["a2c"], r["zoo"]
-        cells = [r["task"], f"{r['budget']:,}", fmt(a["eval_mean"], a["eval_std"]), fmt(a["train_return"]),
+        cells = [r["task"], f"{r['budget']:,}", fmt(a["eval_mean"], a["eval_std"]),
+                 fmt(a.get("best_eval_mean"), a.get("best_eval_std")), fmt(a["train_return"]),
                  f"{a['wall_s']:.0f} s", f"{a['env_steps'] / a['wall_s']:,.0f}"]
         if sb3:
             s = r.get("sb3")
@@ -221,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sb3", action="store_true", help="also train SB3's A2C (zoo hyperparameters), same budget")
     parser.add_argument("--a2c-args", default="", help="extra flags for every `a2c local` run")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--keep-runs", type=Path, default=None, help="keep a2c's run directories here")
     args = parser.parse_args(argv)
     import torch
 
@@ -244,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         # one GPU: one trainer (NCCL wants a GPU per rank) fed by two players
         topology = ["--trainers", "1", "--players-per-trainer", "2"] if gpu else []
         row["a2c"] = run_a2c(task, budget, args.seed, args.episodes, "cuda" if gpu else "cpu",
-                             topology + shlex.split(args.a2c_args))
+                             topology + shlex.split(args.a2c_args), args.keep_runs)
         print(f"{name} a2c: {json.dumps(row['a2c'])}", flush=True)
         if args.sb3:
             row["sb3"] = run_sb3(task, budget, args.seed, args.episodes)

@@ -30,7 +30,9 @@ BUDGET = 300_000
 @pytest.mark.slow
 @pytest.mark.timeout(440)  # a learning run of up to 300k env steps: the run itself is given 400 s
 def test_local_learns_acrobot(tmp_path: Path) -> None:
+    # the settings it was tuned with, the defaults before issue 27 (a constant rate, raw rewards)
     cmd = [sys.executable, "-m", "a2c", "local", "--env-id", "Acrobot-v1", "--ent-coef", "0.01",
+           "--lr-schedule", "constant", "--normalize-reward", "false",
            "--target-return", "-100", "--max-env-steps", str(BUDGET), "--seed", "1",
            "--progress", "false", "--plot", "false", "--run-dir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)

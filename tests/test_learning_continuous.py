@@ -29,7 +29,7 @@ BUDGET = 100_000
 @pytest.mark.timeout(340)  # a learning run of up to 100k env steps: the run itself is given 300 s
 def test_local_learns_inverted_pendulum(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "a2c", "local", "--env-id", "InvertedPendulum-v5", "--num-envs", "8", "--lr", "2e-3",
-           "--normalize-obs", "true",
+           "--lr-schedule", "constant", "--normalize-obs", "true",
            "--normalize-reward", "true", "--return-window", "20", "--target-return", "950",
            "--max-env-steps", str(BUDGET), "--seed", "0",
            "--progress", "false", "--plot", "false", "--run-dir", str(tmp_path)]
@@ -56,7 +56,7 @@ def test_local_learns_inverted_pendulum_with_gsde(tmp_path: Path) -> None:
     train the log-prob of the marginal Gaussian (the zoo's gSDE log-std init, -2). Same budget and bars as
     above; how fast it learned by seed is in docs/continuous.md."""
     cmd = [sys.executable, "-m", "a2c", "local", "--env-id", "InvertedPendulum-v5", "--num-envs", "8", "--lr", "2e-3",
-           "--normalize-obs", "true",
+           "--lr-schedule", "constant", "--normalize-obs", "true",
            "--normalize-reward", "true", "--use-sde", "true", "--sde-sample-freq", "4", "--log-std-init", "-2",
            "--return-window", "20", "--target-return", "950", "--max-env-steps", str(BUDGET), "--seed", "0",
            "--progress", "false", "--plot", "false", "--run-dir", str(tmp_path)]
