@@ -95,6 +95,12 @@ while IFS= read -r path; do
   VOLUMES+=(--volume "${path}:${path}:ro")
 done <"${WORK}/mounts"
 
-log "podman build ${IMAGE} (base ${BASE_IMAGE})"
-podman build --pull=never --network host --tag "$IMAGE" "${VOLUMES[@]}" "$@" "$ROOT" >&2
+# What the image was built from: the test node refuses an image whose source differs from the checkout's
+# (tests/cluster/node_container.py computes the same digest).
+SOURCE="$(cd "$ROOT" && find a2c protos pyproject.toml -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+  | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d ' ' -f 1)"
+
+log "podman build ${IMAGE} (base ${BASE_IMAGE}, source ${SOURCE:0:12})"
+podman build --pull=never --network host --tag "$IMAGE" --label "a2c.source-sha256=${SOURCE}" \
+  "${VOLUMES[@]}" "$@" "$ROOT" >&2
 echo "$IMAGE"

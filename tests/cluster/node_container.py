@@ -21,10 +21,10 @@ Every container carries the label `a2c.test-node=<run>`; `remove_all` and `sweep
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
-import signal
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +33,8 @@ from tests.cluster.node_env import ConfigError, expand
 
 Obj = dict[str, Any]
 LABEL = "a2c.test-node"
+SOURCE_LABEL = "a2c.source-sha256"  # set by deploy/image/build.sh
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNTIME_ENV = "A2C_TEST_RUNTIME"
 RUNTIMES = ("process", "container")
 
@@ -102,14 +104,21 @@ class Engine:
         return subprocess.run(["podman", *args], capture_output=True, text=True, env=self.env, timeout=timeout_s)
 
     def image_user(self, image: str) -> str | None:
-        """The image's USER ("" when it has none), or None when the image is not in podman's store."""
+        """The image's USER ("" when it has none), or None when the image is not in podman's store. An image
+        deploy/image/build.sh made from other source than this checkout's is refused: its pods would run
+        code the tests never read."""
         if image not in self._users:
-            done = self.podman("image", "inspect", "--format", "{{.Config.User}}", image)
-            self._users[image] = done.stdout.strip() if done.returncode == 0 else None
+            done = self.podman("image", "inspect", "--format",
+                               f'{{{{.Config.User}}}} {{{{index .Labels "{SOURCE_LABEL}"}}}}', image)
+            user, _, built_from = done.stdout.strip().partition(" ")
+            if done.returncode == 0 and built_from not in ("", "<no value>") and built_from != source_digest():
+                raise ImageMissing(f"{image} was built from other source than this checkout's (a2c/, protos/ or "
+                                   "pyproject.toml changed since): run deploy/image/build.sh")
+            self._users[image] = user if done.returncode == 0 else None
         return self._users[image]
 
     def argv(self, name: str, pod: Obj, spec: Obj, env: dict[str, str], *, netns: str, hostname: str,
-             mounts: list[Obj], etc: dict[str, str]) -> list[str]:
+             mounts: list[Obj], etc: dict[str, str], conmon_pidfile: str) -> list[str]:
         """The `podman run` command line for one container instance (raises ValueError for what the kubelet
         would refuse: a missing image, runAsNonRoot with a root user)."""
         image = spec.get("image") or ""
@@ -125,6 +134,7 @@ class Engine:
             raise NonRoot(f"container has runAsNonRoot and image has non-numeric user ({uid}), "
                           "cannot verify user is non-root")
         out = ["run", "--name", name, "--label", f"{LABEL}={self.run}", "--pull=never",
+               "--conmon-pidfile", conmon_pidfile,
                f"--network=ns:{netns}", "--hostname", hostname, "--no-hosts", "--passwd=false",
                "--log-driver=none", "--sig-proxy=false", "--pids-limit=-1", "--shm-size=64m"]
         if "runAsUser" in sec or "runAsGroup" in sec:
@@ -171,12 +181,19 @@ class Engine:
         return subprocess.Popen(["podman", *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=self.env, start_new_session=True)
 
-    def kill(self, name: str, sig: int, proc: subprocess.Popen[bytes] | None) -> None:
-        """Signal the container's process; while podman has not yet made the container, its `podman run`."""
-        done = self.podman("kill", "--signal", str(int(sig)), name, timeout_s=30)
+    def kill(self, name: str, sig: int, proc: subprocess.Popen[bytes] | None, conmon_pidfile: str) -> None:
+        """Signal the container's process as runc would: straight to it (the child of its conmon), without
+        podman, whose commands wait for its store's lock (held for minutes by a build); `podman kill` only when
+        that process is not found, and the `podman run` itself while podman has not yet made the container."""
+        pid = container_pid(conmon_pidfile)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                return
+        done = self.podman("kill", "--signal", str(int(sig)), name, timeout_s=60)
         if done.returncode != 0 and proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL if sig == signal.SIGKILL else sig)
+                os.killpg(proc.pid, sig)
 
     def finish(self, name: str, podman_rc: int, kernel_log: KernelLog) -> Ended:
         """What ended the container (exit 128 when it never started, as the kubelet reports a StartError);
@@ -246,6 +263,34 @@ class ImageMissing(Exception):
 
 class NonRoot(ConfigError):
     """runAsNonRoot with a root (or unverifiable) user: CreateContainerConfigError."""
+
+
+def source_digest(root: str = REPO) -> str:
+    """What deploy/image/build.sh labels the image with: sha256 of `sha256sum` over the package's files."""
+    paths = []
+    for top in ("a2c", "protos", "pyproject.toml"):
+        if os.path.isfile(os.path.join(root, top)):
+            paths.append(top)
+        for folder, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            paths += [os.path.relpath(os.path.join(folder, f), root) for f in files if not f.endswith(".pyc")]
+    lines = []
+    for path in sorted(paths, key=os.fsencode):
+        with open(os.path.join(root, path), "rb") as f:
+            lines.append(f"{hashlib.sha256(f.read()).hexdigest()}  {path}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def container_pid(conmon_pidfile: str) -> int | None:
+    """The container's first process: the one child of its conmon (a subreaper that runc's init is left to)."""
+    try:
+        with open(conmon_pidfile) as f:
+            conmon = int(f.read().strip())
+        with open(f"/proc/{conmon}/task/{conmon}/children") as f:
+            children = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(children[0]) if len(children) == 1 else None
 
 
 def _expand(text: str, env: dict[str, str]) -> str:

@@ -271,6 +271,10 @@ class Container:
         self.engine = pod.host.settings.engine
 
     @property
+    def conmon_pidfile(self) -> str:
+        return os.path.join(self.dir, f"conmon-{self.instance}.pid")
+
+    @property
     def container_name(self) -> str:
         """The podman name of the current instance (container runtime)."""
         return f"a2c-{self.pod.uid}-{self.name}-{self.instance}"
@@ -278,7 +282,7 @@ class Container:
     def signal(self, sig: int) -> None:
         proc = self.proc
         if proc is not None and self.engine is not None:
-            self.engine.kill(self.container_name, sig, proc)
+            self.engine.kill(self.container_name, sig, proc, self.conmon_pidfile)
         elif proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, sig)
@@ -393,7 +397,8 @@ class Container:
         argv = engine.argv(self.container_name, pod.pod, self.spec, env, netns=f"/run/netns/{pod.net.netns}",
                            hostname=pod.hostname, mounts=pod.mounts(self),
                            etc={"/etc/hosts": pod.net.hosts_path,
-                                "/etc/resolv.conf": f"{netns.NETNS_DIR}/{pod.net.netns}/resolv.conf"})
+                                "/etc/resolv.conf": f"{netns.NETNS_DIR}/{pod.net.netns}/resolv.conf"},
+                           conmon_pidfile=self.conmon_pidfile)
         kernel_log = node_container.KernelLog()
         with open(self.log_file, "ab") as logf:
             self.proc = engine.start(argv, logf)

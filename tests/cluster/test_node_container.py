@@ -7,8 +7,8 @@ image's ENTRYPOINT, memory limits (an OOM kill is reported as OOMKilled, exit 13
 runtime. The `host_untouched` fixture checks that a node leaves nothing behind: no container, namespace,
 link or bridge of its run, no iptables rule, ip_forward as it was.
 
-Without the image: skipped locally with how to build it; failed where A2C_TEST_RUNTIME=container (CI),
-which promises the image.
+Without the image, or with one built from other source than the checkout's: skipped locally with how to build
+it; failed where A2C_TEST_RUNTIME=container (CI), which promises the image.
 """
 
 from __future__ import annotations
@@ -42,11 +42,15 @@ CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem
 def require_image() -> None:
     node.require_root()
     missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
-    built = not missing and subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True).returncode == 0
-    if built:
+    label = "" if missing else subprocess.run(
+        ["podman", "image", "inspect", "--format", f'{{{{index .Labels "{node_container.SOURCE_LABEL}"}}}}', IMAGE],
+        capture_output=True, text=True).stdout.strip()
+    if label == node_container.source_digest():
         return
-    why = f"no {IMAGE} in podman's store ({', '.join(missing) + ' missing; ' if missing else ''}" \
-          "deploy/image/build.sh builds it)"
+    why = f"{IMAGE} was built from other source than this checkout's" if label else \
+        f"no {IMAGE} from deploy/image/build.sh in podman's store" + (f" ({', '.join(missing)} missing)" if missing
+                                                                      else "")
+    why += ": deploy/image/build.sh builds it"
     if os.environ.get(node_container.RUNTIME_ENV) == "container":
         pytest.fail(f"{node_container.RUNTIME_ENV}=container but {why}")
     pytest.skip(why)
@@ -226,3 +230,33 @@ def test_what_the_kubelet_refuses_to_start(cluster: tuple[APIServer, node.Node, 
            and (waiting("missing") or {}).get("reason") == "ErrImageNeverPull", 30, "both pods to be refused")
     assert "runAsNonRoot" in (waiting("root") or {})["message"]
     assert "a2c:no-such-tag" in (waiting("missing") or {})["message"]
+
+
+def test_sweep_removes_the_containers_of_a_dead_run(tmp_path: Path) -> None:
+    """A node killed before stop() leaves its containers running (they do not die with the agent, as processes
+    do): the next node's sweep removes those of runs whose lock is gone, and none of a live run."""
+    require_image()
+    dead = "zzzzz1"  # no lock held: a crashed run
+    name = f"a2c-sweep-test-{os.getpid()}"
+    engine = node_container.Engine(str(tmp_path), dead)
+    started = engine.podman("run", "--detach", "--name", name, "--label", f"{node_container.LABEL}={dead}",
+                            "--pull=never", "--network=none", "--entrypoint", '["sleep", "600"]', IMAGE)
+    assert started.returncode == 0, started.stderr
+    try:
+        gone = node.sweep()
+        assert f"container {name}" in gone, gone
+        assert name not in engine.names()
+    finally:
+        engine.podman("rm", "--force", "--time", "0", name)
+
+
+def test_an_image_built_from_other_source_is_refused(cluster: tuple[APIServer, node.Node, node_api.Api],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale image would run code the tests never read: build.sh labels the image with its source's digest,
+    and the node refuses an image whose digest is not the checkout's (here: the checkout "changed")."""
+    api, n, _ = cluster
+    monkeypatch.setattr(node_container, "source_digest", lambda: "0" * 64)
+    api.create(pod("stale", {"name": "c", "image": IMAGE, "args": ["--help"]}))
+    waiting = n.wait(lambda: (statuses(api, "stale").get("c", {}).get("state") or {}).get("waiting", {}).get(
+        "reason") == "ErrImageNeverPull" and statuses(api, "stale")["c"]["state"]["waiting"], 30, "the refusal")
+    assert "built from other source" in waiting["message"], waiting
