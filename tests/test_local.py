@@ -123,8 +123,9 @@ def test_killed_trainer_group_resumes_from_its_checkpoint(tmp_path: Path) -> Non
     before, after = back[0]
     assert after - 1 == (before // 20) * 20, "resumed from the newest checkpoint"
     assert rows[-1]["env_steps"] >= BUDGET
-    for ckpt in (tmp_path / "checkpoints").glob("*"):
-        assert ckpt.name.startswith("ckpt-") and ckpt.suffix == ".pt", f"left behind: {ckpt.name}"
+    for ckpt in (tmp_path / "checkpoints").glob("*"):  # no temporary file left behind; best.pt is --keep-best's
+        assert ckpt.name == checkpoint.BEST or (ckpt.name.startswith("ckpt-") and ckpt.suffix == ".pt"), \
+            f"left behind: {ckpt.name}"
         checkpoint.load(ckpt)
 
 
