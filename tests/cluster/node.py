@@ -204,8 +204,12 @@ class Node:
         return rt.net.ip if rt and rt.net and not rt.stopping.is_set() else None
 
     def pid(self, namespace: str, pod: str, container: str | None = None) -> int | None:
-        proc = self._container(namespace, pod, container).proc
-        return proc.pid if proc else None
+        """The host pid of a container's first process (in the container runtime: the container's own, not
+        its `podman run`'s)."""
+        c = self._container(namespace, pod, container)
+        if c.proc is None:
+            return None
+        return node_container.container_pid(c.conmon_pidfile) if c.engine is not None else c.proc.pid
 
     def kill(self, namespace: str, pod: str, sig: int = signal.SIGKILL, container: str | None = None) -> None:
         """Send `sig` to a container's process group (its first container unless named)."""

@@ -204,11 +204,14 @@ def test_signals_reach_the_container_and_exec_probes_run_inside(cluster: tuple[A
         time.sleep(600)
     """)
     c = {"name": "c", "image": IMAGE, "command": ["python3", "-c", code], "securityContext": CONTAINER_SECURITY,
+         "env": [{"name": "A2C_PROBE", "value": "here"}],
          "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
          "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1}}
     api.create(pod("sig", c, restartPolicy="Never", securityContext=POD_SECURITY,
                    volumes=[{"name": "tmp", "emptyDir": {}}]))
     n.wait(lambda: statuses(api, "sig").get("c", {}).get("ready"), 60, "the exec readiness probe to pass")
+    pid = n.pid(NS, "sig")  # the container's process itself, as the host sees it
+    assert pid is not None and b"A2C_PROBE=here" in Path(f"/proc/{pid}/environ").read_bytes()
     import signal
 
     n.kill(NS, "sig", signal.SIGTERM)
