@@ -33,7 +33,16 @@ for tool in podman debootstrap runc tar; do
 done
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+# debootstrap mounts /proc (and more) inside its target while it runs: an interrupted run leaves them, so
+# detach what is mounted under WORK first, and never let rm cross into another filesystem.
+cleanup() {
+  awk -v work="$WORK/" 'index($2, work) == 1 { print $2 }' /proc/mounts | sort -r | while IFS= read -r target; do
+    umount -l "$target" || true
+  done
+  rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # crun refuses hybrid cgroup layouts, so runc; podman's default rlimits exceed what a root without
 # CAP_SYS_RESOURCE may set, so the hard limits this shell has.
