@@ -39,18 +39,18 @@ def _last_termination(containers: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def trainer_pods(items: list[dict[str, Any]]) -> list[status.TrainerPod]:
+def job_pods(items: list[dict[str, Any]]) -> list[status.JobPod]:
     pods = []
     for pod in items:
         meta, st = pod["metadata"], pod.get("status") or {}
         containers = st.get("containerStatuses") or []
         ended = _last_termination(containers)
-        pods.append(status.TrainerPod(
+        pods.append(status.JobPod(
             name=meta["name"], uid=meta.get("uid", ""), deleting=bool(meta.get("deletionTimestamp")),
             restarts=sum(int(c.get("restartCount", 0)) for c in containers),
             ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []),
             exit_code=int(ended["exitCode"]) if "exitCode" in ended else None,
-            message=str(ended.get("message") or ""),
+            message=str(ended.get("message") or ""), reason=str(ended.get("reason") or ""),
         ))
     return sorted(pods, key=lambda p: p.ordinal)
 
@@ -98,10 +98,12 @@ class Reconciler:
         if meta.get("deletionTimestamp"):
             # Being deleted (a foreground delete waits for the children to go): create, patch, restart nothing.
             return "deleting"
-        pods = trainer_pods(self._own_pods(job))
+        pods = job_pods(self._own_pods(job, "trainer"))
         terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
+        players = [] if terminal else job_pods(self._own_pods(job, "player"))  # their restarts, in status
         report = self._probe(job) if poll and not terminal else None
-        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job), polled=poll)
+        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job), polled=poll,
+                                 player_pods=players)
 
         changed = [self.kube.apply(obj) for obj in resources.render(job, decision.stopped, decision.trainers)]
         if "replacing" in changed:
@@ -124,14 +126,14 @@ class Reconciler:
             return "restarted"
         return "changed" if status_changed or any(c != "unchanged" for c in changed) else "unchanged"
 
-    def _own_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        """The trainer pods of this job's own trainer StatefulSet. An earlier job of the same name (`helm
-        upgrade`) leaves pods with the same labels until the garbage collector removes them: they are not this
-        job's group. Pods with no controller are counted (a StatefulSet adopts them)."""
+    def _own_pods(self, job: dict[str, Any], component: str) -> list[dict[str, Any]]:
+        """The pods of this job's own `component` ("trainer", "player") StatefulSet. An earlier job of the same
+        name (`helm upgrade`) leaves pods with the same labels until the garbage collector removes them: they are
+        not this job's. Pods with no controller are counted (a StatefulSet adopts them)."""
         meta = job["metadata"]
-        items = self.kube.list("v1", "Pod", meta["namespace"], resources.selector(meta["name"], "trainer"))
+        items = self.kube.list("v1", "Pod", meta["namespace"], resources.selector(meta["name"], component))
         try:
-            sts = self.kube.get("apps/v1", "StatefulSet", meta["namespace"], f"{meta['name']}-trainer")
+            sts = self.kube.get("apps/v1", "StatefulSet", meta["namespace"], f"{meta['name']}-{component}")
         except kube.NotFoundError:
             sts = None
         ours = sts is not None and (kube.controller_of(sts) or {}).get("uid") == meta.get("uid")

@@ -1,6 +1,6 @@
 """Deciding a job's status and what to do about it: pure, given what was observed.
 
-Data flow: `handlers.reconcile` observes the trainer pods (`TrainerPod`) and trainer 0's Status reply
+Data flow: `handlers.reconcile` observes the trainer pods (`JobPod`) and trainer 0's Status reply
 (`probe.trainer_status`, a plain dict), calls `decide(job, pods, report, now)`, and acts on the
 `Decision`: render the children (stopped or not, at which trainer count), delete the trainer pods for
 a gang restart, emit the Events, write the status. The previous status is the controller's memory (it
@@ -30,7 +30,9 @@ TERMINAL = (SUCCEEDED, FAILED)
 
 
 @dataclass(frozen=True)
-class TrainerPod:
+class JobPod:
+    """A trainer or player pod of the job, as its status shows it."""
+
     name: str
     uid: str
     restarts: int
@@ -38,6 +40,11 @@ class TrainerPod:
     deleting: bool = False
     exit_code: int | None = None  # of the container's last termination (state or lastState), if any
     message: str = ""  # that termination's message (terminationMessagePath or the log tail)
+    reason: str = ""  # that termination's reason as the kubelet gives it: OOMKilled, Error, Completed
+
+    def ended(self) -> str:
+        """How its container last ended, for a message: `OOMKilled, exit 137`."""
+        return ", ".join(x for x in (self.reason, "" if self.exit_code is None else f"exit {self.exit_code}") if x)
 
     @property
     def ordinal(self) -> int:
@@ -69,7 +76,7 @@ def set_condition(
                        "lastTransitionTime": now, "observedGeneration": generation})
 
 
-def lost_trainers(seen: dict[str, dict[str, Any]], pods: list[TrainerPod]) -> list[str]:
+def lost_trainers(seen: dict[str, dict[str, Any]], pods: list[JobPod]) -> list[str]:
     """Why the gang is broken: a trainer pod we saw is gone, was replaced (new uid) or restarted."""
     now = {p.name: p for p in pods if not p.deleting}
     why = []
@@ -80,7 +87,7 @@ def lost_trainers(seen: dict[str, dict[str, Any]], pods: list[TrainerPod]) -> li
         elif pod.uid != before.get("uid"):
             why.append(f"{name} was replaced")
         elif pod.restarts > int(before.get("restarts", 0)):
-            why.append(f"{name} restarted")
+            why.append(f"{name} restarted" + (f" ({pod.ended()})" if pod.ended() else ""))
     return why
 
 
@@ -116,19 +123,19 @@ def _seconds_between(start: str, now: str) -> float:
     return (parse(now.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
 
 
-def cannot_start(pods: list[TrainerPod]) -> TrainerPod | None:
+def cannot_start(pods: list[JobPod]) -> JobPod | None:
     """A trainer whose last run ended with EXIT_CANNOT_START: its configuration can never run."""
     return next((p for p in pods if p.exit_code == termination.EXIT_CANNOT_START), None)
 
 
-def _ready(pods: list[TrainerPod], trainers: int) -> int:
+def _ready(pods: list[JobPod], trainers: int) -> int:
     return len([p for p in pods if p.ready and not p.deleting and 0 <= p.ordinal < trainers])
 
 
 NOT_ANSWERING = "TrainerNotAnswering"
 
 
-def _conditions(d: Decision, pods: list[TrainerPod], report: dict[str, Any] | None, polled: bool, now: str,
+def _conditions(d: Decision, pods: list[JobPod], report: dict[str, Any] | None, polled: bool, now: str,
                 gen: int) -> None:
     """Ready, Progressing, Succeeded, Failed as the API conventions have them: each one says one thing, reason
     and message agree with the status, and a pass that learned nothing new writes the same words (a watch-driven
@@ -165,14 +172,15 @@ def invalid(job: dict[str, Any], why: str, now: str) -> dict[str, Any]:
 
 
 def decide(
-    job: dict[str, Any], pods: list[TrainerPod], report: dict[str, Any] | None, now: str, template: str,
-    polled: bool = True,
+    job: dict[str, Any], pods: list[JobPod], report: dict[str, Any] | None, now: str, template: str,
+    polled: bool = True, player_pods: list[JobPod] | None = None,
 ) -> Decision:
     """The new status of `job` and the actions that make the cluster match it.
 
     `template` identifies the trainer pod template the spec renders (`resources.trainer_template_hash`).
     `polled`: trainer 0 was asked for `report` (the periodic resync); a reconcile caused by a watch event
-    does not ask, and then leaves progress and the Ready condition as they were.
+    does not ask, and then leaves progress and the Ready condition as they were. `player_pods`: the job's player
+    pods, whose restarts (the kubelet restarts them; the job goes on) status counts and names.
     """
     spec = jobspec.with_defaults(job.get("spec"))
     gen = int(job["metadata"].get("generation") or 0)
@@ -232,11 +240,36 @@ def decide(
                           message=(report.get("message") or (f"iteration {status['iteration']}" if "iteration" in status
                                                               else f"trainer 0 is {report['phase'].lower()}"))
                           + resumed_note(status))
+    if status.get("phase") not in TERMINAL:
+        _watch_players(d, player_pods or [], now)
     _conditions(d, pods, report, polled, now, gen)
     return d
 
 
-def _watch_group(d: Decision, spec: dict[str, Any], pods: list[TrainerPod], now: str) -> None:
+def _watch_players(d: Decision, players: list[JobPod], now: str) -> None:
+    """A player that restarts costs its trainer's share of a few rounds, not the job: the kubelet restarts it and
+    training goes on. Status keeps each player pod's restart count (`playerPods`), their sum (`playerRestarts`)
+    and how the newest failure ended (`lastPlayerFailure`); a Warning names each new one, with the limit to
+    raise when the kernel killed it for memory."""
+    status = d.status
+    seen = {str(k): int(v) for k, v in (status.get("playerPods") or {}).items()}
+    live = {p.name: p.restarts for p in players if not p.deleting}
+    for p in sorted(players, key=lambda p: p.name):
+        if p.deleting or p.restarts <= seen.get(p.name, 0):
+            continue
+        oom = p.reason == "OOMKilled"
+        status["lastPlayerFailure"] = {"pod": p.name, "reason": p.reason or "Error", "restarts": p.restarts,
+                                       "time": now, **({} if p.exit_code is None else {"exitCode": p.exit_code})}
+        message = (f"player {p.name} restarted ({p.ended() or 'exited'}; {p.restarts} restarts)"
+                   + ("; the kernel killed it at its memory limit: raise players.resources.limits.memory" if oom
+                      else ""))
+        d.events.append(("Warning", "PlayerOOMKilled" if oom else "PlayerRestarted", message))
+    if live != seen and (live or seen):
+        status["playerPods"] = live
+        status["playerRestarts"] = sum(live.values())
+
+
+def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str) -> None:
     """Until every rank has been Ready, wait (up to the start-up deadline); after that, a lost rank is a gang
     failure. A trainer that can never start fails the job at once, formed or not."""
     status, old = d.status, dict(d.status)

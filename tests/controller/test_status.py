@@ -19,8 +19,8 @@ def job(old: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> 
             "spec": {"trainers": {"replicas": 2}, **spec}, "status": old or {}}
 
 
-def pod(i: int, uid: str = "", restarts: int = 0, ready: bool = True) -> status.TrainerPod:
-    return status.TrainerPod(name=f"cp-trainer-{i}", uid=uid or f"uid-{i}", restarts=restarts, ready=ready)
+def pod(i: int, uid: str = "", restarts: int = 0, ready: bool = True) -> status.JobPod:
+    return status.JobPod(name=f"cp-trainer-{i}", uid=uid or f"uid-{i}", restarts=restarts, ready=ready)
 
 
 def report(phase: str = "TRAINING", **kw: Any) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def test_a_vanished_or_replaced_trainer_restarts_the_gang() -> None:
 
 
 def test_a_pod_being_deleted_counts_as_gone() -> None:
-    gone = status.TrainerPod("cp-trainer-1", "uid-1", 0, False, deleting=True)
+    gone = status.JobPod("cp-trainer-1", "uid-1", 0, False, deleting=True)
     assert status.decide(job(running()), [pod(0), gone], None, T1, "h1").restart_gang
 
 
@@ -288,13 +288,63 @@ def test_a_group_that_never_forms_fails_at_its_startup_deadline() -> None:
 
 def test_a_trainer_that_cannot_start_fails_the_job_with_its_message() -> None:
     """Exit code 3 (termination.EXIT_CANNOT_START): the same error on every restart, so no restart loop."""
-    broken = status.TrainerPod("cp-trainer-0", "uid-0", 1, False, exit_code=3,
+    broken = status.JobPod("cp-trainer-0", "uid-0", 1, False, exit_code=3,
                                message="trainer cannot start: NameNotFound: Environment `Nope` doesn't exist.")
     d = status.decide(job(status.decide(job(), [], None, T0, "h1").status), [broken, pod(1, ready=False)], None,
                       T1, "h1")
     assert d.status["phase"] == status.FAILED and d.status["reason"] == "TrainerCannotStart" and d.stopped
     assert "Environment `Nope` doesn't exist" in d.status["message"]
     assert d.events[0][:2] == ("Warning", "TrainerCannotStart")
-    crashed = status.TrainerPod("cp-trainer-1", "uid-1", 1, True, exit_code=1, message="lost peer")
+    crashed = status.JobPod("cp-trainer-1", "uid-1", 1, True, exit_code=1, message="lost peer")
     other = status.decide(job(running()), [pod(0), crashed], None, T1, "h1")
     assert other.restart_gang and other.status["phase"] == status.RESTARTING  # any other crash: a gang restart
+
+
+def player(i: int, restarts: int = 0, reason: str = "", exit_code: int | None = None) -> status.JobPod:
+    return status.JobPod(name=f"cp-player-{i}", uid=f"p-{i}", restarts=restarts, ready=True, reason=reason,
+                         exit_code=exit_code)
+
+
+def test_an_oom_killed_player_is_named_in_status_and_a_warning_once_and_the_job_goes_on() -> None:
+    trainers = [pod(0), pod(1)]
+    d = status.decide(job(running()), trainers, report(), T0, "h1", player_pods=[player(0), player(1)])
+    assert d.status["playerRestarts"] == 0 and d.status["playerPods"] == {"cp-player-0": 0, "cp-player-1": 0}
+    assert "lastPlayerFailure" not in d.status and d.events == []
+
+    killed = [player(0), player(1, restarts=1, reason="OOMKilled", exit_code=137)]
+    d = status.decide(job(d.status), trainers, report(), T1, "h1", player_pods=killed)
+    assert d.status["phase"] == status.RUNNING and not d.restart_gang and d.status["gangRestarts"] == 0
+    assert d.status["playerRestarts"] == 1
+    assert d.status["lastPlayerFailure"] == {"pod": "cp-player-1", "reason": "OOMKilled", "exitCode": 137,
+                                             "restarts": 1, "time": T1}
+    [(type_, reason, message)] = d.events
+    assert (type_, reason) == ("Warning", "PlayerOOMKilled")
+    assert "cp-player-1" in message and "OOMKilled, exit 137" in message
+    assert "players.resources.limits.memory" in message
+
+    # the next pass sees the same restart count: no second Event, nothing to write
+    again = status.decide(job(d.status), trainers, report(), T1, "h1", player_pods=killed)
+    assert again.events == [] and again.status == d.status
+
+
+def test_a_player_that_exits_with_an_error_is_a_restart_not_an_oom_kill() -> None:
+    st = status.decide(job(running()), [pod(0), pod(1)], report(), T0, "h1", player_pods=[player(0)]).status
+    d = status.decide(job(st), [pod(0), pod(1)], report(), T1, "h1",
+                      player_pods=[player(0, restarts=2, reason="Error", exit_code=1)])
+    assert [e[:2] for e in d.events] == [("Warning", "PlayerRestarted")]
+    assert d.status["lastPlayerFailure"]["reason"] == "Error" and d.status["playerRestarts"] == 2
+
+
+def test_a_trainer_killed_for_memory_says_so_in_the_gang_restart() -> None:
+    oom = status.JobPod("cp-trainer-1", "uid-1", 1, True, exit_code=137, reason="OOMKilled")
+    d = status.decide(job(running()), [pod(0), oom], report(), T1, "h1")
+    assert d.restart_gang and "cp-trainer-1 restarted (OOMKilled, exit 137)" in d.status["message"]
+
+
+def test_player_failures_fit_the_crds_status_schema() -> None:
+    st = status.decide(job(running()), [pod(0), pod(1)], report(), T0, "h1", player_pods=[player(0)]).status
+    st = status.decide(job(st), [pod(0), pod(1)], report(), T1, "h1",
+                       player_pods=[player(0, restarts=1, reason="OOMKilled", exit_code=137)]).status
+    for key in ("playerRestarts", "playerPods", "lastPlayerFailure"):  # else the API server prunes them
+        assert key in SCHEMA["properties"], key
+    jsonschema.validate(st, SCHEMA)
