@@ -248,8 +248,8 @@ def decide(
 
 def _watch_players(d: Decision, players: list[JobPod], now: str) -> None:
     """A player that restarts costs its trainer's share of a few rounds, not the job: the kubelet restarts it and
-    training goes on. Status keeps each player pod's restart count (`playerPods`), their sum (`playerRestarts`)
-    and how the newest failure ended (`lastPlayerFailure`); a Warning names each new one, with the limit to
+    training goes on. Status keeps each player pod's restart count (`playerPods`), the job's total
+    (`playerRestarts`, which a replaced pod does not lower) and how the newest failure ended (`lastPlayerFailure`); a Warning names each new one, with the limit to
     raise when the kernel killed it for memory."""
     status = d.status
     seen = {str(k): int(v) for k, v in (status.get("playerPods") or {}).items()}
@@ -264,9 +264,10 @@ def _watch_players(d: Decision, players: list[JobPod], now: str) -> None:
                    + ("; the kernel killed it at its memory limit: raise players.resources.limits.memory" if oom
                       else ""))
         d.events.append(("Warning", "PlayerOOMKilled" if oom else "PlayerRestarted", message))
-    if live != seen and (live or seen):
+    if live != seen and (live or seen):  # a replaced pod starts again from 0: the total only grows
+        added = sum(max(0, n - seen.get(name, 0)) for name, n in live.items())
         status["playerPods"] = live
-        status["playerRestarts"] = sum(live.values())
+        status["playerRestarts"] = int(status.get("playerRestarts") or 0) + added
 
 
 def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str) -> None:

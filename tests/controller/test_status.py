@@ -326,6 +326,11 @@ def test_an_oom_killed_player_is_named_in_status_and_a_warning_once_and_the_job_
     again = status.decide(job(d.status), trainers, report(), T1, "h1", player_pods=killed)
     assert again.events == [] and again.status == d.status
 
+    # the pod is replaced (its count starts from 0 again): the job's total stays, no Event
+    replaced = status.decide(job(d.status), trainers, report(), T1, "h1", player_pods=[player(0), player(1)])
+    assert replaced.events == [] and replaced.status["playerRestarts"] == 1
+    assert replaced.status["playerPods"] == {"cp-player-0": 0, "cp-player-1": 0}
+
 
 def test_a_player_that_exits_with_an_error_is_a_restart_not_an_oom_kill() -> None:
     st = status.decide(job(running()), [pod(0), pod(1)], report(), T0, "h1", player_pods=[player(0)]).status
