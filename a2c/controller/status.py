@@ -249,8 +249,9 @@ def decide(
 def _watch_players(d: Decision, players: list[JobPod], now: str) -> None:
     """A player that restarts costs its trainer's share of a few rounds, not the job: the kubelet restarts it and
     training goes on. Status keeps each player pod's restart count (`playerPods`), the job's total
-    (`playerRestarts`, which a replaced pod does not lower) and how the newest failure ended (`lastPlayerFailure`); a Warning names each new one, with the limit to
-    raise when the kernel killed it for memory."""
+    (`playerRestarts`, which a replaced pod does not lower) and how the newest failure ended
+    (`lastPlayerFailure`); a Warning names each new one, with the limit to raise when the kernel killed it for
+    memory."""
     status = d.status
     seen = {str(k): int(v) for k, v in (status.get("playerPods") or {}).items()}
     live = {p.name: p.restarts for p in players if not p.deleting}
