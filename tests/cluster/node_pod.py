@@ -368,16 +368,20 @@ class Container:
         with open(self.log_file, "ab") as logf:
             self.proc = subprocess.Popen([sys.executable, LAUNCHER, spec_file], stdout=logf, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True, cwd="/")
+        began = self._now_running()
+        code = self.proc.wait()
+        return self._ended(began, code if code >= 0 else 128 - code)
+
+    def _now_running(self) -> float:
+        """The instance has started: its state, started/ready as no probe has yet said otherwise, its prober."""
         began = time.monotonic()
         self.state = {"running": {"startedAt": now()}}
         self.started = "startupProbe" not in self.spec
         self.ready = self.started and "readinessProbe" not in self.spec and not self.init
-        pod.host.wake()
-        prober = node_probe.Prober(self, self.instance) if not self.init else None
-        if prober:
-            prober.start()
-        code = self.proc.wait()
-        return self._ended(began, code if code >= 0 else 128 - code)
+        self.pod.host.wake()
+        if not self.init:
+            node_probe.Prober(self, self.instance).start()
+        return began
 
     def _ended(self, began: float, code: int, reason: str = "", message: str = "") -> tuple[float, int]:
         self.exit_code = code
@@ -402,14 +406,7 @@ class Container:
         kernel_log = node_container.KernelLog()
         with open(self.log_file, "ab") as logf:
             self.proc = engine.start(argv, logf)
-        began = time.monotonic()
-        self.state = {"running": {"startedAt": now()}}
-        self.started = "startupProbe" not in self.spec
-        self.ready = self.started and "readinessProbe" not in self.spec and not self.init
-        pod.host.wake()
-        prober = node_probe.Prober(self, self.instance) if not self.init else None
-        if prober:
-            prober.start()
+        began = self._now_running()
         rc = self.proc.wait()
         ended = engine.finish(self.container_name, rc, kernel_log)
         if ended.error:  # the runtime's reason is the last thing podman wrote
