@@ -2,7 +2,8 @@
 rollout factory (`rollout_factory`), and a PKI for TLS (`pki`); and the test tiers, as markers set by folder and
 name so that no test file has to remember them:
 
-    cluster   tests/cluster: the stand-in API server and the node agent (root, network namespaces, kubectl)
+    cluster   tests/cluster, and every test with the stand-in API server (the `apiserver` fixture of
+              tests/controller): the stand-in and the node agent (root, network namespaces, kubectl)
     deploy    tests/deploy: Helm's rendering and linting of the chart, the Dockerfile, the scripts
     learning  tests/test_learning_*.py: an agent trained to a score
     slow      multi-process and learning tests (marked in their files), and everything of `cluster`
@@ -23,7 +24,7 @@ from tests.support.server import trainer
 
 __all__ = ["pki", "rollout_factory", "trainer"]
 
-TIERS = {"cluster": "the stand-in API server and the node agent (tests/cluster: root, network namespaces)",
+TIERS = {"cluster": "the stand-in API server and the node agent (tests/cluster, the `apiserver` fixture)",
          "deploy": "the Helm chart, the Dockerfile and the scripts (tests/deploy)",
          "learning": "an agent trained to a score (tests/test_learning_*.py)",
          "slow": "learning and multi-process tests (still run in CI)"}
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks by where a test lives: its folder names its tier, and a test file's name says it learns."""
     for item in items:
         parts = item.path.relative_to(item.config.rootpath).parts  # the folders inside the repository only
-        if "cluster" in parts:
+        if "cluster" in parts or "apiserver" in getattr(item, "fixturenames", ()):  # the stand-in, wherever used
             item.add_marker(pytest.mark.cluster)
             item.add_marker(pytest.mark.slow)
         if "deploy" in parts:

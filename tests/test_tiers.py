@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class Item:
     """What the hook reads of a collected test (its path, the run's root) and what it writes (markers)."""
 
-    def __init__(self, relative: str) -> None:
+    def __init__(self, relative: str, fixtures: tuple[str, ...] = ()) -> None:
         self.path = ROOT / relative
+        self.fixturenames = fixtures
         self.config = SimpleNamespace(rootpath=ROOT)
         self.marks: set[str] = set()
 
@@ -46,3 +47,9 @@ def test_a_checkout_whose_own_path_names_a_tier_marks_nothing_more(tmp_path: Pat
     item.config = SimpleNamespace(rootpath=tmp_path / "cluster" / "deploy")
     conftest.pytest_collection_modifyitems([item])  # type: ignore[list-item]
     assert item.marks == set()
+
+
+def test_a_test_that_starts_the_stand_in_api_server_is_of_the_cluster_tier() -> None:
+    item = Item("tests/controller/test_lifecycle.py", fixtures=("reconciler", "apiserver", "tmp_path"))
+    conftest.pytest_collection_modifyitems([item])  # type: ignore[list-item]
+    assert item.marks == {"cluster", "slow"}
