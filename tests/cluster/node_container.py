@@ -177,9 +177,11 @@ class Engine:
             out += ["--entrypoint", json.dumps(command)]
         return out + [image] + [_expand(a, env) for a in spec.get("args") or []]
 
-    def start(self, argv: list[str], log: Any) -> subprocess.Popen[bytes]:
+    def start(self, argv: list[str], log: Any, cwd: str) -> subprocess.Popen[bytes]:
+        """`podman run` in `cwd`, the container's own folder: conmon writes a file `oom` into its working
+        directory when the kernel kills the container for memory, which must not land in the caller's."""
         return subprocess.Popen(["podman", *argv], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=self.env, start_new_session=True)
+                                env=self.env, start_new_session=True, cwd=cwd)
 
     def kill(self, name: str, sig: int, proc: subprocess.Popen[bytes] | None, conmon_pidfile: str) -> None:
         """Signal the container's process as runc would: straight to it (the child of its conmon), without

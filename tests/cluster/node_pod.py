@@ -405,7 +405,7 @@ class Container:
                            conmon_pidfile=self.conmon_pidfile)
         kernel_log = node_container.KernelLog()
         with open(self.log_file, "ab") as logf:
-            self.proc = engine.start(argv, logf)
+            self.proc = engine.start(argv, logf, cwd=os.path.dirname(self.conmon_pidfile))
         began = self._now_running()
         rc = self.proc.wait()
         ended = engine.finish(self.container_name, rc, kernel_log)

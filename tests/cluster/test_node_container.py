@@ -180,6 +180,8 @@ def test_security_context_volumes_env_and_the_images_entrypoint(cluster: tuple[A
 def test_a_container_over_its_memory_limit_is_oom_killed_and_restarted(cluster: tuple[APIServer, node.Node,
                                                                                      node_api.Api]) -> None:
     api, n, _ = cluster
+    conmons_file = os.path.join(os.getcwd(), "oom")  # conmon marks an OOM kill with a file in its working dir
+    before = os.stat(conmons_file).st_mtime_ns if os.path.exists(conmons_file) else None
     hog = {"name": "hog", "image": IMAGE, "securityContext": CONTAINER_SECURITY,
            "command": ["python3", "-c", "b = bytearray(512 << 20)\nprint('never', flush=True)"],
            "resources": {"limits": {"memory": "64Mi"}}}
@@ -189,6 +191,8 @@ def test_a_container_over_its_memory_limit_is_oom_killed_and_restarted(cluster: 
     last = status["lastState"].get("terminated") or (status["state"] or {}).get("terminated")
     assert last is not None and (last["reason"], last["exitCode"]) == ("OOMKilled", 137), status
     assert "never" not in n.logs(NS, "hog", previous=True)
+    after = os.stat(conmons_file).st_mtime_ns if os.path.exists(conmons_file) else None
+    assert after == before, "the OOM kill left a file `oom` in the test's working directory"
 
 
 def test_signals_reach_the_container_and_exec_probes_run_inside(cluster: tuple[APIServer, node.Node,
