@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from a2c import config, imports
 
 ROLES: dict[str, tuple[type, str, str]] = {
-    "local": (config.LocalConfig, "a2c.local", "train on this machine: N trainers and N*P players as processes"),
-    "trainer": (config.TrainerConfig, "a2c.trainer", "run one trainer (gRPC server + DDP rank)"),
-    "player": (config.PlayerConfig, "a2c.player", "run one player (vectorized environments, uploads rollouts)"),
+    "local": (config.LocalConfig, "a2c.launch.local", "train on this machine: N trainers and N*P players as processes"),
+    "trainer": (config.TrainerConfig, "a2c.learning.trainer", "run one trainer (gRPC server + DDP rank)"),
+    "player": (config.PlayerConfig, "a2c.acting.player", "run one player (vectorized environments, uploads rollouts)"),
 }
 
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Commands from other packages of ours (controller: `controller`, `render`; evaluation: `eval`; `export`)."""
-    for module in ("a2c.controller.commands", "a2c.evaluate", "a2c.export"):
+    for module in ("a2c.controller.commands", "a2c.evaluation.evaluate", "a2c.evaluation.export"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -39,7 +39,10 @@ FLAGS = ["--n-steps", "5", "--lr", "7e-4", "--ent-coef", "0.01", "--vf-coef", "0
 
 METERED = r"""
 import json, os, sys, time
-from a2c import agent, cli, env, learner
+from a2c import cli
+from a2c.envs import vector as env
+from a2c.learning import learner
+from a2c.model import agent
 from a2c.service import client
 DIR, acc, count, last = os.environ["A2C_BENCH_CPU_DIR"], {}, {"steps": 0, "samples": 0}, [0.0]
 
@@ -123,7 +126,11 @@ import json, os, sys, time
 os.sched_setaffinity(0, {int(sys.argv[1])})
 import numpy as np, torch
 torch.set_num_threads(1)
-from a2c import agent, atari, config, env, learner, player
+from a2c import config
+from a2c.acting import player
+from a2c.envs import atari, vector as env
+from a2c.learning import learner
+from a2c.model import agent
 env_id, num_envs, vectorization = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 algo = config.AlgoConfig(n_steps=5, lr=7e-4, ent_coef=0.01, vf_coef=0.25, optimizer="rmsprop_tf", optim_eps=1e-5)
 out, rng = {}, np.random.default_rng(0)

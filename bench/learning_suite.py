@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from a2c import journal
+from a2c.observe import journal
 
 
 @dataclass

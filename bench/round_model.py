@@ -20,8 +20,12 @@ import time
 
 import torch
 
-from a2c import agent, config, distributed, env, inbox, learner, player, rollout, weights
-from a2c.service import client, codec, server
+from a2c import config
+from a2c.acting import player
+from a2c.envs import vector as env
+from a2c.learning import distributed, learner
+from a2c.model import agent, weights
+from a2c.service import client, codec, inbox, rollout, server
 from a2c.v1 import trainer_pb2
 
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from a2c import journal
+from a2c.observe import journal
 
 SB3_SCRIPT = r"""
 import sys, json, time

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from a2c import journal
+from a2c.observe import journal
 
 SOLVED, LOW = 475.0, 400.0
 

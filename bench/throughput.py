@@ -31,7 +31,10 @@ import os, sys, time, json
 os.sched_setaffinity(0, {int(sys.argv[3])})
 import torch
 torch.set_num_threads(1)
-from a2c import agent, config, env, player
+from a2c import config
+from a2c.acting import player
+from a2c.envs import vector as env
+from a2c.model import agent
 num_envs, seconds = int(sys.argv[1]), float(sys.argv[2])
 algo = config.AlgoConfig()
 e = env.Env(config.EnvConfig(num_envs=num_envs))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from a2c import rollout
+from a2c.service import rollout
 from tests.certs import PKI
 from tests.support.rollouts import cartpole_rollout
 from tests.support.server import trainer

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, Normal
 
-from a2c import agent, config, sde, weights
+from a2c import config
+from a2c.model import agent, sde, weights
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)

@@ -13,8 +13,15 @@ import pytest
 pytest.importorskip("ale_py")
 pytest.importorskip("cv2")
 
-from a2c import agent, atari, config, env, journal, rollout  # noqa: E402
-from a2c.service import codec  # noqa: E402
+from a2c import config  # noqa: E402
+from a2c.envs import atari
+from a2c.envs import vector as env
+from a2c.model import agent
+from a2c.observe import journal
+from a2c.service import (
+    codec,  # noqa: E402
+    rollout,
+)
 from tests.test_player import collector, spec_for  # noqa: E402
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, checkpoint, config
+from a2c import config
+from a2c.model import agent, checkpoint
 
 
 def state(seed: int = 0) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def test_corrupt_newest_falls_back_to_the_previous_with_a_warning(tmp_path: Path
     checkpoint.save(tmp_path, 1, state(1))
     newest = checkpoint.save(tmp_path, 2, state(2))
     newest.write_bytes(newest.read_bytes()[:100])  # torn
-    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="a2c.model.checkpoint"):
         back = checkpoint.load_latest(tmp_path)
     assert back is not None and back["version"] == 1 and back["progress"] == {"env_steps": 124}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -108,7 +109,7 @@ def test_corrupt_newest_falls_back_to_the_previous_with_a_warning(tmp_path: Path
 def test_a_file_that_is_not_a_checkpoint_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     checkpoint.save(tmp_path, 1, state())
     torch.save({"weights": 1}, checkpoint.path_for(tmp_path, 5))
-    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="a2c.model.checkpoint"):
         back = checkpoint.load_latest(tmp_path)
     assert back is not None and back["version"] == 1
     assert "is not an a2c checkpoint" in caplog.text
@@ -119,7 +120,7 @@ def test_a_file_that_is_not_a_checkpoint_is_skipped(tmp_path: Path, caplog: pyte
 def test_all_corrupt_gives_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     checkpoint.path_for(tmp_path, 1).parent.mkdir(parents=True)
     checkpoint.path_for(tmp_path, 1).write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="a2c.model.checkpoint"):
         assert checkpoint.load_latest(tmp_path) is None
     assert "ckpt-000000001.pt" in caplog.text
 
@@ -137,7 +138,7 @@ def test_no_checkpoints_gives_none(tmp_path: Path) -> None:
 def test_save_never_deletes_the_checkpoint_it_just_wrote(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     torn = checkpoint.save(tmp_path, 3, state(), keep=1)
     torn.write_bytes(b"torn")
-    with caplog.at_level(logging.WARNING, logger="a2c.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="a2c.model.checkpoint"):
         assert checkpoint.load_latest(tmp_path) is None  # nothing to resume from: training starts over
     # ... and reaches version 2, older than the torn file's name
     written = checkpoint.save(tmp_path, 2, state(), keep=1)

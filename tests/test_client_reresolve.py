@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from a2c import inbox, weights
-from a2c.service import server
+from a2c.model import weights
+from a2c.service import inbox, server
 from a2c.v1 import trainer_pb2
 from tests.support.procs import free_port
 from tests.support.rollouts import SPEC

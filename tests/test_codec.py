@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from a2c import rollout, weights
-from a2c.service import codec
+from a2c.model import weights
+from a2c.service import codec, rollout
 from a2c.v1 import rollout_pb2, weights_pb2
 from tests.support.rollouts import cartpole_rollout
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import curve
+from a2c.observe import curve
 
 ROWS = [
     {"iteration": 1, "env_steps": 128, "mean_return": None, "episodes": 0, "time_s": 0.1},

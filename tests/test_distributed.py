@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from a2c import distributed, ports
+from a2c import ports
+from a2c.learning import distributed
 
 
 def test_await_listening_returns_once_the_port_listens() -> None:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
-from a2c import config, env, return_normalizer
+from a2c import config
+from a2c.envs import return_normalizer
+from a2c.envs import vector as env
 
 
 def test_cartpole_native_vector_env_marks_the_reset_step_invalid() -> None:

@@ -14,7 +14,11 @@ import pytest
 pytest.importorskip("ale_py")
 pytest.importorskip("cv2")
 
-from a2c import config, env, envpool_env, journal, rollout  # noqa: E402
+from a2c import config  # noqa: E402
+from a2c.envs import envpool_env
+from a2c.envs import vector as env
+from a2c.observe import journal
+from a2c.service import rollout
 from tests.test_player import collector, spec_for  # noqa: E402
 
 needs_envpool = pytest.mark.skipif(importlib.util.find_spec("envpool") is None,

@@ -16,7 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from a2c import agent, checkpoint, cli, config, env, evaluate
+from a2c import cli, config
+from a2c.envs import vector as env
+from a2c.evaluation import evaluate
+from a2c.model import agent, checkpoint
 
 
 def save_untrained(run_dir: Path, env_cfg: config.EnvConfig | None = None, version: int = 7,

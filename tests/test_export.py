@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, checkpoint, cli, config, env, evaluate, export
+from a2c import cli, config
+from a2c.envs import vector as env
+from a2c.evaluation import evaluate, export
+from a2c.model import agent, checkpoint
 
 # Serving as a user would: onnxruntime and bare torch only. A finder first on sys.meta_path refuses every a2c
 # import (the package is installed in this venv, so without it `import a2c` would work), and the script

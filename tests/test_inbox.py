@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from a2c import inbox, rollout
+from a2c.service import inbox, rollout
 from tests.support.prometheus import refused as refused_count
 from tests.support.rollouts import SPEC, cartpole_rollout
 

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from a2c import config, journal, local, trainer
+from a2c import config
+from a2c.launch import local
+from a2c.learning import trainer
+from a2c.observe import journal
 
 TRAIN = {"iteration": 3, "env_steps": 384, "mean_return": 21.5, "episodes": 12, "time_s": 1.25, "steps_per_s": 300.0,
          "policy_loss": -0.5, "value_loss": 2.0, "entropy": 0.69, "grad_norm": 1.5}

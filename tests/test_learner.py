@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, config, distributed, learner, rollout
+from a2c import config
+from a2c.learning import distributed, learner
+from a2c.model import agent
+from a2c.service import rollout
 from tests.support.procs import free_port
 from tests.support.rollouts import SPEC, cartpole_rollout
 

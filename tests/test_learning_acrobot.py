@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, journal
+from a2c.model import checkpoint
+from a2c.observe import journal
 
 BUDGET = 300_000
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, evaluate, journal
+from a2c.evaluation import evaluate
+from a2c.model import checkpoint
+from a2c.observe import journal
 
 BUDGET = 100_000
 

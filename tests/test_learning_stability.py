@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from a2c import journal
+from a2c.observe import journal
 
 SEED, BUDGET = 4, 600_000
 SOLVED, LOW = 475.0, 400.0

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from a2c import checkpoint, config, distributed, journal, local
+from a2c import config
+from a2c.launch import local
+from a2c.learning import distributed
+from a2c.model import checkpoint
+from a2c.observe import journal
 from tests.support.procs import spawn, wait_for
 
 BUDGET = 200_000  # env steps of the kill tests' runs: they must outlast the poll that picks the moment to kill
@@ -162,7 +166,7 @@ def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> No
     proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000")
     wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
     pids = json.loads((tmp_path / "processes.json").read_text())
-    (painter,) = _children_running(proc.pid, "a2c.curve")
+    (painter,) = _children_running(proc.pid, "a2c.observe.curve")
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole process group
     out = _finish(proc, 60)
     assert proc.returncode == 130, out

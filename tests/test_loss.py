@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, config, loss
+from a2c import config
+from a2c.learning import loss
+from a2c.model import agent
 
 
 def batch(requires_grad: bool = False) -> dict[str, torch.Tensor]:

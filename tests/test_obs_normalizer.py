@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, config, moments, obs_normalizer, weights
+from a2c import config, moments
+from a2c.model import agent, obs_normalizer, weights
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)

@@ -1,5 +1,5 @@
 """periodic_eval.py: trainer 0's evaluator process. Real child processes throughout: the real
-`python -m a2c.periodic_eval` for results, and tests/fake_evaluator.py (same pipe protocol) for one that
+`python -m a2c.evaluation.periodic_eval` for results, and tests/fake_evaluator.py (same pipe protocol) for one that
 holds an evaluation until the test lets it go, or dies. No sleeps: the tests wait on what the evaluator says
 it does (`in_flight`, `process`, its callbacks)."""
 
@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, checkpoint, config, env, evaluate, periodic_eval
+from a2c import config
+from a2c.envs import vector as env
+from a2c.evaluation import evaluate, periodic_eval
+from a2c.model import agent, checkpoint
 from tests.support.procs import wait_for
 
 FAKE = [sys.executable, "-m", "tests.fake_evaluator"]
@@ -184,7 +187,10 @@ def test_warm_up_starts_the_side_process_before_the_first_snapshot(tmp_path: Pat
 FORKING = r"""
 import json, os, sys, time
 import torch
-from a2c import agent, checkpoint, config, env, evaluate, periodic_eval
+from a2c import config
+from a2c.envs import vector as env
+from a2c.evaluation import evaluate, periodic_eval
+from a2c.model import agent, checkpoint
 from tests.test_periodic_eval import Recorder
 
 def wait(predicate):
@@ -229,17 +235,17 @@ def test_the_trainer_forks_its_evaluator_and_a_replacement_is_a_fresh_interprete
     """`Evaluator.fork` (what a trainer calls before its threads start): the side process is a fork of this
     one (same command line: no interpreter start-up, no imports), at the lowest priority, and plays exactly
     what `evaluate` plays; killed, it is reported, and the next snapshot is played by `python -m
-    a2c.periodic_eval`. A second fork is refused: one side process."""
+    a2c.evaluation.periodic_eval`. A second fork is refused: one side process."""
     out = subprocess.run([sys.executable, "-c", FORKING], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["forked"] is True and seen["again"] is False
-    assert seen["cmdline"] == seen["own"] and "a2c.periodic_eval" not in seen["cmdline"]
+    assert seen["cmdline"] == seen["own"] and "a2c.evaluation.periodic_eval" not in seen["cmdline"]
     assert seen["idle"] and seen["nice"] == periodic_eval.NICE
     assert seen["killed"] == -signal.SIGKILL
     assert seen["versions"] == [3, 5] and seen["returns"] == [seen["expected"]] * 2
     assert len(seen["failures"]) == 1 and "evaluator process died (killed by signal 9" in seen["failures"][0]
-    assert "-m a2c.periodic_eval --nice 19" in seen["replacement"]
+    assert "-m a2c.evaluation.periodic_eval --nice 19" in seen["replacement"]
 
 
 def test_fork_is_refused_while_another_thread_runs() -> None:

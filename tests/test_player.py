@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from a2c import agent, config, env, player, rollout
+from a2c import config
+from a2c.acting import player
+from a2c.envs import vector as env
+from a2c.model import agent
+from a2c.service import rollout
 from tests.support.procs import free_port, kill, spawn, wait_for
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from a2c import moments, return_normalizer
+from a2c import moments
+from a2c.envs import return_normalizer
 
 
 def test_matches_the_vecnormalize_recurrence_by_hand() -> None:

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a2c import returns
+from a2c.learning import returns
 
 
 def col(*xs: float) -> torch.Tensor:

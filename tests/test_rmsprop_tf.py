@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from a2c import agent, config, rmsprop_tf
+from a2c import config
+from a2c.model import agent, rmsprop_tf
 
 
 def test_steps_follow_the_formula_computed_by_hand() -> None:

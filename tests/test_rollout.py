@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from a2c import rollout
+from a2c.service import rollout
 from tests.support.rollouts import SPEC, cartpole_rollout
 
 Mutation = Callable[[rollout.Rollout], None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from a2c import schedule
+from a2c.learning import schedule
 
 
 def test_constant() -> None:

@@ -1,4 +1,4 @@
-"""gSDE (a2c/sde.py): hand arithmetic, Stable-Baselines3's `StateDependentNoiseDistribution` and SB3's whole
+"""gSDE (a2c/model/sde.py): hand arithmetic, Stable-Baselines3's `StateDependentNoiseDistribution` and SB3's whole
 `ActorCriticPolicy(use_sde=True)` on fixed inputs, the statistics of sampled actions, and the resampling
 schedule of a player's matrices."""
 
@@ -13,7 +13,8 @@ import torch
 from stable_baselines3.common.distributions import StateDependentNoiseDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from a2c import agent, config, sde
+from a2c import config
+from a2c.model import agent, sde
 
 M, N = 5, 2  # latent features, action dimensions
 

@@ -20,8 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from a2c import agent, rollout, weights
-from a2c.service import client, codec, server, servicers
+from a2c.model import agent, weights
+from a2c.service import client, codec, rollout, server, servicers
 from a2c.v1 import rollout_pb2, rollout_pb2_grpc, tensor_pb2, trainer_pb2, weights_pb2, weights_pb2_grpc
 from tests.support import server as live
 from tests.support.procs import free_port, wait_for

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from a2c import cli, config, weights
+from a2c import cli, config
+from a2c.model import weights
 from a2c.service import client, tls
 from a2c.v1 import trainer_pb2
 from tests.certs import PKI

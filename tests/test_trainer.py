@@ -16,8 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from a2c import checkpoint, curve, evaluate, journal
 from a2c.controller import probe
+from a2c.evaluation import evaluate
+from a2c.model import checkpoint
+from a2c.observe import curve, journal
 from a2c.service import client
 from tests.support.procs import free_port, kill, spawn, wait_for
 from tests.support.rollouts import cartpole_rollout

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from a2c import weights
+from a2c.model import weights
 
 
 def snap(version: int) -> weights.WeightSnapshot:

@@ -6,7 +6,7 @@
 The JSON is what the Helm chart ships (one ConfigMap per file, picked up by Grafana's sidecar); this file
 is where panels are written and reviewed. Every query filters on the `$job` variable (the `a2c_job`
 label) and reads the `${datasource}` variable, so one dashboard serves every A2CJob and every Prometheus.
-tests/observability checks that each metric named here is exported by a2c/metrics.py and that each query
+tests/observability checks that each metric named here is exported by a2c/observe/metrics.py and that each query
 returns data from a real Prometheus scraping a real `a2c local` run.
 """
 

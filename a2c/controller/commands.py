@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from a2c import metrics
 from a2c.controller import resources
 from a2c.controller import spec as jobspec
+from a2c.observe import metrics
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import grpc
 
-from a2c import metrics
 from a2c.controller import kube, probe, resources, status
 from a2c.controller import spec as jobspec
+from a2c.observe import metrics
 
 log = logging.getLogger(__name__)
 PHASES = (status.PENDING, status.RUNNING, status.RESTARTING, status.SUCCEEDED, status.FAILED)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import grpc
 import grpc.experimental
 
-from a2c import rollout, weights
-from a2c.service import codec, server
+from a2c.model import weights
+from a2c.service import codec, rollout, server
 from a2c.service import tls as tls_mod
 from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from a2c import rollout, weights
+from a2c.model import weights
+from a2c.service import rollout
 from a2c.v1 import rollout_pb2, tensor_pb2, weights_pb2
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: far below any message limit

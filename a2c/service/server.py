@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from a2c import inbox, weights
-from a2c.service import servicers
+from a2c.model import weights
+from a2c.service import inbox, servicers
 from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2_grpc
 
 SERVICES = ("a2c.v1.RolloutService", "a2c.v1.WeightService", "a2c.v1.TrainerService")

@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from a2c import inbox, metrics, rollout, weights
-from a2c.service import codec
+from a2c.model import weights
+from a2c.observe import metrics
+from a2c.service import codec, inbox, rollout
 from a2c.v1 import rollout_pb2, rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -152,8 +152,8 @@ def test_healthz_fails_when_the_reconcile_loop_is_stuck(api: Any) -> None:
     while /metrics, served by another thread, would still answer."""
     import threading
 
-    from a2c import metrics
     from a2c.controller import handlers, loop
+    from a2c.observe import metrics
 
     release = threading.Event()
 

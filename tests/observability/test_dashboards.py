@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from a2c import metrics
+from a2c.observe import metrics
 from tests.observability import promql
 
 BOARDS = promql.dashboards()
@@ -105,11 +105,11 @@ def test_every_metric_named_is_exported_under_that_name(query: promql.Query) -> 
     exported = exposed_names()
     for name in names - promql.PROMETHEUS_SERIES:
         assert name.startswith("a2c_"), f"{query.where}: {name} is not an a2c metric"
-        assert name in exported, f"{query.where}: {name} is not exported by a2c/metrics.py (as exposed)"
+        assert name in exported, f"{query.where}: {name} is not exported by a2c/observe/metrics.py (as exposed)"
 
 
 def test_every_a2c_metric_is_shown_or_alerted_on() -> None:
-    """A metric nobody looks at is dead weight: each family in a2c/metrics.py appears in a dashboard or rule."""
+    """A metric nobody looks at is dead weight: each family in a2c/observe/metrics.py appears in a dashboard or rule."""
     exported = exposed_names()
     used = {exported[n] for q in QUERIES for n in promql.metric_names(q.expr) if n in exported}
     families = {f for f in exported.values() if f.startswith("a2c_")}

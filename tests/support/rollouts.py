@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from a2c import rollout
+from a2c.service import rollout
 
 T, E = 5, 3
 OBS_SHAPE = (4,)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from a2c import inbox, weights
-from a2c.service import client, server
+from a2c.model import weights
+from a2c.service import client, inbox, server
 from a2c.v1 import trainer_pb2
 from tests.support.rollouts import SPEC
 

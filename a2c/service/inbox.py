@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from a2c import metrics, rollout
+from a2c.observe import metrics
+from a2c.service import rollout
 
 REFUSAL_REASONS = ("malformed", "unknown_player", "other_generation", "future_version", "stale_version",
                    "invalid_rollout", "queue_full", "stale_in_queue")

@@ -26,7 +26,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from a2c import atari, config, envpool_env, return_normalizer
+from a2c import config
+from a2c.envs import atari, envpool_env, return_normalizer
 
 
 @dataclass

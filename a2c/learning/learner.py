@@ -26,8 +26,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from a2c import agent as agent_mod
-from a2c import config, loss, returns, rollout, schedule
+from a2c import config
+from a2c.learning import loss, returns, schedule
+from a2c.model import agent as agent_mod
+from a2c.service import rollout
 
 
 @dataclass

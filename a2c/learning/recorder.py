@@ -15,7 +15,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from a2c import inbox, journal, learner, metrics, periodic_eval, progress
+from a2c.evaluation import periodic_eval
+from a2c.learning import learner, progress
+from a2c.observe import journal, metrics
+from a2c.service import inbox
 
 log = logging.getLogger(__name__)
 

@@ -21,24 +21,14 @@ from pathlib import Path
 
 import torch
 
-from a2c import agent as agent_mod
-from a2c import (
-    checkpoint,
-    config,
-    distributed,
-    env,
-    inbox,
-    journal,
-    learner,
-    metrics,
-    periodic_eval,
-    progress,
-    recorder,
-    rollout,
-    termination,
-    weights,
-)
-from a2c.service import server, tls
+from a2c import config, termination
+from a2c.envs import vector as env
+from a2c.evaluation import periodic_eval
+from a2c.learning import distributed, learner, progress, recorder
+from a2c.model import agent as agent_mod
+from a2c.model import checkpoint, weights
+from a2c.observe import journal, metrics
+from a2c.service import inbox, rollout, server, tls
 from a2c.v1 import trainer_pb2
 
 log = logging.getLogger(__name__)
@@ -244,7 +234,7 @@ def run(cfg: config.TrainerConfig) -> int:
     # What exists now (imports, the model) lives as long as the process: the cyclic collector skips it from
     # here on (a full collection of torch's objects took 0.15 s: `learner.release` runs one at the end).
     gc.freeze()
-    if trainer.evaluator is not None:  # before this process starts a thread (a2c/periodic_eval.py)
+    if trainer.evaluator is not None:  # before this process starts a thread (a2c/evaluation/periodic_eval.py)
         trainer.evaluator.fork()
     # /readyz says what the grpc health service says: a TLS port is out of the kubelet's grpc probe's reach
     port = metrics.serve(cfg.metrics_port, checks={"/readyz": trainer.readiness})

@@ -36,12 +36,13 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from a2c import env, evaluate
+from a2c.envs import vector as env
+from a2c.evaluation import evaluate
 
 if TYPE_CHECKING:
     import torch
 
-    from a2c import agent
+    from a2c.model import agent
 
 FILES = {"torchscript": "policy.pt", "onnx": "policy.onnx", "sidecar": "policy.json"}
 OPSET = 17  # onnxruntime >= 1.14 runs it; nothing in the policy needs a newer operator

@@ -5,7 +5,7 @@ every --eval-interval iterations in the evaluator process, so that training neve
 
 Data flow: trainer 0, every --eval-interval iterations -> `Evaluator.submit` (the snapshot it just
 published: numpy tensors, version, env steps; never blocks) -> this class's thread -> pipe -> the
-side process `python -m a2c.periodic_eval` (`serve`: `evaluate.evaluate`, greedy, fixed seed) -> pipe ->
+side process `python -m a2c.evaluation.periodic_eval` (`serve`: `evaluate.evaluate`, greedy, fixed seed) -> pipe ->
 the thread -> `on_result` (trainer 0's `recorder` writes the eval row and the a2c_eval_* metrics), and
 with --keep-best `checkpoint.Best` (best.pt: the weights of the best evaluation so far).
 
@@ -46,11 +46,14 @@ from typing import IO, Any, Protocol
 import numpy as np
 import torch
 
-from a2c import agent, checkpoint, config, cores, env, evaluate, weights
+from a2c import config, cores
+from a2c.envs import vector as env
+from a2c.evaluation import evaluate
+from a2c.model import agent, checkpoint, weights
 
 log = logging.getLogger(__name__)
 
-COMMAND = [sys.executable, "-m", "a2c.periodic_eval"]
+COMMAND = [sys.executable, "-m", "a2c.evaluation.periodic_eval"]
 NICE = 19
 LOG_FORMAT = "%(asctime)s %(levelname)s evaluator: %(message)s"
 
@@ -422,7 +425,8 @@ def _forked(inp: int, out: int, parent_ends: tuple[int, int], parent: int) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m a2c.periodic_eval [--nice N]`: messages on stdin/stdout, logs on stderr (the trainer's log)."""
+    """`python -m a2c.evaluation.periodic_eval [--nice N]`: messages on stdin/stdout, logs on stderr (the trainer's
+    log)."""
     args = list(sys.argv[1:] if argv is None else argv)
     _become_side_process(int(args[args.index("--nice") + 1]) if "--nice" in args else 0)
     # The pipe to the trainer gets a private descriptor; stray prints of libraries go to stderr instead.

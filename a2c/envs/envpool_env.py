@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from a2c import atari
+from a2c.envs import atari
 
 # our option -> EnvPool's; gymnasium.make keywords with the same name in both pass as they are
 _RENAMED = {"episodic_life": "episodic_life", "clip_rewards": "reward_clip", "noop_max": "noop_max",

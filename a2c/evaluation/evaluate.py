@@ -35,10 +35,12 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from a2c import atari, config, env
+from a2c import config
+from a2c.envs import atari
+from a2c.envs import vector as env
 
 if TYPE_CHECKING:
-    from a2c import agent
+    from a2c.model import agent
 
 
 
@@ -194,7 +196,7 @@ def load(path: Path) -> Loaded:
     """A checkpoint file, or a run directory (its newest loadable checkpoint), rebuilt into an Agent."""
     # torch only once a checkpoint is read: `a2c.cli` imports this module for every command (the
     # controller's included, which must never import torch)
-    from a2c import agent, checkpoint
+    from a2c.model import agent, checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -256,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
 
 def best_of(run_dir: Path) -> Path:
     """The best-evaluated checkpoint of a run directory (written by trainer 0 with --keep-best)."""
-    from a2c import checkpoint
+    from a2c.model import checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2c import config, cores, curve, imports, journal, supervisor
+from a2c import config, cores, imports
+from a2c.launch import supervisor
+from a2c.observe import curve, journal
 from a2c.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ def _child(role: str, cfg: Any, log_path: str, core: int | None = None) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     logging.basicConfig(level=logging.INFO, force=True, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s {role}: %(message)s")
-    from a2c import player, trainer  # the launcher imported them before the fork: nothing to import here
+    from a2c.acting import player  # the launcher imported them before the fork: nothing to import here
+    from a2c.learning import trainer
 
     run = trainer.run if role.startswith("trainer") else player.run
     if core is not None:
@@ -172,7 +175,7 @@ def run(cfg: config.LocalConfig) -> int:
     if not cfg.run_dir:
         _link_latest(run_dir)
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    # the picture's process imports matplotlib while this one imports torch (a2c/curve.py)
+    # the picture's process imports matplotlib while this one imports torch (a2c/observe/curve.py)
     painter = curve.Painter() if cfg.plot else None
     try:
         return _run(cfg, run_dir, painter)
@@ -183,7 +186,7 @@ def run(cfg: config.LocalConfig) -> int:
 
 def _best_line(run_dir: Path) -> str:
     """Where the run's best-evaluated weights are (--keep-best), or "" when there are none."""
-    from a2c import checkpoint  # torch: imported by now (`_run`)
+    from a2c.model import checkpoint  # torch: imported by now (`_run`)
 
     path = checkpoint.best_path(run_dir)
     if not path.exists():
@@ -199,7 +202,7 @@ def _best_line(run_dir: Path) -> str:
 
 def _run(cfg: config.LocalConfig, run_dir: Path, painter: curve.Painter | None) -> int:
     with imports.without_gc():  # once here, inherited by every forked child: torch, and torch._dynamo (learner)
-        from a2c import player, trainer  # noqa: F401
+        from a2c.acting import player  # noqa: F401
     children = plan(cfg, run_dir)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     start = time.monotonic()

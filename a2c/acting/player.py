@@ -23,10 +23,13 @@ import time
 import numpy as np
 import torch
 
-from a2c import agent as agent_mod
-from a2c import config, env, metrics, ports, rollout, sde, termination
+from a2c import config, ports, termination
+from a2c.envs import vector as env
+from a2c.model import agent as agent_mod
+from a2c.model import sde
+from a2c.observe import metrics
 from a2c.service import client as client_mod
-from a2c.service import tls
+from a2c.service import rollout, tls
 
 log = logging.getLogger(__name__)
 WAIT_S = 2.0  # longest long-poll for new weights per call (a call is repeated until they come)

@@ -71,7 +71,7 @@ GRPC_REQUEST_SECONDS = Histogram(
     "a2c_grpc_request_seconds", "gRPC request latency", BASE + ("method",), buckets=_LATENCY
 )
 
-# --- periodic evaluation (trainer 0; a2c.periodic_eval) ------------------------------------------------
+# --- periodic evaluation (trainer 0; a2c.evaluation.periodic_eval) ------------------------------------------------
 EVAL_MEAN_RETURN = Gauge("a2c_eval_mean_return", "Mean return of the last greedy evaluation", BASE)
 EVAL_STD_RETURN = Gauge("a2c_eval_std_return", "Standard deviation of the returns of the last evaluation", BASE)
 EVAL_MEAN_LENGTH = Gauge("a2c_eval_mean_length", "Mean episode length of the last evaluation", BASE)

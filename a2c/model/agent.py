@@ -7,7 +7,7 @@ Data flow: players run `Agent.act` on observations with weights of version k; tr
 Policies: categorical for Discrete actions; diagonal Gaussian with a state-independent log-std for Box
 actions (actions are sampled unbounded and clipped to the space's bounds by the player before
 `env.step`; the log-prob is that of the unclipped sample, as in Stable-Baselines3). With `use_sde`
-the Gaussian explores with gSDE (`a2c/sde.py`): its std depends on the state through the actor's latent
+the Gaussian explores with gSDE (`a2c/model/sde.py`): its std depends on the state through the actor's latent
 features, which `forward` returns beside the mean so the trainer's log-prob needs nothing the player
 kept (the player's exploration matrices stay in the player). Orthogonal initialisation with the gains
 of the reference implementations (sqrt(2) hidden, 0.01 policy, 1 value).
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from a2c import config, obs_normalizer, rmsprop_tf, sde, weights
+from a2c import config
+from a2c.model import obs_normalizer, rmsprop_tf, sde, weights
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from a2c import config, journal
+from a2c import config
+from a2c.observe import journal
 
 STOP_GRACE_S = 15.0
 

@@ -3,7 +3,7 @@
 Data flow: trainer 0's metrics.jsonl -> `journal.read` -> `plot`: the training rows' moving mean return as
 a line, the evaluation rows as markers with ± std error bars, against env steps and against wall time.
 
-`a2c local` draws it through a `Painter`: a side process (`python -m a2c.curve`) started before the launcher
+`a2c local` draws it through a `Painter`: a side process (`python -m a2c.observe.curve`) started before the launcher
 imports torch. It imports matplotlib and draws a first picture (~0.4 s of CPU) on the core the launcher's
 own imports leave idle; done in the launcher after the fork, that work slowed the first rounds of training
 by 0.13 s in all. At the end it gets one JSON line (what to draw) and answers one (the PNG's path, or the
@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from a2c import journal as journal_mod
+from a2c.observe import journal as journal_mod
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ class Painter:
         self.process: subprocess.Popen[str] | None = None
         try:
             # its own session: a terminal's Ctrl-C is the launcher's (which then ends it: end of input)
-            self.process = subprocess.Popen(command or [sys.executable, "-m", "a2c.curve"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+            self.process = subprocess.Popen(command or [sys.executable, "-m", "a2c.observe.curve"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                            start_new_session=True)
         except OSError as exc:
             log.warning("the learning-curve process could not start (%s): the picture is drawn here", exc)
 
@@ -130,7 +131,8 @@ class Painter:
 
 
 def main() -> int:
-    """`python -m a2c.curve`: warm up, then draw the one picture asked for on stdin (nothing at end of input)."""
+    """`python -m a2c.observe.curve`: warm up, then draw the one picture asked for on stdin (nothing at end of
+    input)."""
     warm_up()
     line = sys.stdin.readline()
     if not line.strip():

@@ -1,0 +1,1 @@
+"""Acting: the player, which steps environments with the newest weights and uploads rollouts."""

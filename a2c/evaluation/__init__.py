@@ -1,0 +1,1 @@
+"""Evaluation: playing a trained policy greedily, beside training and after it, and exporting it."""

@@ -1,0 +1,1 @@
+"""Launching: `a2c local`, the cluster's topology on one machine, and its supervisor."""

@@ -1,0 +1,2 @@
+"""The model: the actor-critic, its observation normaliser, exploration noise, optimiser, weight snapshots and
+checkpoints."""

@@ -1,0 +1,1 @@
+"""Observation: Prometheus metrics, the run's journal (metrics.jsonl) and the learning-curve picture."""
