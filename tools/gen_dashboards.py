@@ -248,6 +248,18 @@ ERRORS = [
               [(f"sum by (result) (rate(a2c_controller_reconciles_total[{RI}]))", "{{result}}")], width=8),
         Panel("Reconcile errors per second", [(f"sum (rate(a2c_controller_errors_total[{RI}]))", "errors")], width=8),
         Panel("A2CJobs by phase", [("sum by (phase) (a2c_controller_jobs)", "{{phase}}")], width=8),
+        Panel("Jobs created, succeeded, failed and gang-restarted per hour, by namespace", [
+            ("sum by (namespace) (increase(a2c_controller_jobs_created_total[1h]))", "created {{namespace}}"),
+            ("sum by (namespace) (increase(a2c_controller_jobs_succeeded_total[1h]))", "succeeded {{namespace}}"),
+            ("sum by (namespace, reason) (increase(a2c_controller_jobs_failed_total[1h]))",
+             "failed {{namespace}} {{reason}}"),
+            ("sum by (namespace) (increase(a2c_controller_jobs_restarted_total[1h]))", "restarted {{namespace}}"),
+        ], width=8),
+        Panel("Reconcile duration (p50, p99)", [
+            (f"histogram_quantile(0.5, sum by (le) (rate(a2c_controller_reconcile_seconds_bucket[{RI}])))", "p50"),
+            (f"histogram_quantile(0.99, sum by (le) (rate(a2c_controller_reconcile_seconds_bucket[{RI}])))", "p99"),
+        ], unit="s", width=8),
+        Panel("Reconcile queue depth", [("max (a2c_controller_queue_depth)", "jobs waiting")], width=8),
     ]),
 ]
 

@@ -89,6 +89,19 @@ EVAL_FAILURES = Counter("a2c_eval_failures", "Evaluations lost: the evaluator pr
 CONTROLLER_RECONCILES = Counter("a2c_controller_reconciles", "Reconciles, by result", BASE + ("result",))
 CONTROLLER_ERRORS = Counter("a2c_controller_errors", "Reconcile errors", BASE)
 CONTROLLER_JOBS = Gauge("a2c_controller_jobs", "A2CJobs by phase", BASE + ("phase",))
+# What the training operator exports for its jobs (training_operator_jobs_*_total), by the job's namespace.
+CONTROLLER_JOBS_CREATED = Counter("a2c_controller_jobs_created", "A2CJobs whose children the controller created "
+                                  "(their first reconcile)", BASE + ("namespace",))
+CONTROLLER_JOBS_SUCCEEDED = Counter("a2c_controller_jobs_succeeded", "A2CJobs that reached Succeeded",
+                                    BASE + ("namespace",))
+CONTROLLER_JOBS_FAILED = Counter("a2c_controller_jobs_failed", "A2CJobs that reached Failed, by reason",
+                                 BASE + ("namespace", "reason"))
+CONTROLLER_JOBS_RESTARTED = Counter("a2c_controller_jobs_restarted", "Gang restarts of A2CJobs' trainers",
+                                    BASE + ("namespace",))
+CONTROLLER_RECONCILE_SECONDS = Histogram("a2c_controller_reconcile_seconds", "Time one reconcile of one job took",
+                                         BASE, buckets=_LATENCY)
+CONTROLLER_QUEUE_DEPTH = Gauge("a2c_controller_queue_depth", "Jobs waiting for a reconcile (due now or backing off)",
+                               BASE)
 
 
 def bind(job: str, role: str, rank: int | str) -> None:
