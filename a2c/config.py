@@ -18,9 +18,11 @@ import functools
 import json
 import os
 import socket
+import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -31,6 +33,18 @@ def opt(default: Any, help: str, env: str | None = None, choices: tuple[str, ...
     meta: dict[str, Any] = {"help": help}
     if env is not None:
         meta["env"] = env
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+def arg(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
+        positional: bool = False, required: bool = False, switch: bool = False, negatable: bool = False) -> Any:
+    """A field of a command's flags (`a2c controller`, `render`, `eval`, `export`): no environment variable,
+    `help` shown as written. `positional`: an argument without `--`; `required`: a flag that must be given;
+    `switch`: a flag without a value (store_true); `negatable`: `--x` / `--no-x`."""
+    meta: dict[str, Any] = {"help": help, "env": "", "positional": positional, "required": required,
+                            "switch": switch, "negatable": negatable}
     if choices is not None:
         meta["choices"] = choices
     return field(default=default, metadata=meta)
@@ -217,6 +231,61 @@ class LocalConfig(TrainingConfig):
     device: str = opt("cpu", "trainers' device (NCCL needs one GPU per trainer)", choices=DEVICES)
 
 
+@dataclass(kw_only=True)
+class ControllerConfig:
+    """`a2c controller`: the operator's flags."""
+
+    namespace: str = arg("", "watch only this namespace (default: all)")
+    resync_s: float = arg(10.0, "seconds between full resyncs and status polls")
+    metrics_port: int = arg(9090, "Prometheus /metrics port (-1 disables)")
+    kubeconfig: str = arg("", "kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    tls_ca: str = arg("", "PEM CA bundle that verifies trainers of jobs with spec.tls")
+    tls_cert: str = arg("", "PEM client certificate for trainers that require mutual TLS")
+    tls_key: str = arg("", "PEM private key of --tls-cert")
+    leader_election: bool = arg(True, "act only while holding a coordination.k8s.io Lease, so several replicas "
+                                "are safe (default: on)", negatable=True)
+    lease_name: str = arg("a2c-controller", "name of the leader-election Lease")
+    lease_namespace: str = arg("", "namespace of the Lease (default: $POD_NAMESPACE, else --namespace, else default)")
+
+
+@dataclass(kw_only=True)
+class RenderConfig:
+    """`a2c render JOB.yaml`."""
+
+    job: str = arg(help="YAML file with one or more A2CJobs ('-' reads stdin)", positional=True)
+    namespace: str = arg("", "namespace for jobs that name none (default: default)")
+
+
+CHECKPOINT_HELP = "a checkpoint file (ckpt-*.pt) or a run directory (its newest)"
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """`a2c eval CHECKPOINT`."""
+
+    checkpoint: Path = arg(help=CHECKPOINT_HELP, positional=True)
+    best: bool = arg(False, "of a run directory, play checkpoints/best.pt: the weights of the run's best periodic "
+                     "evaluation (--keep-best), not its newest checkpoint", switch=True)
+    episodes: int = arg(10, "episodes to play (default: 10)")
+    seed: int = arg(0, "episode i is reset with seed + i (default: 0)")
+    max_episode_steps: int = arg(0, "cut episodes at this many steps (default: 0, the environment's own time limit)")
+    json: bool = arg(False, "print one JSON object on stdout (the human-readable line goes to stderr)", switch=True)
+    video: Path | None = arg(None, "film episode 0 (same seed) as a GIF at this path")
+    fps: float = arg(0.0, "GIF frame rate (default: the environment's render_fps)")
+
+
+@dataclass(kw_only=True)
+class ExportConfig:
+    """`a2c export CHECKPOINT --out DIR`."""
+
+    checkpoint: Path = arg(help=CHECKPOINT_HELP, positional=True)
+    best: bool = arg(False, "of a run directory, export checkpoints/best.pt", switch=True)
+    out: Path = arg(help="directory for policy.pt, policy.onnx and policy.json (created if missing)", required=True)
+    format: str = arg("both", "which files to write besides policy.json (default: both)",
+                      choices=("both", "torchscript", "onnx"))
+    force: bool = arg(False, "replace policy files already in --out", switch=True)
+
+
 def ordinal_from_hostname(what: str) -> int:
     """The StatefulSet pod ordinal: `<name>-<ordinal>` in the hostname."""
     host = os.environ.get("HOSTNAME") or socket.gethostname()
@@ -240,8 +309,14 @@ def env_name(f: dataclasses.Field[Any]) -> str:
 
 @functools.cache
 def _types(cls: type) -> dict[str, Any]:
-    """Field name -> type, resolved (this module's annotations are strings under `from __future__`)."""
-    return typing.get_type_hints(cls)
+    """Field name -> type, resolved (this module's annotations are strings under `from __future__`); an
+    optional `X | None` reads as X."""
+    out: dict[str, Any] = {}
+    for name, t in typing.get_type_hints(cls).items():
+        if isinstance(t, types.UnionType):
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        out[name] = t
+    return out
 
 
 def _group(cls: type, f: dataclasses.Field[Any]) -> type | None:
@@ -274,12 +349,38 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
-_PARSE: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str, bool: _parse_bool}
+_PARSE: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str, bool: _parse_bool, Path: Path}
+
+
+def _add_command_argument(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], kind: Any) -> None:
+    """A command's flag (`arg`): help as written, argparse's own default, no environment variable."""
+    meta = f.metadata
+    kwargs: dict[str, Any] = {"help": meta["help"]}
+    if "choices" in meta:
+        kwargs["choices"] = meta["choices"]
+    if meta["positional"]:
+        parser.add_argument(f.name, type=_PARSE[kind], **kwargs)
+        return
+    kwargs["dest"] = f.name
+    if meta["switch"]:
+        kwargs["action"] = "store_true"
+    elif meta["negatable"]:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["type"] = _PARSE[kind]
+    if meta["required"]:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = f.default
+    parser.add_argument(_flag(f.name), **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per leaf field of `cls` (nested config groups are flattened)."""
     for f, kind in _walk(cls):
+        if "positional" in f.metadata:
+            _add_command_argument(parser, f, kind)
+            continue
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "type": _PARSE[kind]}
         kwargs["help"] = f"{f.metadata.get('help', '')} (default: {f.default!r}; env {env_name(f)})"
         if "choices" in f.metadata:
@@ -300,7 +401,7 @@ def from_namespace(cls: type[T], ns: argparse.Namespace, environ: dict[str, str]
             continue
         value = getattr(ns, f.name, None)
         env = env_name(f)
-        if value is None and environ.get(env, "") != "":
+        if value is None and env and environ.get(env, "") != "":
             try:
                 value = _PARSE[_types(cls)[f.name]](environ[env])  # type: ignore[arg-type]
             except (ValueError, argparse.ArgumentTypeError) as exc:

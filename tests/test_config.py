@@ -247,3 +247,22 @@ def test_env_kwargs_and_hidden_sizes() -> None:
         config.EnvConfig(env_kwargs='"x"').kwargs()
     assert config.AlgoConfig(hidden_sizes="64, 32,").hidden() == (64, 32)
     assert config.AlgoConfig(hidden_sizes="").hidden() == ()
+
+
+def _command(argv: list[str], cls: type) -> object:
+    return config.from_namespace(cls, cli.build_parser().parse_args(argv), environ={"A2C_SEED": "7"})
+
+
+def test_commands_parse_into_their_configs_without_environment_variables() -> None:
+    """`a2c controller`, `render`, `eval` and `export` go through the same dataclasses as the roles, with
+    argparse's own flag shapes (positional, --x/--no-x, switches, required) and no environment fallback."""
+    assert _command(["controller"], config.ControllerConfig) == config.ControllerConfig()
+    ctl = _command(["controller", "--no-leader-election", "--resync-s", "2.5"], config.ControllerConfig)
+    assert ctl == config.ControllerConfig(leader_election=False, resync_s=2.5)
+    assert _command(["render", "job.yaml"], config.RenderConfig) == config.RenderConfig(job="job.yaml")
+    ev = _command(["eval", "run", "--best", "--video", "a.gif", "--episodes", "3"], config.EvalConfig)
+    assert ev == config.EvalConfig(checkpoint=Path("run"), best=True, video=Path("a.gif"), episodes=3, seed=0)
+    ex = _command(["export", "run", "--out", "o", "--format", "onnx"], config.ExportConfig)
+    assert ex == config.ExportConfig(checkpoint=Path("run"), out=Path("o"), format="onnx")
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["export", "run"])  # --out is required

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from a2c import config
 from a2c.controller import resources
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
@@ -26,25 +27,12 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("controller", help="run the operator that turns A2CJobs into pods",
                        description="Watch A2CJobs and keep their children and status true.")
-    p.add_argument("--namespace", default="", help="watch only this namespace (default: all)")
-    p.add_argument("--resync-s", type=float, default=10.0, help="seconds between full resyncs and status polls")
-    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (-1 disables)")
-    p.add_argument("--kubeconfig", default="", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
-    p.add_argument("--tls-ca", default="", help="PEM CA bundle that verifies trainers of jobs with spec.tls")
-    p.add_argument("--tls-cert", default="", help="PEM client certificate for trainers that require mutual TLS")
-    p.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
-    p.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
-                   help="act only while holding a coordination.k8s.io Lease, so several replicas are safe "
-                        "(default: on)")
-    p.add_argument("--lease-name", default="a2c-controller", help="name of the leader-election Lease")
-    p.add_argument("--lease-namespace", default="",
-                   help="namespace of the Lease (default: $POD_NAMESPACE, else --namespace, else default)")
-    p.set_defaults(func=run_controller)
+    config.add_arguments(p, config.ControllerConfig)
+    p.set_defaults(func=lambda args: run_controller(config.from_namespace(config.ControllerConfig, args)))
     r = sub.add_parser("render", help="print the Kubernetes objects an A2CJob would get",
                        description="Print, as a YAML stream, the children of every A2CJob in the file.")
-    r.add_argument("job", help="YAML file with one or more A2CJobs ('-' reads stdin)")
-    r.add_argument("--namespace", default="", help="namespace for jobs that name none (default: default)")
-    r.set_defaults(func=run_render)
+    config.add_arguments(r, config.RenderConfig)
+    r.set_defaults(func=lambda args: run_render(config.from_namespace(config.RenderConfig, args)))
 
 
 def render_file(text: str, namespace: str = "") -> list[dict[str, Any]]:
@@ -60,7 +48,7 @@ def render_file(text: str, namespace: str = "") -> list[dict[str, Any]]:
     return out
 
 
-def run_render(args: argparse.Namespace) -> int:
+def run_render(args: config.RenderConfig) -> int:
     try:
         if args.job == "-":
             text = sys.stdin.read()
@@ -75,7 +63,7 @@ def run_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_controller(args: argparse.Namespace) -> int:
+def run_controller(args: config.ControllerConfig) -> int:
     from kubernetes import config as kubeconfig
 
     from a2c.controller import handlers, kube, leader, loop

@@ -233,24 +233,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `a2c eval` to the CLI (called by `cli._register_optional`)."""
     help_text = "play a checkpoint greedily: mean ± std return and length; --video films one episode"
     p = sub.add_parser("eval", help=help_text, description=help_text)
-    p.add_argument("checkpoint", type=Path, help="a checkpoint file (ckpt-*.pt) or a run directory (its newest)")
-    p.add_argument("--best", action="store_true",
-                   help="of a run directory, play checkpoints/best.pt: the weights of the run's best periodic "
-                        "evaluation (--keep-best), not its newest checkpoint")
-    p.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i (default: 0)")
-    p.add_argument("--max-episode-steps", type=int, default=0,
-                   help="cut episodes at this many steps (default: 0, the environment's own time limit)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object on stdout (the human-readable line goes to stderr)")
-    p.add_argument("--video", type=Path, default=None, help="film episode 0 (same seed) as a GIF at this path")
-    p.add_argument("--fps", type=float, default=0.0, help="GIF frame rate (default: the environment's render_fps)")
+    config.add_arguments(p, config.EvalConfig)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        return _main(args)
+        return _main(config.from_namespace(config.EvalConfig, args))
     except EvalError as exc:
         print(f"a2c eval: {exc}", file=sys.stderr)
         return 2
@@ -270,7 +259,7 @@ def best_of(run_dir: Path) -> Path:
     return path
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: config.EvalConfig) -> int:
     if args.episodes < 1:
         raise EvalError(f"--episodes must be at least 1, got {args.episodes}")
     if args.fps < 0 or not math.isfinite(args.fps):

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from a2c import config
 from a2c.envs import vector as env
 from a2c.evaluation import evaluate
 
@@ -218,17 +219,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `a2c export` to the CLI (called by `cli._register_optional`)."""
     help_text = "write a checkpoint's greedy policy as TorchScript (policy.pt) and ONNX (policy.onnx) for serving"
     p = sub.add_parser("export", help=help_text, description=help_text)
-    p.add_argument("checkpoint", type=Path, help="a checkpoint file (ckpt-*.pt) or a run directory (its newest)")
-    p.add_argument("--best", action="store_true", help="of a run directory, export checkpoints/best.pt")
-    p.add_argument("--out", type=Path, required=True,
-                   help="directory for policy.pt, policy.onnx and policy.json (created if missing)")
-    p.add_argument("--format", choices=("both", "torchscript", "onnx"), default="both",
-                   help="which files to write besides policy.json (default: both)")
-    p.add_argument("--force", action="store_true", help="replace policy files already in --out")
+    config.add_arguments(p, config.ExportConfig)
     p.set_defaults(func=main)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(ns: argparse.Namespace) -> int:
+    args = config.from_namespace(config.ExportConfig, ns)
     try:
         loaded = evaluate.load(evaluate.best_of(args.checkpoint) if args.best else args.checkpoint)
         formats = ("torchscript", "onnx") if args.format == "both" else (args.format,)
