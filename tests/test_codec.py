@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from a2c.model import weights
-from a2c.service import codec, rollout
-from a2c.v1 import rollout_pb2, weights_pb2
+from a2c.service import codec, rollout, status
+from a2c.v1 import rollout_pb2, trainer_pb2, weights_pb2
 from tests.support.rollouts import cartpole_rollout
 
 LIMIT = 64 << 20
@@ -323,3 +323,27 @@ def test_the_generation_of_rollouts_and_weights_travels() -> None:
     snap = weights.WeightSnapshot(version=5, tensors={"w": np.zeros(3, np.float32)}, generation=0xB)
     got = codec.weight_reply_from_chunks(codec.weight_chunks(snap), 1 << 20).snapshot
     assert got is not None and (got.version, got.generation) == (5, 0xB)
+
+
+def test_every_trainer_phase_maps_to_the_wire_and_back() -> None:
+    """The domain's phases are the proto's, less PHASE_UNSPECIFIED: a phase added on one side only fails here."""
+    wire = set(trainer_pb2.TrainerStatus.Phase.keys()) - {"PHASE_UNSPECIFIED"}
+    assert {p.value for p in status.Phase} == wire
+    for phase in status.Phase:
+        message = codec.status_message(status.TrainerStatus(phase=phase, rank=1, world_size=2))
+        assert trainer_pb2.TrainerStatus.Phase.Name(message.phase) == phase.name == phase.value
+        assert codec.phase_from_message(message.phase) is phase
+
+
+def test_a_trainer_status_travels_whole() -> None:
+    sent = status.TrainerStatus(phase=status.Phase.SUCCEEDED, rank=1, world_size=3, iteration=7, env_steps=4096,
+                                episodes=12, mean_return=195.5, target_return=195.0, elapsed_s=12.25,
+                                steps_per_second=2048.0, active_players=5, message="reached the target")
+    wire = trainer_pb2.TrainerStatus.FromString(codec.status_message(sent).SerializeToString())
+    assert codec.status_from_message(wire) == sent
+
+
+@pytest.mark.parametrize("phase", [trainer_pb2.TrainerStatus.PHASE_UNSPECIFIED, 99])
+def test_a_phase_no_trainer_reports_is_a_codec_error(phase: int) -> None:
+    with pytest.raises(codec.CodecError, match=f"trainer phase {phase} "):
+        codec.phase_from_message(phase)

@@ -232,7 +232,9 @@ def test_each_start_of_the_group_names_its_weights_with_a_new_generation(tmp_pat
                          tmp_path / f"trainer{start}.log")
         c = client.TrainerClient(f"127.0.0.1:{grpc_port}", retry_for_s=60.0)
         try:
-            snap, _ = c.fetch(-1, wait_s=0.0)  # retried until the trainer serves its first weights
+            # retried until the trainer listens, then waits for its first weights (its server answers before the
+            # group has formed and published them: with no wait, a loaded machine saw no weights yet)
+            snap, _ = c.fetch(-1, wait_s=30.0)
             assert snap is not None and snap.generation != 0
             generations.append(snap.generation)
             if start:

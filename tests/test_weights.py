@@ -133,3 +133,25 @@ def test_weights_of_another_generation_under_the_callers_version_answer_at_once(
     assert snap is not None and (snap.version, snap.generation) == (7, 0xB)
     assert board.wait_newer(7, timeout_s=0.0, since_generation=0xB) is None  # the same weights: wait
     assert board.wait_newer(7, timeout_s=0.0) is None  # generation not stated: versions only
+
+
+def test_tell_done_counts_a_player_as_told_only_once_training_is_done() -> None:
+    board = weights.WeightBoard()
+    assert board.tell_done(1) is False
+    assert not board.wait_told({1}, timeout_s=0.0), "a player answered before the end is not told"
+    board.finish()
+    assert board.tell_done(1) is True
+    assert board.wait_told({1}, timeout_s=0.0)
+    assert not board.wait_told({1, 2}, timeout_s=0.0)
+
+
+def test_tell_done_wakes_the_trainer_waiting_for_its_players() -> None:
+    board = CountingBoard()
+    board.finish()
+    told: list[bool] = []
+    th = threading.Thread(target=lambda: told.append(board.wait_told({3}, timeout_s=60.0)))
+    th.start()
+    assert board.sleeping.acquire(timeout=30)
+    assert board.tell_done(3)
+    th.join(timeout=30)
+    assert told == [True]

@@ -28,13 +28,12 @@ from a2c.learning import distributed, learner, progress, recorder
 from a2c.model import agent as agent_mod
 from a2c.model import checkpoint, weights
 from a2c.observe import journal, metrics
-from a2c.service import inbox, rollout, server, tls
-from a2c.v1 import trainer_pb2
+from a2c.service import codec, inbox, rollout, server, tls
+from a2c.service import status as status_mod
 
 log = logging.getLogger(__name__)
 # A finished run waits this long for the periodic evaluation in flight, so its last result is recorded.
 EVAL_DRAIN_S = 60.0
-Phase = trainer_pb2.TrainerStatus.Phase
 
 
 class Trainer:
@@ -44,7 +43,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.stop_requested = threading.Event()
         self.serving = threading.Event()  # the gRPC health service says SERVING
-        self.phase: int = Phase.STARTING
+        self.phase = status_mod.Phase.STARTING
         self.message = ""
         self.progress = progress.Progress(cfg.stop.return_window)
         self.recorder = recorder.Recorder(self.progress)
@@ -66,18 +65,19 @@ class Trainer:
                                                      self.recorder.evaluation, self.recorder.evaluation_failed,
                                                      best=best)
 
-    def status(self) -> trainer_pb2.TrainerStatus:
-        """TrainerService.Status."""
+    def status(self) -> status_mod.TrainerStatus:
+        """What TrainerService.Status answers (`codec.status_message` is its wire form)."""
         p = self.progress
-        return trainer_pb2.TrainerStatus(
-            iteration=p.version, env_steps=p.env_steps, mean_return=p.mean_return(), episodes=p.episodes,
-            world_size=self.cfg.world_size, rank=self.rank, phase=Phase.Name(self.phase), message=self.message,
+        return status_mod.TrainerStatus(
+            phase=self.phase, rank=self.rank, world_size=self.cfg.world_size, iteration=p.version,
+            env_steps=p.env_steps, episodes=p.episodes, mean_return=p.mean_return(),
             target_return=self.cfg.stop.target_return, elapsed_s=p.elapsed(),
-            steps_per_second=self.recorder.steps_per_s, active_players=self.recorder.active_players)
+            steps_per_second=self.recorder.steps_per_s, active_players=self.recorder.active_players,
+            message=self.message)
 
     def readiness(self) -> str:
         """"" once the group has formed and the first weights are published (health: SERVING); else why not."""
-        return "" if self.serving.is_set() else f"not serving yet ({Phase.Name(self.phase)})"
+        return "" if self.serving.is_set() else f"not serving yet ({self.phase.value})"
 
     def request_stop(self, *_: object) -> None:
         self.stop_requested.set()
@@ -86,8 +86,9 @@ class Trainer:
     def run(self) -> int:
         cfg = self.cfg
         credentials = tls.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)  # None: plaintext
-        running = server.start(self.inbox, self.board, self.status, cfg.host, cfg.port, cfg.max_message_mb << 20,
-                               workers=16 + 4 * cfg.players_per_trainer, tls=credentials)
+        running = server.start(self.inbox, self.board, lambda: codec.status_message(self.status()), cfg.host,
+                               cfg.port, cfg.max_message_mb << 20, workers=16 + 4 * cfg.players_per_trainer,
+                               tls=credentials)
         mode = "plaintext" if credentials is None else "mutual TLS" if cfg.tls_ca else "TLS"
         log.info("trainer %d: gRPC on port %d (%s)", self.rank, running.port, mode)
         group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
@@ -107,18 +108,18 @@ class Trainer:
             self.recorder.start(evaluating=self.evaluator is not None)
             ended = progress.ended(self.progress, cfg.stop)
             if ended is not None:  # resumed from the checkpoint of a run that had already ended
-                self.phase, self.message = Phase.Value(ended[0]), f"{ended[1]} (before this start)"
+                self.phase, self.message = status_mod.Phase(ended[0]), f"{ended[1]} (before this start)"
                 return 0
-            self.phase = Phase.TRAINING
+            self.phase = status_mod.Phase.TRAINING
             self._train(group)
             if self.rank == 0:
                 self._checkpoint()
             return 0
         except Exception as exc:
-            self.phase, self.message = Phase.FAILED, str(exc)
+            self.phase, self.message = status_mod.Phase.FAILED, str(exc)
             raise
         finally:
-            if self.phase in (Phase.SUCCEEDED, Phase.FINISHED):
+            if self.phase.final:
                 # Only a finished run tells players "done" (a failed or stopped trainer comes back and
                 # they must still be there); keep serving until they all heard it, or linger_s; under the
                 # controller until SIGTERM, so trainer 0's final status stays readable and no pod restarts.
@@ -158,7 +159,7 @@ class Trainer:
             totals = distributed.totals(reduced.shares)
             p.add(totals.env_steps, totals.episode_returns, totals.episode_lengths)
             if totals.stop_requested:  # no step: the checkpoint holds the weights every trainer has
-                self.phase = Phase.STOPPING
+                self.phase = status_mod.Phase.STOPPING
                 return
             if totals.samples == 0:
                 self.stop_requested.wait(0.2)  # nobody has data: poll, do not spin
@@ -178,7 +179,7 @@ class Trainer:
                 self._checkpoint()
             ended = progress.ended(p, cfg.stop)
             if ended is not None:
-                self.phase, self.message = Phase.Value(ended[0]), ended[1]
+                self.phase, self.message = status_mod.Phase(ended[0]), ended[1]
                 return
 
     def _take_round(self, first: bool) -> inbox.Round:
@@ -242,5 +243,5 @@ def run(cfg: config.TrainerConfig) -> int:
     signal.signal(signal.SIGINT, trainer.request_stop)
     log.info("trainer %d/%d: %s, metrics port %d", rank, cfg.world_size, env.describe(cfg.env), port)
     code = trainer.run()
-    log.info("trainer %d done: %s (%s)", rank, Phase.Name(trainer.phase), trainer.message)
+    log.info("trainer %d done: %s (%s)", rank, trainer.phase.value, trainer.message)
     return code

@@ -1,7 +1,8 @@
 """What a trainer serves its players: one versioned snapshot of the model's weights (numpy, no torch).
 
 Data flow: trainer step -> `agent.snapshot` -> `WeightBoard.publish` -> WeightService.Fetch (long-poll)
--> player `agent.load_snapshot`. Every weight snapshot and every rollout carries an integer
+-> player `agent.load_snapshot`. At the end, `finish` -> every answer says `done` (`tell_done`) -> the trainer
+waits (`wait_told`) until its players have heard it. Every weight snapshot and every rollout carries an integer
 `policy_version`, so stale data can be measured and dropped (`max_policy_lag`). A trainer group restarted
 from an older checkpoint numbers its versions again from there: the `generation` it drew when it started
 tells its weights from those a player got before the restart under the same version.
@@ -49,11 +50,14 @@ class WeightBoard:
             self._done = True
             self._cond.notify_all()
 
-    def told(self, player_id: int) -> None:
-        """A player has been answered `done`."""
+    def tell_done(self, player_id: int) -> bool:
+        """Whether an answer to `player_id` says training is done: once it is (`finish`), the player counts as
+        told (`wait_told`). Every answer a player gets asks this, so a player cannot hear `done` untold."""
         with self._cond:
-            self._told.add(player_id)
-            self._cond.notify_all()
+            if self._done:
+                self._told.add(player_id)
+                self._cond.notify_all()
+            return self._done
 
     def wait_told(self, players: set[int], timeout_s: float) -> bool:
         """Wait until every one of `players` has been answered `done` (True), or timeout_s (False)."""

@@ -70,7 +70,7 @@ class TrainerClient:
         self.weights = weights_pb2_grpc.WeightServiceStub(self.channel)
         self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channel)
         self.max_message_bytes = max_message_bytes
-        self.max_bytes = max_message_bytes * 64
+        self.max_bytes = max_message_bytes * server.ROLLOUT_MESSAGES  # a reply's weights: the trainer's limit
         self.retry_for_s = retry_for_s
 
     def close(self) -> None:

@@ -4,7 +4,8 @@ Data flow: player `Rollout` -> `exchange_request` (one message) -> RolloutServic
 `rollout_from_request` -> trainer inbox, answered like a Fetch; or, too large for one message,
 `rollout_chunks` -> RolloutService.Upload -> `rollout_from_chunks` -> trainer inbox; trainer
 `WeightSnapshot` -> `weight_chunks` (encoded once per version) -> Exchange's reply or Fetch ->
-`weight_reply_from_chunks` -> player. Tensors travel as raw little-endian bytes with dtype and shape; a
+`weight_reply_from_chunks` -> player; the trainer's `status.TrainerStatus` -> `status_message` -> TrainerService.Status
+(`status_from_message` reads it back). Tensors travel as raw little-endian bytes with dtype and shape; a
 header describes them, payload chunks of at most CHUNK_BYTES follow, numbered from 1.
 """
 
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from a2c.model import weights
-from a2c.service import rollout
-from a2c.v1 import rollout_pb2, tensor_pb2, weights_pb2
+from a2c.service import rollout, status
+from a2c.v1 import rollout_pb2, tensor_pb2, trainer_pb2, weights_pb2
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: far below any message limit
 DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "bool"}
@@ -187,3 +188,28 @@ def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk], max_byte
         version=header.version, tensors=_decode(header.tensors, payload, None), done=header.done,
         generation=header.generation)
     return WeightReply(snap, header.version, header.done, header.waited_s)
+
+
+def status_message(s: status.TrainerStatus) -> trainer_pb2.TrainerStatus:
+    """The wire form of a trainer's status (its phase by name: the domain's names are the proto's)."""
+    return trainer_pb2.TrainerStatus(
+        iteration=s.iteration, env_steps=s.env_steps, mean_return=s.mean_return, episodes=s.episodes,
+        world_size=s.world_size, rank=s.rank, phase=s.phase.value, target_return=s.target_return,
+        elapsed_s=s.elapsed_s, steps_per_second=s.steps_per_second, active_players=s.active_players,
+        message=s.message)
+
+
+def phase_from_message(phase: int) -> status.Phase:
+    """A TrainerStatus.Phase from the wire; CodecError for PHASE_UNSPECIFIED or a number this build does not know."""
+    try:
+        return status.Phase(trainer_pb2.TrainerStatus.Phase.Name(phase))
+    except ValueError:
+        raise CodecError(f"trainer phase {phase} is not one a trainer reports") from None
+
+
+def status_from_message(m: trainer_pb2.TrainerStatus) -> status.TrainerStatus:
+    return status.TrainerStatus(
+        phase=phase_from_message(m.phase), rank=m.rank, world_size=m.world_size, iteration=m.iteration,
+        env_steps=m.env_steps, episodes=m.episodes, mean_return=m.mean_return, target_return=m.target_return,
+        elapsed_s=m.elapsed_s, steps_per_second=m.steps_per_second, active_players=m.active_players,
+        message=m.message)

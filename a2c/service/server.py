@@ -22,7 +22,9 @@ from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2_
 
 SERVICES = ("a2c.v1.RolloutService", "a2c.v1.WeightService", "a2c.v1.TrainerService")
 DNS_RERESOLVE_MS = 1000
-ROLLOUT_MESSAGES = 64  # a rollout may be this many messages long (chunks of it, each far below the limit)
+# A chunked payload (a rollout; the weights, as the client reads them) may be this many messages long, in chunks
+# far below the message limit: the one multiple of it that both ends use.
+ROLLOUT_MESSAGES = 64
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:

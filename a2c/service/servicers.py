@@ -1,8 +1,9 @@
 """gRPC servicers: thin adapters from the wire to the trainer's inbox, weight board and status.
 
 Data flow: Upload -> codec -> `inbox.Inbox.submit`; Fetch -> `weights.WeightBoard.wait_newer` -> codec;
-Exchange -> both, in one call;
-Status -> the trainer's status callback. Every refusal becomes a gRPC status with a clear message and
+Exchange -> both, in one call; every answer's `done` is `weights.WeightBoard.tell_done`'s (the board
+counts who heard it); Status -> the trainer's status callback (already in its wire form,
+`codec.status_message`). Every refusal becomes a gRPC status with a clear message and
 is counted; nothing a client sends can stop the server.
 """
 
@@ -71,22 +72,19 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
     @_observed("Upload")
     def Upload(self, request_iterator: Iterator[rollout_pb2.RolloutChunk],  # noqa: N802 - gRPC's name
                context: grpc.ServicerContext) -> rollout_pb2.UploadReply:
-        if self.board.done:
+        if self.board.done:  # refused unread; the header, if it comes first, names the player told so
             first = next(iter(request_iterator), None)
             if first is not None and first.WhichOneof("part") == "header":
-                self.board.told(first.header.player_id)
+                self.board.tell_done(first.header.player_id)
             return rollout_pb2.UploadReply(accepted=False, trainer_version=self.board.version, done=True)
         r, version = self._queue(lambda: codec.rollout_from_chunks(request_iterator, self.max_bytes), context)
-        done = self.board.done  # training may have ended while this rollout was queued: it has been told
-        if done:
-            self.board.told(r.player_id)
-        return rollout_pb2.UploadReply(accepted=True, trainer_version=version, done=done)
+        # training may have ended while this rollout was queued
+        return rollout_pb2.UploadReply(accepted=True, trainer_version=version, done=self.board.tell_done(r.player_id))
 
     @_observed("Exchange")
     def Exchange(self, request: rollout_pb2.ExchangeRequest,  # noqa: N802 - gRPC's name
                  context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
-        if self.board.done:
-            self.board.told(request.header.player_id)
+        if self.board.tell_done(request.header.player_id):
             return iter([codec.unchanged_chunk(self.board.version, True)])
         r, _ = self._queue(lambda: codec.rollout_from_request(request, self.max_bytes), context)
         return _newer_weights(self.board, r.policy_version, request.wait_s, r.player_id, context, r.generation)
@@ -104,10 +102,9 @@ def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float
     start = time.perf_counter()
     snap = board.wait_newer(since_version, wait, since_generation)
     waited = time.perf_counter() - start
-    if board.done:
-        board.told(player_id)
-    if snap is None or board.done:
-        return iter([codec.unchanged_chunk(board.version, board.done, waited)])
+    done = board.tell_done(player_id)
+    if snap is None or done:
+        return iter([codec.unchanged_chunk(board.version, done, waited)])
     return iter(codec.weight_reply(snap, waited))
 
 
