@@ -266,3 +266,24 @@ def test_commands_parse_into_their_configs_without_environment_variables() -> No
     assert ex == config.ExportConfig(checkpoint=Path("run"), out=Path("o"), format="onnx")
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["export", "run"])  # --out is required
+
+
+def test_each_role_knob_is_declared_once() -> None:
+    """A knob two roles share is one `opt(...)` in config.py, inherited (RunConfig, TrainingConfig,
+    ProcessConfig) or given a role's own default with `same_as` (its flag, variable and choices stay one)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(config))
+    declared: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name) and node.value.func.id == "opt"):
+            declared[node.target.id] = declared.get(node.target.id, 0) + 1
+    assert {name: n for name, n in declared.items() if n > 1} == {}
+    for name in ("job", "torch_threads", "env", "algo"):
+        assert config.PlayerConfig.__dataclass_fields__[name] is config.TrainerConfig.__dataclass_fields__[name]
+    for name, base in (("run_dir", config.TrainerConfig), ("device", config.TrainingConfig)):
+        mine = config.LocalConfig.__dataclass_fields__[name].metadata
+        theirs = base.__dataclass_fields__[name].metadata  # type: ignore[attr-defined]
+        assert {k: v for k, v in mine.items() if k != "help"} == {k: v for k, v in theirs.items() if k != "help"}
