@@ -346,7 +346,7 @@ def env_name(f: dataclasses.Field[Any]) -> str:
 
 
 @functools.cache
-def _types(cls: type) -> dict[str, Any]:
+def typed_fields(cls: type) -> dict[str, Any]:
     """Field name -> type, resolved (this module's annotations are strings under `from __future__`); an
     optional `X | None` reads as X."""
     out: dict[str, Any] = {}
@@ -359,18 +359,23 @@ def _types(cls: type) -> dict[str, Any]:
 
 def _group(cls: type, f: dataclasses.Field[Any]) -> type | None:
     """The config group a field holds (EnvConfig, ...), or None for a leaf."""
-    t = _types(cls)[f.name]
+    t = typed_fields(cls)[f.name]
     return t if isinstance(t, type) and dataclasses.is_dataclass(t) else None
 
 
 def _walk(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Any]]:
     """(field, type) of every leaf: the class's own first, then its groups' (the order of --help)."""
     fields = dataclasses.fields(cls)
-    yield from ((f, _types(cls)[f.name]) for f in fields if _group(cls, f) is None)
+    yield from ((f, typed_fields(cls)[f.name]) for f in fields if _group(cls, f) is None)
     for f in fields:
         sub = _group(cls, f)
         if sub is not None:
             yield from _walk(sub)
+
+
+def typed_leaves(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+    """(field, type) of every leaf field of `cls`, in the order of `leaves` (an optional `X | None` as X)."""
+    return list(_walk(cls))
 
 
 def leaves(cls: type) -> list[dataclasses.Field[Any]]:
@@ -441,7 +446,7 @@ def from_namespace(cls: type[T], ns: argparse.Namespace, environ: dict[str, str]
         env = env_name(f)
         if value is None and env and environ.get(env, "") != "":
             try:
-                value = _PARSE[_types(cls)[f.name]](environ[env])  # type: ignore[arg-type]
+                value = _PARSE[typed_fields(cls)[f.name]](environ[env])  # type: ignore[arg-type]
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 raise ValueError(f"environment variable {env}={environ[env]!r}: {exc}") from exc
             choices = f.metadata.get("choices")

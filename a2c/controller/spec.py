@@ -3,8 +3,10 @@
 Data flow: the API server (or `a2c render` reading a file) hands us a job; `with_defaults` fills in what
 the CRD's schema defaults would (so a file rendered offline gives the same objects as one admitted by the
 API server); `trainer_config` / `player_config` turn it into the dataclasses of `a2c.config`, which
-`resources` renders as flags and environment variables for the pods. Defaults come from `a2c.config`,
-so the CRD, the CLI and the controller cannot drift apart (tests/controller/test_crd.py checks the CRD).
+`resources` renders as flags and environment variables for the pods. Every config field with `crd` metadata
+is an A2CJob field (`JOB_FIELDS`): read into the config here, its default in `defaults()`, and its schema in
+the CRD and the chart written from the same metadata by tools/gen_config.py (whose `--check` the tests run),
+so the CRD, the chart, the CLI and the controller cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import copy
 import dataclasses
 import json
 import re
-from typing import Any
+import typing
+from typing import Any, TypeVar
 
 from a2c import config
 
@@ -29,59 +32,86 @@ TLS_DIR = "/etc/a2c/tls"  # spec.tls.secretName is mounted here: tls.crt, tls.ke
 STARTUP_TIMEOUT_S = 900  # the trainer group may take this long to form (image pulls, GPU node scale-up)
 MAX_NAME = 40  # <job>-trainer-<revision hash> must stay within 63 characters
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+T = TypeVar("T")
 
 
-def _default(cls: type, name: str) -> Any:
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+JobField = tuple[dataclasses.Field[Any], Any]  # a config field that is an A2CJob field, and its type
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
+def _job_fields() -> dict[str, JobField]:
+    """Spec path (`algorithm.lr`) -> (field, type), for every config field with `crd` metadata, in the order
+    a2c.config declares them (a trainer's first, then what only a player has)."""
+    out: dict[str, JobField] = {}
+    for cls in (config.TrainerConfig, config.PlayerConfig):
+        for f, kind in config.typed_leaves(cls):
+            if "crd" in f.metadata:
+                out.setdefault(f.metadata["crd"], (f, kind))
+    return out
 
 
-ALGO_FIELDS = [f.name for f in dataclasses.fields(config.AlgoConfig)]
+JOB_FIELDS = _job_fields()
+
+
+def schema_type(f: dataclasses.Field[Any], kind: Any) -> str:
+    """The JSON type of a config field in the A2CJob: its `schema` metadata's, else its Python type's."""
+    named = (f.metadata.get("schema") or {}).get("type")
+    return str(named) if named else {bool: "boolean", int: "integer", float: "number", str: "string"}[kind]
+
+
+def to_spec(f: dataclasses.Field[Any], kind: Any, value: Any) -> Any:
+    """A config value as the A2CJob holds it: a JSON object or an integer list where the flag is text."""
+    typ = schema_type(f, kind)
+    if typ == "object":
+        return json.loads(value)
+    if typ == "array":
+        return [int(s) for s in str(value).split(",") if s.strip()]
+    return value
+
+
+def from_spec(f: dataclasses.Field[Any], kind: Any, value: Any) -> Any:
+    """An A2CJob value as the config field holds it (the inverse of `to_spec`; a whole number may stand for a
+    float, as YAML writes it)."""
+    typ = schema_type(f, kind)
+    if typ == "object":
+        return json.dumps(value or {}, sort_keys=True)
+    if typ == "array":
+        return ",".join(str(int(v)) for v in value)
+    return kind(value)
+
+
+def _at(spec: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        spec = spec[key]
+    return spec
+
+
+def _put(spec: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        spec = spec.setdefault(key, {})
+    spec[last] = value
 
 
 def defaults() -> dict[str, Any]:
-    """The spec an empty A2CJob gets (the CRD's schema defaults say the same)."""
-    algo = {_camel(name): _default(config.AlgoConfig, name) for name in ALGO_FIELDS}
-    algo["hiddenSizes"] = [int(s) for s in str(algo["hiddenSizes"]).split(",")]
+    """The spec an empty A2CJob gets (the CRD's schema defaults say the same: tools/gen_config.py writes them
+    from the same fields): the config fields' defaults, and what only the A2CJob has."""
     placement: dict[str, Any] = {"resources": {}, "nodeSelector": {}, "tolerations": [], "affinity": {}}
-    return {
+    out: dict[str, Any] = {
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "maxGangRestarts": 3,
-        "environment": {"id": _default(config.EnvConfig, "env_id"), "kwargs": {}, "seed": 0},
-        "trainers": {
-            "replicas": 1, "gpus": 0, "backend": _default(config.TrainerConfig, "backend"),
-            "roundTimeoutSeconds": _default(config.TrainerConfig, "round_timeout_s"),
-            "distTimeoutSeconds": _default(config.TrainerConfig, "dist_timeout_s"),
-            "startupTimeoutSeconds": STARTUP_TIMEOUT_S,
-            **copy.deepcopy(placement),
-        },
-        "players": {
-            "replicasPerTrainer": _default(config.TrainerConfig, "players_per_trainer"),
-            "envsPerPlayer": _default(config.EnvConfig, "num_envs"),
-            **copy.deepcopy(placement),
-        },
-        "algorithm": algo,
-        "stop": {
-            "targetReturn": _default(config.StopConfig, "target_return"),
-            "returnWindow": _default(config.StopConfig, "return_window"),
-            "maxEnvSteps": _default(config.StopConfig, "max_env_steps"),
-        },
-        "checkpoint": {
-            "persistent": False, "size": "1Gi", "accessMode": "ReadWriteOnce",
-            "interval": _default(config.TrainerConfig, "checkpoint_interval"),
-            "keep": _default(config.TrainerConfig, "keep_checkpoints"),
-        },
-        "evaluation": {
-            "interval": _default(config.TrainerConfig, "eval_interval"),
-            "episodes": _default(config.TrainerConfig, "eval_episodes"),
-        },
+        "environment": {},
+        "trainers": {"gpus": 0, "startupTimeoutSeconds": STARTUP_TIMEOUT_S, **copy.deepcopy(placement)},
+        "players": copy.deepcopy(placement),
+        "algorithm": {},
+        "stop": {},
+        "checkpoint": {"persistent": False, "size": "1Gi", "accessMode": "ReadWriteOnce"},
+        "evaluation": {},
         "tls": {"secretName": "", "mutual": False},
     }
+    for path, (f, kind) in JOB_FIELDS.items():
+        _put(out, path, to_spec(f, kind, f.default))
+    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -111,21 +141,17 @@ def master_addr(name: str, namespace: str) -> str:
     return f"{name}-trainer-0.{name}-trainer.{namespace}.svc"
 
 
-def _env_config(spec: dict[str, Any]) -> config.EnvConfig:
-    env = spec["environment"]
-    return config.EnvConfig(
-        env_id=env["id"], env_kwargs=json.dumps(env.get("kwargs") or {}, sort_keys=True),
-        num_envs=int(spec["players"]["envsPerPlayer"]), seed=int(env["seed"]),
-    )
-
-
-def _algo_config(spec: dict[str, Any]) -> config.AlgoConfig:
-    algo = spec["algorithm"]
-    values = {name: algo[_camel(name)] for name in ALGO_FIELDS}
-    values["hidden_sizes"] = ",".join(str(int(h)) for h in algo["hiddenSizes"])
-    for name in ALGO_FIELDS:
-        values[name] = type(_default(config.AlgoConfig, name))(values[name])
-    return config.AlgoConfig(**values)
+def _from_spec(cls: type[T], spec: dict[str, Any], **values: Any) -> T:
+    """`cls` with every field the A2CJob has read from `spec` (groups included), and `values` on top."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in values:
+            continue
+        kind = config.typed_fields(typing.cast(type, cls))[f.name]
+        if dataclasses.is_dataclass(kind):
+            values[f.name] = _from_spec(kind, spec)  # type: ignore[arg-type]
+        elif "crd" in f.metadata:
+            values[f.name] = from_spec(f, kind, _at(spec, f.metadata["crd"]))
+    return cls(**values)
 
 
 def tls_files(spec: dict[str, Any], role: str) -> tuple[str, str, str]:
@@ -145,33 +171,23 @@ def tls_files(spec: dict[str, Any], role: str) -> tuple[str, str, str]:
 
 def trainer_config(name: str, namespace: str, spec: dict[str, Any]) -> config.TrainerConfig:
     """What every trainer of this job runs with (rank is left to the pod: RANK from its ordinal)."""
-    trainers, stop, ckpt, evaluation = spec["trainers"], spec["stop"], spec["checkpoint"], spec["evaluation"]
+    trainers = spec["trainers"]
     if int(trainers["gpus"]) > 1:
         raise ValueError(f"spec.trainers.gpus is {trainers['gpus']}: a trainer pod runs one rank on one GPU "
                          "(use more trainer replicas for more GPUs)")
     cert, key, ca = tls_files(spec, "trainer")
-    return config.TrainerConfig(
-        world_size=int(trainers["replicas"]), master_addr=master_addr(name, namespace), master_port=DDP_PORT,
-        port=GRPC_PORT, metrics_port=METRICS_PORT, players_per_trainer=int(spec["players"]["replicasPerTrainer"]),
-        run_dir=RUN_DIR, checkpoint_interval=int(ckpt["interval"]), keep_checkpoints=int(ckpt["keep"]),
-        round_timeout_s=float(trainers["roundTimeoutSeconds"]), dist_timeout_s=float(trainers["distTimeoutSeconds"]),
-        backend=trainers["backend"], device="cuda" if int(trainers["gpus"]) > 0 else "cpu", hold_when_done=True,
-        job=name,
-        tls_cert=cert, tls_key=key, tls_ca=ca,
-        eval_interval=int(evaluation["interval"]), eval_episodes=int(evaluation["episodes"]),
-        env=_env_config(spec), algo=_algo_config(spec),
-        stop=config.StopConfig(
-            target_return=float(stop["targetReturn"]), return_window=int(stop["returnWindow"]),
-            max_env_steps=int(stop["maxEnvSteps"]),
-        ),
+    return _from_spec(
+        config.TrainerConfig, spec, master_addr=master_addr(name, namespace), master_port=DDP_PORT, port=GRPC_PORT,
+        metrics_port=METRICS_PORT, run_dir=RUN_DIR, device="cuda" if int(trainers["gpus"]) > 0 else "cpu",
+        hold_when_done=True, job=name, tls_cert=cert, tls_key=key, tls_ca=ca,
     )
 
 
 def player_config(name: str, namespace: str, spec: dict[str, Any]) -> config.PlayerConfig:
     """What every player runs with (its index comes from its ordinal: A2C_PLAYER_INDEX)."""
     cert, key, ca = tls_files(spec, "player")
-    return config.PlayerConfig(
-        num_trainers=int(spec["trainers"]["replicas"]), trainer_address=trainer_address(name, namespace),
-        metrics_port=METRICS_PORT, tls_cert=cert, tls_key=key, tls_ca=ca, hold_when_done=True, job=name,
-        env=_env_config(spec), algo=_algo_config(spec),
+    return _from_spec(
+        config.PlayerConfig, spec, num_trainers=int(spec["trainers"]["replicas"]),
+        trainer_address=trainer_address(name, namespace), metrics_port=METRICS_PORT, tls_cert=cert, tls_key=key,
+        tls_ca=ca, hold_when_done=True, job=name,
     )
