@@ -1,4 +1,5 @@
-"""Stand-ins for `python -m a2c.evaluation.periodic_eval` that speak its pipe protocol but misbehave on purpose.
+"""Stand-ins for `python -m a2c.evaluation.evaluator_process` that speak its pipe protocol
+(a2c/evaluation/protocol.py) but misbehave on purpose.
 
     python -m tests.fake_evaluator gate MARKER        answers a snapshot only once MARKER exists (returns = [version])
     python -m tests.fake_evaluator crash              dies (exit 3) on every snapshot

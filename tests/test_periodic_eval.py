@@ -1,5 +1,6 @@
-"""periodic_eval.py: trainer 0's evaluator process. Real child processes throughout: the real
-`python -m a2c.evaluation.periodic_eval` for results, and tests/fake_evaluator.py (same pipe protocol) for one that
+"""periodic_eval.py (with newest_wins, failures, protocol, evaluator_process and a2c/processes.py): trainer
+0's evaluator process. Real child processes throughout: the real `python -m a2c.evaluation.evaluator_process`
+for results, and tests/fake_evaluator.py (same pipe protocol) for one that
 holds an evaluation until the test lets it go, or dies. No sleeps: the tests wait on what the evaluator says
 it does (`in_flight`, `process`, its callbacks)."""
 
@@ -21,27 +22,11 @@ from a2c import config
 from a2c.envs import vector as env
 from a2c.evaluation import evaluate, periodic_eval
 from a2c.model import agent, checkpoint
+from tests.support.evaluator import Recorder
 from tests.support.procs import wait_for
 
 FAKE = [sys.executable, "-m", "tests.fake_evaluator"]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Recorder:
-    """on_result / on_failure that remember what they were told."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[periodic_eval.Outcome] = []
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-
-    def result(self, outcome: periodic_eval.Outcome) -> None:
-        with self.lock:
-            self.outcomes.append(outcome)
-
-    def failure(self, why: str) -> None:
-        with self.lock:
-            self.failures.append(why)
 
 
 def _tensors(version: int) -> dict[str, np.ndarray]:
@@ -173,7 +158,7 @@ def test_warm_up_starts_the_side_process_before_the_first_snapshot(tmp_path: Pat
     try:
         ev.warm_up()
         proc = wait_for(lambda: ev.process, 30, "the side process to start without a snapshot")
-        assert proc.poll() is None and ev.submitted == 0 and not rec.outcomes
+        assert proc is not None and proc.poll() is None and ev.submitted == 0 and not rec.outcomes
         ev.submit(1, 10, 0.1, _tensors(1))
         assert ev.drain(30.0) and [o.version for o in rec.outcomes] == [1]
         assert ev.process is proc, "the warm process served the first snapshot"
@@ -191,7 +176,7 @@ from a2c import config
 from a2c.envs import vector as env
 from a2c.evaluation import evaluate, periodic_eval
 from a2c.model import agent, checkpoint
-from tests.test_periodic_eval import Recorder
+from tests.support.evaluator import Recorder
 
 def wait(predicate):
     deadline = time.monotonic() + 90
@@ -235,17 +220,17 @@ def test_the_trainer_forks_its_evaluator_and_a_replacement_is_a_fresh_interprete
     """`Evaluator.fork` (what a trainer calls before its threads start): the side process is a fork of this
     one (same command line: no interpreter start-up, no imports), at the lowest priority, and plays exactly
     what `evaluate` plays; killed, it is reported, and the next snapshot is played by `python -m
-    a2c.evaluation.periodic_eval`. A second fork is refused: one side process."""
+    a2c.evaluation.evaluator_process`. A second fork is refused: one side process."""
     out = subprocess.run([sys.executable, "-c", FORKING], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["forked"] is True and seen["again"] is False
-    assert seen["cmdline"] == seen["own"] and "a2c.evaluation.periodic_eval" not in seen["cmdline"]
+    assert seen["cmdline"] == seen["own"] and "a2c.evaluation.evaluator_process" not in seen["cmdline"]
     assert seen["idle"] and seen["nice"] == periodic_eval.NICE
     assert seen["killed"] == -signal.SIGKILL
     assert seen["versions"] == [3, 5] and seen["returns"] == [seen["expected"]] * 2
     assert len(seen["failures"]) == 1 and "evaluator process died (killed by signal 9" in seen["failures"][0]
-    assert "-m a2c.evaluation.periodic_eval --nice 19" in seen["replacement"]
+    assert "-m a2c.evaluation.evaluator_process --nice 19" in seen["replacement"]
 
 
 def test_fork_is_refused_while_another_thread_runs() -> None:
@@ -267,10 +252,12 @@ def test_close_ends_an_evaluation_in_flight_and_its_process(tmp_path: Path) -> N
     rec = Recorder()
     ev = _make(rec, command=[*FAKE, "gate", str(tmp_path / "never")])
     ev.submit(1, 10, 0.1, _tensors(1))
-    proc = wait_for(lambda: ev.in_flight == 1 and ev.process, 30, "version 1 to be in flight")
+    proc = wait_for(lambda: ev.process if ev.in_flight == 1 else None, 30, "version 1 to be in flight")
+    assert proc is not None
     ev.close()
-    assert proc.poll() is not None, "the side process outlived close()"
-    assert proc.returncode == -signal.SIGTERM, "ended by close()'s SIGTERM at once, not killed after a timeout"
+    code = proc.poll()
+    assert code is not None, "the side process outlived close()"
+    assert code == -signal.SIGTERM, "ended by close()'s SIGTERM at once, not killed after a timeout"
     assert ev.process is None and not ev.alive
     assert not rec.outcomes and not rec.failures, "closing is not a failure"
 

@@ -11,21 +11,18 @@ shown; Ctrl-C stops every child. Children die with the launcher (PR_SET_PDEATHSI
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
 import json
 import logging
 import multiprocessing as mp
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2c import config, cores, imports
+from a2c import config, cores, imports, processes
 from a2c.launch import supervisor
 from a2c.observe import curve, journal
 from a2c.ports import free_port
@@ -35,8 +32,7 @@ log = logging.getLogger(__name__)
 
 def _child(role: str, cfg: Any, log_path: str, core: int | None = None) -> None:
     """Entry of a child process: own log file, die with the parent, its core (if pinned), run the role."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    processes.die_with_parent()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

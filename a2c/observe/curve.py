@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from a2c import processes
 from a2c.observe import journal as journal_mod
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,7 @@ class Painter:
         self.process: subprocess.Popen[str] | None = None
         try:
             # its own session: a terminal's Ctrl-C is the launcher's (which then ends it: end of input)
-            self.process = subprocess.Popen(command or [sys.executable, "-m", "a2c.observe.curve"],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                            start_new_session=True)
+            self.process = processes.start(command or processes.command("a2c.observe.curve"), text=True)
         except OSError as exc:
             log.warning("the learning-curve process could not start (%s): the picture is drawn here", exc)
 
