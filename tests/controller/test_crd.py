@@ -92,6 +92,7 @@ BAD = {
     "bad volume size": ("checkpoint", "size", "lots"),
     "unknown access mode": ("checkpoint", "accessMode", "ReadOnlyMany"),
     "empty env id": ("environment", "id", ""),
+    "unknown vectorization": ("environment", "vectorization", "threads"),
     "negative evaluation interval": ("evaluation", "interval", -1),
     "evaluation without episodes": ("evaluation", "episodes", 0),
 }
