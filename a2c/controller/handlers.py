@@ -6,6 +6,11 @@ for progress (`probe`, on resyncs only), lets `status.decide` choose, applies th
 `resources.render` gives for that decision, deletes the trainer pods when the gang must restart (their
 StatefulSet recreates them, all at once: Parallel), writes the status subresource, then emits the Events.
 Running it twice in a row changes nothing the second time.
+
+What fails how: a spec the controller cannot run (`InvalidSpecError`, from `checked_spec`) fails the job, with the
+reason in its status and an Event; anything else that goes wrong (the API server refuses us, a bug of ours)
+raises, and the loop logs it with its traceback and retries the job with back-off: the user's job is not
+marked Failed for our mistake. The spec's defaults are filled once per pass and handed down.
 """
 
 from __future__ import annotations
@@ -23,6 +28,65 @@ from a2c.observe import metrics
 
 log = logging.getLogger(__name__)
 PHASES = (status.PENDING, status.RUNNING, status.RESTARTING, status.SUCCEEDED, status.FAILED)
+
+
+class InvalidSpecError(ValueError):
+    """The job's spec (or name) is one the controller cannot run: the user's to fix, not ours."""
+
+
+def _check_types(value: Any, default: Any, where: str) -> None:
+    """`value` has the JSON type of `default` (the filled spec against `spec.defaults()`), recursively.
+
+    The CRD's schema says the same at admission; this holds for a job admitted under an older CRD (or none),
+    so that the role configs built next meet only the types they expect, and a KeyError or TypeError after
+    this point is ours. An empty object or list by default (resources, tolerations) may also be null."""
+    if isinstance(default, (dict, list)) and not default and value is None:
+        return
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise InvalidSpecError(f"{where} must be an object, not {json_type(value)}")
+        for key, sub in default.items():
+            _check_types(value.get(key), sub, f"{where}.{key}")
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise InvalidSpecError(f"{where} must be a list, not {json_type(value)}")
+        for i, item in enumerate(value if default else []):
+            _check_types(item, default[0], f"{where}[{i}]")
+    elif default is not None and json_type(value) != json_type(default):
+        raise InvalidSpecError(f"{where} must be {json_type(default)}, not {json_type(value)} ({value!r})")
+
+
+def json_type(value: Any) -> str:
+    """What JSON calls `value`'s type (an int and a float are both numbers)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    names = {dict: "an object", list: "a list", str: "a string", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def checked_spec(job: dict[str, Any]) -> dict[str, Any]:
+    """The job's spec with its defaults filled in, or InvalidSpecError saying what is wrong with it.
+
+    Only what the user wrote raises InvalidSpecError: a bad name, a field of the wrong type, or a value `spec`'s
+    role configs refuse (they raise ValueError for those: TLS mutual without a Secret, more than one GPU per
+    trainer). A KeyError or TypeError from our own code is not the user's: it propagates."""
+    meta = job["metadata"]
+    try:
+        jobspec.validate_name(meta["name"])
+        raw = job.get("spec")
+        if raw is not None and not isinstance(raw, dict):
+            raise InvalidSpecError(f"spec must be an object, not {json_type(raw)}")
+        spec = jobspec.with_defaults(raw)
+        _check_types(spec, jobspec.defaults(), "spec")
+        jobspec.trainer_config(meta["name"], meta["namespace"], spec)
+        jobspec.player_config(meta["name"], meta["namespace"], spec)
+    except InvalidSpecError:
+        raise
+    except ValueError as exc:  # spec.py's word for a value the user gave that cannot run
+        raise InvalidSpecError(str(exc)) from exc
+    return spec
 
 
 def now_iso() -> str:
@@ -72,11 +136,12 @@ class Reconciler:
         """One level-triggered pass over one job; returns what happened (for logs, metrics and tests).
 
         `poll`: ask trainer 0 for progress (the periodic resync does; a watch event does not, so our own
-        status writes, which come back as watch events, cause no further writes)."""
-        metrics.bind(name, "controller", 0)
+        status writes, which come back as watch events, cause no further writes). The process's metric labels
+        are bound once, by `a2c controller`; the jobs-by-phase gauge names each job itself."""
         try:
             job = self.kube.get(jobspec.API_VERSION, jobspec.KIND, namespace, name)
         except kube.NotFoundError:
+            _forget(name)
             return "gone"  # deleted: its children go with it (ownerReferences), nothing to do
         job["metadata"].setdefault("namespace", namespace)
         try:
@@ -91,9 +156,8 @@ class Reconciler:
     def _reconcile(self, job: dict[str, Any], poll: bool) -> str:
         meta, now = job["metadata"], self.clock()
         try:
-            jobspec.validate_name(meta["name"])
-            jobspec.trainer_config(meta["name"], meta["namespace"], jobspec.with_defaults(job.get("spec")))
-        except (ValueError, KeyError, TypeError) as exc:
+            spec = checked_spec(job)  # the defaults, filled once for this pass
+        except InvalidSpecError as exc:
             return self._invalid(job, str(exc), now)
         if meta.get("deletionTimestamp"):
             # Being deleted (a foreground delete waits for the children to go): create, patch, restart nothing.
@@ -101,11 +165,12 @@ class Reconciler:
         pods = job_pods(self._own_pods(job, "trainer"))
         terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
         players = [] if terminal else job_pods(self._own_pods(job, "player"))  # their restarts, in status
-        report = self._probe(job) if poll and not terminal else None
-        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job), polled=poll,
-                                 player_pods=players)
+        report = self._probe(job, spec) if poll and not terminal else None
+        decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job, spec), polled=poll,
+                                 player_pods=players, spec=spec)
 
-        changed = [self.kube.apply(obj) for obj in resources.render(job, decision.stopped, decision.trainers)]
+        children = resources.render(job, decision.stopped, decision.trainers, spec=spec)
+        changed = [self.kube.apply(obj) for obj in children]
         if "replacing" in changed:
             # An earlier job's namesake child is still going: write nothing yet, the loop comes back soon.
             return "waiting"
@@ -121,7 +186,7 @@ class Reconciler:
             self.kube.event(job, type_, reason, message, now)
         phase = decision.status.get("phase", "")
         for p in PHASES:
-            metrics.labels(metrics.CONTROLLER_JOBS, phase=p).set(1 if p == phase else 0)
+            _jobs_gauge(meta["name"], p).set(1 if p == phase else 0)
         if decision.restart_gang:
             return "restarted"
         return "changed" if status_changed or any(c != "unchanged" for c in changed) else "unchanged"
@@ -144,9 +209,9 @@ class Reconciler:
             return ref is None or (sts_uid is not None and ref.get("uid") == sts_uid)
         return [p for p in items if owned(p)]
 
-    def _probe(self, job: dict[str, Any]) -> dict[str, Any] | None:
+    def _probe(self, job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
         """Trainer 0's report; a job with spec.tls is asked over TLS, or not at all without credentials."""
-        if not jobspec.with_defaults(job.get("spec"))["tls"]["secretName"]:
+        if not spec["tls"]["secretName"]:
             return probe.trainer_status(self.address(job), self.probe_timeout_s)
         if self.tls is None:
             log.warning("job %s: its trainers speak TLS, but the controller has no --tls-ca: no progress is read",
@@ -161,3 +226,14 @@ class Reconciler:
         self.kube.patch_status(job, status.invalid(job, why, now))
         self.kube.event(job, "Warning", "InvalidSpec", why, now)
         return "invalid"
+
+
+def _jobs_gauge(job: str, phase: str) -> Any:
+    """One series per job (1 at its phase): `sum by (phase)` counts the jobs in each phase."""
+    return metrics.CONTROLLER_JOBS.labels(a2c_job=job, role="controller", rank="0", phase=phase)
+
+
+def _forget(job: str) -> None:
+    """A deleted job leaves the jobs-by-phase gauge."""
+    for p in PHASES:
+        metrics.CONTROLLER_JOBS.remove(job, "controller", "0", p)  # (one it never had is no error)

@@ -6,7 +6,10 @@ gang restart, patches job status and creates Events, all through `Kube`. Objects
 
 Apply is idempotent without server-side apply: each child carries the JSON it was last applied from
 (`a2c.dev/last-applied`); an unchanged child costs one GET, a changed one a JSON merge patch computed
-from that annotation, so fields removed from the rendering are removed from the object too. It never adopts:
+from that annotation, so fields removed from the rendering are removed from the object too. A field someone
+edited by hand (`kubectl edit` of a StatefulSet's replicas, its pod template's env, a Service's ports) is set
+back on the next pass: every field we render is compared with the live object (what the API server adds or
+keeps that we do not render is left alone), and the ones that differ are patched back. It never adopts:
 a child whose controller ownerReference names another uid is replaced or waited for (`Kube.apply`).
 """
 
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import decimal
 import json
+import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +28,8 @@ from typing import Any
 from kubernetes import client
 
 from a2c.controller import spec as jobspec
+
+log = logging.getLogger(__name__)
 
 LAST_APPLIED = "a2c.dev/last-applied"
 PLURALS = {
@@ -64,6 +72,82 @@ def merge_patch(old: Any, new: Any) -> Any:
         elif old[key] != value:
             out[key] = merge_patch(old[key], value)
     return out
+
+
+SAME: Any = type("Same", (), {"__repr__": lambda _: "SAME"})()  # restore_patch: nothing to set back
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+_SCALE: dict[str | None, int | str] = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, None: 1,
+    "n": "1e-9", "u": "1e-6", "m": "1e-3", "k": "1e3", "M": "1e6", "G": "1e9", "T": "1e12", "P": "1e15", "E": "1e18",
+}
+
+
+def quantity(value: Any) -> decimal.Decimal | None:
+    """A Kubernetes resource quantity's value ("500m", "0.5", "1Gi", 2), or None if `value` is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        return None
+    number, suffix = match.groups()
+    if suffix and suffix[0] in "eE" and len(suffix) > 1:
+        return decimal.Decimal(number + suffix)
+    return decimal.Decimal(number) * decimal.Decimal(_SCALE[suffix])
+
+
+def _empty(value: Any) -> bool:
+    """What the API server does not keep (Go's omitempty): null, {}, [], "", false, 0."""
+    return value is None or value is False or (isinstance(value, (str, list, dict, int, float)) and not value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values (1 and 1.0 are; true and 1 are not)."""
+    return a == b and (isinstance(a, bool) == isinstance(b, bool))
+
+
+def restore_patch(want: Any, live: Any, resources: bool = False) -> Any:
+    """A JSON merge patch that sets every field of `want` (what we render) back where `live` differs, or SAME.
+
+    Fields only `live` has (the API server's defaults, status, others' annotations) are left alone; an empty
+    field of `want` matches an absent one (the server drops them); a list that differs is set whole (a merge
+    patch replaces lists); under `resources`, quantities compare by value ("0.5" is the server's "500m")."""
+    if isinstance(want, dict):
+        if not isinstance(live, dict):
+            return want
+        out = {}
+        for key, value in want.items():
+            if key not in live:
+                if not _empty(value):
+                    out[key] = value
+                continue
+            sub = restore_patch(value, live[key], resources or key == "resources")
+            if sub is not SAME:
+                out[key] = sub
+        return out or SAME
+    if isinstance(want, list):
+        if not isinstance(live, list) or len(want) != len(live):
+            return want
+        differs = any(restore_patch(w, v, resources) is not SAME for w, v in zip(want, live, strict=True))
+        return want if differs else SAME
+    if _same(want, live):
+        return SAME
+    if resources and quantity(want) is not None and quantity(want) == quantity(live):
+        return SAME
+    return want
+
+
+def changed_paths(patch: Any, prefix: str = "") -> list[str]:
+    """The fields a merge patch sets, as dotted paths (for the log)."""
+    if not isinstance(patch, dict) or not patch:
+        return [prefix or "."]
+    return [p for key, value in patch.items() for p in changed_paths(value, f"{prefix}.{key}" if prefix else key)]
+
+
+def overlay(base: Any, top: Any) -> Any:
+    """Two merge patches as one (`top` wins where both set a field)."""
+    if not isinstance(base, dict) or not isinstance(top, dict):
+        return top
+    return {**base, **{key: overlay(base.get(key), value) if key in base else value for key, value in top.items()}}
 
 
 class Kube:
@@ -131,11 +215,18 @@ class Kube:
         if owner is not None and (controller_of(live) or {}).get("uid") != owner["uid"]:
             return self._replace(obj, desired, live, owner)
         last = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
+        drift = restore_patch(obj, live)
         if last == desired["metadata"]["annotations"][LAST_APPLIED]:
-            return "unchanged"
+            if drift is SAME:
+                return "unchanged"
+            log.info("%s %s/%s was edited by hand (%s): setting it back", obj["kind"], meta["namespace"],
+                     meta["name"], ", ".join(changed_paths(drift)))
         before = json.loads(last) if last else {}
         before.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = last
-        self.request("PATCH", url, body=merge_patch(before, desired), content_type="application/merge-patch+json")
+        patch = merge_patch(before, desired)
+        if drift is not SAME:
+            patch = overlay(drift, patch)
+        self.request("PATCH", url, body=patch, content_type="application/merge-patch+json")
         return "patched"
 
     def _create(self, obj: dict[str, Any], desired: dict[str, Any]) -> str:

@@ -12,14 +12,22 @@ controller when the garbage collector is done with them.
 What does not matter, and so causes no reconcile: a job event whose generation is already observed in its
 status (our own status writes come back as such events; reconciling them would write again, forever),
 bookmarks. `heartbeat` is the time the worker last went round; /healthz fails when it is stale.
+
+A watch that ends as watches do (the stream's timeout, a dropped connection, 410 Gone) is resumed quietly; one
+the API server refuses (an RBAC 403, a 5xx) or that cannot reach it is logged at WARNING and retried with
+back-off (0.5 s doubling up to `resync_s`), so a controller that sees nothing says why.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Any
+
+import urllib3
+from kubernetes.client import ApiException
 
 from a2c.controller import handlers
 from a2c.controller import spec as jobspec
@@ -40,6 +48,7 @@ class Loop:
         self.kube = reconciler.kube
         self.namespace = namespace
         self.resync_s, self.requeue_s = resync_s, requeue_s
+        self.watch_retry_s = 0.5  # the first wait before watching again after a failure (doubling to resync_s)
         self._later: dict[Key, float] = {}  # key -> monotonic time to reconcile it again
         self._failures: dict[Key, int] = {}
         self.stop = threading.Event()
@@ -70,7 +79,7 @@ class Loop:
 
     def _watch(self, api_version: str, kind: str, key_of: Any, selector: str = "") -> None:
         labels = dict(pair.split("=", 1) for pair in selector.split(",")) if selector else {}
-        version = ""
+        version, failures = "", 0
         while not self.stop.is_set():
             try:
                 if not version:  # (re)list: every object counts as changed, then watch from here
@@ -83,12 +92,21 @@ class Loop:
                     version = self._handle(event, key_of, kind) or version
                     if self.stop.is_set():
                         return
+                failures = 0  # the stream ended as streams do (the server's timeoutSeconds): watch on
             except Expired:
                 log.info("watch %s: resourceVersion %s expired; listing again", kind, version)
                 version = ""
-            except Exception as exc:  # timeouts and dropped connections: resume from `version`
-                log.debug("watch %s ended: %s", kind, exc)
-                self.stop.wait(0.5)
+            except Exception as exc:
+                if self.stop.is_set():
+                    return  # shutdown() closed the stream
+                if quiet(exc):  # a quiet stream timed out, or a connection dropped: resume from `version`
+                    log.debug("watch %s ended: %s", kind, exc)
+                    failures = 0
+                else:  # refused (an RBAC 403, a 5xx), unreachable, or nonsense: say so, and back off
+                    failures += 1
+                    log.warning("watch %s failed (%d in a row; retrying in %.1f s): %s", kind, failures,
+                                backoff(failures, self.watch_retry_s, self.resync_s), describe(exc))
+                self.stop.wait(backoff(failures, self.watch_retry_s, self.resync_s))
             finally:
                 self._streams[:] = [s for s in self._streams if not getattr(s, "closed", False)]
 
@@ -157,6 +175,29 @@ class Loop:
             delay = min(self.resync_s, self.requeue_s * 2 ** (failures - 1))
             log.exception("reconcile %s/%s failed; retrying in %.0f s", *key, delay)
             self._later[key] = time.monotonic() + delay
+
+
+def quiet(exc: BaseException) -> bool:
+    """A watch that ended the way watches end: its connection timed out when nothing was sent, or was dropped
+    (the API server restarted, a load balancer closed an idle stream). Anything else is worth a WARNING."""
+    return isinstance(exc, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError,
+                            TimeoutError, ConnectionResetError))
+
+
+def backoff(failures: int, first_s: float, cap_s: float) -> float:
+    """Seconds before the next watch after `failures` failures in a row (`first_s` after a quiet end)."""
+    return min(max(cap_s, first_s), first_s * 2 ** max(failures - 1, 0))
+
+
+def describe(exc: BaseException) -> str:
+    """The API server's answer in a line (`ApiException`'s str is several, with every header)."""
+    if isinstance(exc, ApiException):
+        try:
+            message = json.loads(exc.body or b"{}").get("message", "")
+        except (ValueError, AttributeError):
+            message = str(exc.body or "")[:300]
+        return f"{exc.status} {exc.reason}: {message}".strip(": ")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _observed(job: dict[str, Any]) -> bool:

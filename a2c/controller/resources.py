@@ -1,7 +1,8 @@
 """Pure rendering: one A2CJob -> the Kubernetes objects that run it.
 
-Data flow: `handlers` (and `a2c render`) call `render(job)`; it fills in defaults (`spec.with_defaults`),
-builds the role configs (`spec.trainer_config` / `spec.player_config`) and renders them as
+Data flow: `handlers` (and `a2c render`) call `render(job)`; it fills in defaults (`spec.with_defaults`; the
+controller hands in the spec it filled once for its pass), builds the role configs (`spec.trainer_config` /
+`spec.player_config`) and renders them as
 
     ConfigMap   <job>-config        every A2C_* variable of both roles (envFrom in both StatefulSets)
     Service     <job>-trainer       headless, publishNotReadyAddresses: peers resolve before ready
@@ -241,9 +242,11 @@ def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int)
     return _statefulset(job, "player", replicas, pod, _digest(env_vars(cfg)), "RollingUpdate")
 
 
-def trainer_template_hash(job: dict[str, Any]) -> str:
-    """Identifies what trainer pods run; when it changes the controller re-forms the whole group."""
-    spec = jobspec.with_defaults(job.get("spec"))
+def trainer_template_hash(job: dict[str, Any], spec: dict[str, Any] | None = None) -> str:
+    """Identifies what trainer pods run; when it changes the controller re-forms the whole group.
+
+    `spec`: the job's spec with its defaults already filled in (else filled here)."""
+    spec = jobspec.with_defaults(job.get("spec")) if spec is None else spec
     template = trainer_statefulset(job, spec, int(spec["trainers"]["replicas"]))["spec"]["template"]
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -274,14 +277,16 @@ def player_args(cfg: config.PlayerConfig) -> list[str]:
     return ["player", "--metrics-port", str(cfg.metrics_port), *_tls_args(cfg)]
 
 
-def render(job: dict[str, Any], stopped: bool = False, trainers: int | None = None) -> list[dict[str, Any]]:
+def render(job: dict[str, Any], stopped: bool = False, trainers: int | None = None,
+           spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The children of `job`, in the order they are applied.
 
     `stopped` scales both StatefulSets to zero (a finished or failed job keeps its Service, ConfigMap and
-    checkpoints). `trainers` overrides the trainer count (the group is re-formed at the new size).
+    checkpoints). `trainers` overrides the trainer count (the group is re-formed at the new size). `spec`: the
+    job's spec with its defaults already filled in (the controller fills them once per pass), else filled here.
     """
     jobspec.validate_name(job["metadata"]["name"])
-    spec = jobspec.with_defaults(job.get("spec"))
+    spec = jobspec.with_defaults(job.get("spec")) if spec is None else copy.deepcopy(spec)
     if trainers is not None:
         spec["trainers"]["replicas"] = trainers
     n = int(spec["trainers"]["replicas"])

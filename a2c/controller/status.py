@@ -173,16 +173,17 @@ def invalid(job: dict[str, Any], why: str, now: str) -> dict[str, Any]:
 
 def decide(
     job: dict[str, Any], pods: list[JobPod], report: dict[str, Any] | None, now: str, template: str,
-    polled: bool = True, player_pods: list[JobPod] | None = None,
+    polled: bool = True, player_pods: list[JobPod] | None = None, spec: dict[str, Any] | None = None,
 ) -> Decision:
     """The new status of `job` and the actions that make the cluster match it.
 
     `template` identifies the trainer pod template the spec renders (`resources.trainer_template_hash`).
     `polled`: trainer 0 was asked for `report` (the periodic resync); a reconcile caused by a watch event
     does not ask, and then leaves progress and the Ready condition as they were. `player_pods`: the job's player
-    pods, whose restarts (the kubelet restarts them; the job goes on) status counts and names.
+    pods, whose restarts (the kubelet restarts them; the job goes on) status counts and names. `spec`: the job's
+    spec with its defaults filled in (else filled here).
     """
-    spec = jobspec.with_defaults(job.get("spec"))
+    spec = jobspec.with_defaults(job.get("spec")) if spec is None else spec
     gen = int(job["metadata"].get("generation") or 0)
     old = job.get("status") or {}
     status = copy.deepcopy(old)

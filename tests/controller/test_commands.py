@@ -18,7 +18,7 @@ import yaml
 from a2c import cli
 from tests.cluster.apiserver import APIServer
 from tests.controller.conftest import CONTROLLER, CONTROLLER_TOKEN, NS
-from tests.helpers_procs import free_port, wait_for
+from tests.support.procs import free_port, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from a2c.controller import kube
 
 
@@ -16,3 +18,36 @@ def test_paths() -> None:
     assert kube.path("v1", "Pod", "ml", "p") == "/api/v1/namespaces/ml/pods/p"
     assert kube.path("apps/v1", "StatefulSet", "ml") == "/apis/apps/v1/namespaces/ml/statefulsets"
     assert kube.path("a2c.dev/v1alpha1", "A2CJob", None) == "/apis/a2c.dev/v1alpha1/a2cjobs"
+
+
+def test_restore_patch_sets_back_only_what_we_render() -> None:
+    want: dict[str, Any] = {
+        "spec": {"replicas": 2, "template": {"env": [{"name": "A", "value": "1"}], "nodeSelector": {}},
+                 "resources": {"limits": {"cpu": "0.5", "memory": "1Gi", "nvidia.com/gpu": 1}}},
+        "metadata": {"labels": {"a2c.dev/job": "cp"}}}
+    live: dict[str, Any] = {
+        "spec": {"replicas": 2, "template": {"env": [{"name": "A", "value": "1", "added": "by the server"}]},
+                 "resources": {"limits": {"cpu": "500m", "memory": "1024Mi", "nvidia.com/gpu": "1"}},
+                 "revisionHistoryLimit": 10},
+        "metadata": {"labels": {"a2c.dev/job": "cp", "theirs": "x"}, "uid": "u"}, "status": {"replicas": 2}}
+    assert kube.restore_patch(want, live) is kube.SAME  # defaults, others' labels, empty {}, quantities: no drift
+    live["spec"]["replicas"] = 5
+    live["spec"]["template"]["env"][0]["value"] = "2"
+    live["metadata"]["labels"]["a2c.dev/job"] = "x"
+    patch = kube.restore_patch(want, live)
+    assert patch == {"spec": {"replicas": 2, "template": {"env": [{"name": "A", "value": "1"}]}},
+                     "metadata": {"labels": {"a2c.dev/job": "cp"}}}
+    assert kube.changed_paths(patch) == ["spec.replicas", "spec.template.env", "metadata.labels.a2c.dev/job"]
+    assert kube.restore_patch({"a": True}, {"a": 1}) == {"a": True}  # a boolean is not a number
+    assert kube.restore_patch({"env": [{"value": "0.5"}]}, {"env": [{"value": "500m"}]}) != kube.SAME  # not a quantity
+
+
+def test_quantities_compare_by_value() -> None:
+    assert kube.quantity("500m") == kube.quantity("0.5") == kube.quantity(0.5)
+    assert kube.quantity("1Gi") == kube.quantity("1024Mi") == 2**30 and kube.quantity("1e3") == kube.quantity("1k")
+    assert kube.quantity("2E") == 2 * 10**18 and kube.quantity("a2c") is None and kube.quantity(True) is None
+
+
+def test_overlay_joins_two_merge_patches() -> None:
+    assert kube.overlay({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"c": 3, "d": None}}) == \
+        {"a": {"b": 1, "c": 3, "d": None}, "l": [1]}

@@ -9,87 +9,35 @@ the /status subresource as a kubelet would, and check only what the controller i
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 import pytest
+from kubernetes import client
 
-from a2c.controller import handlers, kube, loop, resources
-from a2c.v1 import trainer_pb2
+from a2c import config
+from a2c.controller import handlers, kube, loop
+from a2c.controller import spec as jobspec
 from tests.cluster.apiserver import APIServer
 from tests.controller.conftest import CONTROLLER, NS, FakeTrainer
-from tests.helpers_procs import wait_for
-
-API, KIND = "a2c.dev/v1alpha1", "A2CJob"
-Phase = trainer_pb2.TrainerStatus
-
-
-def create_job(admin: kube.Kube, name: str = "cp", **spec: Any) -> dict[str, Any]:
-    body = {"apiVersion": API, "kind": KIND, "metadata": {"name": name, "namespace": NS},
-            "spec": {"trainers": {"replicas": 2}, **spec}}
-    return dict(admin.request("POST", kube.path(API, KIND, NS), body=body))
-
-
-def change_spec(admin: kube.Kube, name: str, spec: dict[str, Any]) -> None:
-    """What `kubectl patch` does; the API server bumps metadata.generation."""
-    admin.request("PATCH", kube.path(API, KIND, NS, name), content_type="application/merge-patch+json",
-                  body={"spec": spec})
-
-
-def get_job(api: kube.Kube, name: str = "cp") -> dict[str, Any]:
-    return api.get(API, KIND, NS, name)
-
-
-def sts(api: kube.Kube, name: str) -> dict[str, Any]:
-    return api.get("apps/v1", "StatefulSet", NS, name)
-
-
-def set_pod_status(admin: kube.Kube, name: str, ready: bool = True, restarts: int = 0,
-                   terminated: dict[str, Any] | None = None) -> None:
-    """The kubelet's report, through the /status subresource (a write to the pod itself ignores status)."""
-    container: dict[str, Any] = {"name": "trainer", "restartCount": restarts, "ready": ready, "image": "a2c",
-                                 "imageID": "", "state": {"running": {}} if terminated is None else
-                                 {"waiting": {"reason": "CrashLoopBackOff"}}}
-    if terminated is not None:
-        container["lastState"] = {"terminated": terminated}
-    admin.request("PATCH", kube.path("v1", "Pod", NS, name) + "/status", content_type="application/merge-patch+json",
-                  body={"status": {"phase": "Running",
-                                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                                   "containerStatuses": [container]}})
-
-
-def start_trainer_pods(admin: kube.Kube, n: int, job: str = "cp", ready: bool = True) -> list[str]:
-    """What the StatefulSet controller and the kubelet would do: trainer pods, running (and ready)."""
-    uids = []
-    for i in range(n):
-        labels = {**resources.labels(job, "trainer"), "apps.kubernetes.io/pod-index": str(i)}
-        pod = admin.request("POST", kube.path("v1", "Pod", NS), body={
-            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{job}-trainer-{i}", "namespace": NS,
-                                                            "labels": labels},
-            "spec": {"containers": [{"name": "trainer", "image": "a2c:0.1.0"}]},
-        })
-        uids.append(pod["metadata"]["uid"])
-        set_pod_status(admin, f"{job}-trainer-{i}", ready=ready)
-    return uids
-
-
-def pod_names(api: kube.Kube) -> list[str]:
-    return sorted(p["metadata"]["name"] for p in api.list("v1", "Pod", NS, {}))
-
-
-def events(server: APIServer) -> list[tuple[str, str]]:
-    """The job's Events, read from the store (the controller may create Events, not list them)."""
-    return [(e["type"], e["reason"]) for e in server.objects("v1", "Event", NS)]
-
-
-def cond(job: dict[str, Any], type_: str) -> str:
-    return next(c["status"] for c in job["status"]["conditions"] if c["type"] == type_)
-
-
-def writes(server: APIServer) -> int:
-    counts = server.counts(CONTROLLER)
-    return sum(counts[v] for v in ("create", "update", "patch", "delete"))
+from tests.controller.jobs import (
+    API,
+    KIND,
+    Phase,
+    change_spec,
+    cond,
+    create_job,
+    events,
+    get_job,
+    pod_names,
+    set_pod_status,
+    start_trainer_pods,
+    sts,
+    writes,
+)
+from tests.support.procs import wait_for
 
 
 def test_create_progress_gang_restart_success(api: kube.Kube, admin: kube.Kube, reconciler: handlers.Reconciler,
@@ -412,3 +360,110 @@ def test_watches_resume_from_their_resource_version_and_relist_when_it_expired(
     change_spec(admin, "old", {"players": {"replicasPerTrainer": 2}})  # a user's change: generation moves
     runner._handle({"type": "MODIFIED", "object": get_job(api, "old")}, loop._job_key, KIND)
     assert seen == [(NS, "old")]
+
+
+def test_hand_edits_of_children_are_set_back(api: kube.Kube, admin: kube.Kube, reconciler: handlers.Reconciler,
+                                             apiserver: APIServer, caplog: pytest.LogCaptureFixture) -> None:
+    """`kubectl edit` of what the controller renders (the trainer StatefulSet's replicas, the player template's
+    env, the Service's ports, a label) is undone at the next pass; what it does not render is left alone."""
+    create_job(admin, players={"resources": {"limits": {"cpu": "0.5", "memory": "1Gi"}}})
+    reconciler.reconcile(NS, "cp")
+    player = sts(api, "cp-player")
+    container = player["spec"]["template"]["spec"]["containers"][0]
+    rendered_env, ports = container["env"], api.get("v1", "Service", NS, "cp-trainer")["spec"]["ports"]
+    merge = "application/merge-patch+json"
+    admin.request("PATCH", kube.path("apps/v1", "StatefulSet", NS, "cp-trainer"), content_type=merge,
+                  body={"spec": {"replicas": 5}, "metadata": {"labels": {"a2c.dev/job": "other", "mine": "x"}}})
+    edited = {**container, "env": [*rendered_env[:-1], {"name": "HOME", "value": "/root"}, {"name": "X", "value": "1"}],
+              "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}}}  # the same quantity, written otherwise
+    admin.request("PATCH", kube.path("apps/v1", "StatefulSet", NS, "cp-player"), content_type=merge,
+                  body={"spec": {"template": {"spec": {"containers": [edited]}}}})
+    admin.request("PATCH", kube.path("v1", "Service", NS, "cp-trainer"), content_type=merge,
+                  body={"spec": {"ports": [{"name": "grpc", "port": 1234, "targetPort": 1234}]}})
+
+    with caplog.at_level(logging.INFO, logger="a2c.controller.kube"):
+        assert reconciler.reconcile(NS, "cp") == "changed"
+    trainer = sts(api, "cp-trainer")
+    assert trainer["spec"]["replicas"] == 2
+    assert trainer["metadata"]["labels"]["a2c.dev/job"] == "cp" and trainer["metadata"]["labels"]["mine"] == "x"
+    assert sts(api, "cp-player")["spec"]["template"]["spec"]["containers"][0]["env"] == rendered_env
+    assert api.get("v1", "Service", NS, "cp-trainer")["spec"]["ports"] == ports
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "StatefulSet ml/cp-trainer was edited by hand (metadata.labels.a2c.dev/job, spec.replicas)" in said, said
+    assert "spec.template.spec.containers" in said and "Service ml/cp-trainer" in said and "ConfigMap" not in said
+
+    before = writes(apiserver)
+    assert reconciler.reconcile(NS, "cp") == "unchanged"  # set back once, not on every pass
+    assert writes(apiserver) == before
+
+
+def test_a_bug_of_ours_is_retried_not_blamed_on_the_spec(api: kube.Kube, admin: kube.Kube,
+                                                         reconciler: handlers.Reconciler, apiserver: APIServer,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A KeyError in our own code (here in spec.trainer_config, which also checks the spec) is an error of the
+    controller: the loop logs it with its traceback and retries the job with back-off; the job is not marked
+    Failed/InvalidSpec for it (as it was when any KeyError or TypeError counted as the spec's fault)."""
+    real, calls = jobspec.trainer_config, []
+
+    def buggy(*args: Any, **kwargs: Any) -> config.TrainerConfig:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise KeyError("trainerPodz")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobspec, "trainer_config", buggy)
+    create_job(admin)
+    with pytest.raises(KeyError):
+        reconciler.reconcile(NS, "cp")
+    assert "status" not in get_job(api) and not events(apiserver)
+    runner = loop.Loop(reconciler, namespace=NS, resync_s=60.0, requeue_s=0.5)
+    thread = _run(runner)
+    try:
+        with caplog.at_level(logging.ERROR, logger="a2c.controller.loop"):
+            wait_for(lambda: (get_job(api).get("status") or {}).get("phase") == "Pending", 10,
+                     "the retry after the failures to succeed")
+    finally:
+        runner.shutdown()
+        thread.join(5)
+    failed = [r for r in caplog.records if r.levelno == logging.ERROR and "reconcile ml/cp failed" in r.getMessage()]
+    assert failed and failed[0].exc_info is not None and failed[0].exc_info[0] is KeyError, caplog.text
+    assert "Traceback" in caplog.text and "trainerPodz" in caplog.text
+    assert ("Warning", "InvalidSpec") not in events(apiserver)
+
+
+def test_a_spec_of_the_wrong_type_is_invalid_not_an_error(api: kube.Kube, admin: kube.Kube,
+                                                          reconciler: handlers.Reconciler,
+                                                          apiserver: APIServer) -> None:
+    """Under a CRD with no schema for the spec (an older release's, or none), a field of the wrong type is the
+    user's to fix: the job fails with InvalidSpec naming the field, and the reconcile itself succeeds."""
+    crd = apiserver.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "a2cjobs.a2c.dev")
+    assert crd is not None
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    schema["spec"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    admin.request("PUT", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/a2cjobs.a2c.dev", body=crd)
+    create_job(admin, trainers={"replicas": "two"})
+    assert reconciler.reconcile(NS, "cp") == "invalid"
+    st = get_job(api)["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "InvalidSpec")
+    assert "spec.trainers.replicas must be a number, not a string ('two')" in st["message"], st
+    assert ("Warning", "InvalidSpec") in events(apiserver) and api.list("apps/v1", "StatefulSet", NS, {}) == []
+
+
+def test_a_refused_watch_is_a_warning(apiserver: APIServer, reconciler: handlers.Reconciler, tmp_path: Any,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A controller whose Role does not let it watch (an RBAC 403) says so at WARNING, not at DEBUG."""
+    apiserver.add_token("nobody-token", f"system:serviceaccount:{NS}:nobody")
+    with client.ApiClient(apiserver.client_configuration("nobody-token", tmp_path)) as api_client:
+        runner = loop.Loop(handlers.Reconciler(kube.Kube(api_client, timeout_s=5.0)), namespace=NS, resync_s=1.0)
+        with caplog.at_level(logging.WARNING, logger="a2c.controller.loop"):
+            watcher = threading.Thread(target=runner._watch, args=(API, KIND, loop._job_key), daemon=True)
+            watcher.start()
+            try:
+                wait_for(lambda: any("watch A2CJob failed" in r.getMessage() for r in caplog.records), 10,
+                         "a warning")
+            finally:
+                runner.shutdown()
+                watcher.join(5)
+    warning = next(r for r in caplog.records if "watch A2CJob failed" in r.getMessage())
+    assert warning.levelno == logging.WARNING and "403 Forbidden" in warning.getMessage(), warning.getMessage()

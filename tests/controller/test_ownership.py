@@ -15,8 +15,8 @@ import pytest
 from a2c.controller import handlers, kube, loop, resources
 from tests.cluster.apiserver import APIServer
 from tests.controller.conftest import NS
-from tests.controller.test_lifecycle import API, KIND, create_job, events, get_job, set_pod_status, sts, writes
-from tests.helpers_procs import wait_for
+from tests.controller.jobs import API, KIND, create_job, events, get_job, set_pod_status, sts, writes
+from tests.support.procs import wait_for
 
 
 def owner_uid(obj: dict[str, Any]) -> str:
