@@ -1,5 +1,5 @@
-"""env.Env: one step contract over gymnasium's next-step (CartPole's native vector env) and same-step
-(sync vector env) autoreset modes."""
+"""envs/vector.py's Env: one step contract over gymnasium's next-step (CartPole's native vector env) and
+same-step (sync vector env) autoreset modes; envs/single.py builds each copy and evaluation's environment."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 from a2c import config
-from a2c.envs import return_normalizer
+from a2c.envs import return_normalizer, single
 from a2c.envs import vector as env
+from a2c.evaluation import evaluate
 
 
 def test_cartpole_native_vector_env_marks_the_reset_step_invalid() -> None:
@@ -213,3 +214,66 @@ def test_players_with_1001_copies_start_from_different_states() -> None:
     finally:
         e.close()
     assert len(first) == len(second) == 1001 and not first & second
+
+
+def _wrappers(e: gym.Env) -> list[type]:
+    out = []
+    while isinstance(e, gym.Wrapper):
+        out.append(type(e))
+        e = e.env
+    return out
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_the_players_copies_and_the_evaluations_env_are_built_by_one_function(vectorization: str) -> None:
+    """`single.make` builds every copy a player steps (copy i reset with seed + i) and the one environment an
+    evaluation plays: the same id and --env-kwargs give the same first observations and the same time limit."""
+    cfg = config.EnvConfig(env_id="Pendulum-v1", num_envs=3, vectorization=vectorization,
+                           env_kwargs='{"g": 3.0, "max_episode_steps": 7}')
+    e = env.Env(cfg)
+    try:
+        first = e.reset(seed=11)
+        steps = [e.step(np.zeros((3, 1), dtype=np.float32)) for _ in range(7)]
+    finally:
+        e.close()
+    assert [bool(s.truncated.all()) for s in steps] == [False] * 6 + [True], "every copy has the kwargs' limit"
+    for i in range(3):
+        for one in (single.make(cfg), evaluate.make_env(cfg)):
+            try:
+                obs, _ = one.reset(seed=11 + i)
+                assert np.array_equal(obs, first[i])
+                assert one.unwrapped.g == 3.0  # type: ignore[attr-defined]
+                assert one.spec is not None and one.spec.max_episode_steps == 7
+            finally:
+                one.close()
+
+
+def test_no_copy_is_built_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[config.EnvConfig] = []
+    make = single.make
+
+    def counted(cfg: config.EnvConfig, **kwargs: Any) -> gym.Env:
+        built.append(cfg)
+        return make(cfg, **kwargs)
+
+    monkeypatch.setattr(single, "make", counted)
+    cfg = config.EnvConfig(env_id="CartPole-v1", num_envs=2, vectorization="sync")
+    env.Env(cfg).close()
+    evaluate.make_env(cfg).close()
+    assert built == [cfg] * 3
+
+
+def test_an_evaluation_plays_atari_as_whole_unclipped_games_where_training_loses_lives() -> None:
+    pytest.importorskip("ale_py")
+    from a2c.envs import atari
+
+    cfg = config.EnvConfig(env_id="ALE/Breakout-v5", env_kwargs='{"noop_max": 0}')
+    training, evaluation = single.make(cfg), evaluate.make_env(cfg)
+    try:
+        assert atari.EpisodicLife in _wrappers(training) and gym.wrappers.TransformReward in _wrappers(training)
+        assert atari.EpisodicLife not in _wrappers(evaluation)
+        assert gym.wrappers.TransformReward not in _wrappers(evaluation)
+        assert training.observation_space == evaluation.observation_space
+    finally:
+        training.close()
+        evaluation.close()

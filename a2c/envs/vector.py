@@ -7,10 +7,11 @@ ends in step t is reset in that step; its final observation comes in `info["fina
 (the default of native vector environments such as CartPole's `vector_entry_point`): the step after the
 end resets it, ignoring the action; that reset step is no real transition, so it is marked invalid.
 
-Atari ids (`atari.is_atari`) are built by `atari.make` and stepped same-step, or with `--vectorization
-envpool` by EnvPool (`envpool_env`), next-step. Their training
-episodes end at every lost life with clipped rewards, so the return players report comes from the game's
-own unclipped score (`info["game_score"]` at game over), not from the rewards in the rollout.
+Each copy is built by `single.make` (which also builds evaluation's one) and stepped same-step, unless the
+id has a native vector environment (next-step) or `--vectorization envpool` runs an Atari id in EnvPool
+(`envpool_env`, next-step). Atari ids (`atari.is_atari`) train on episodes that end at every lost life, with
+clipped rewards, so the return players report comes from the game's own unclipped score
+(`info["game_score"]` at game over), not from the rewards in the rollout.
 
 With `normalize_reward_gamma` (the player's --normalize-reward, with the algorithm's gamma) the rewards
 a step returns are scaled by `return_normalizer`; the episode returns it reports are always the raw ones.
@@ -27,7 +28,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from a2c import config
-from a2c.envs import atari, envpool_env, return_normalizer
+from a2c.envs import atari, envpool_env, return_normalizer, single
 
 
 @dataclass
@@ -49,19 +50,14 @@ class Env:
         self.vec: gym.vector.VectorEnv
         if cfg.vectorization == "envpool":  # EnvPool's C++ pool of Atari copies, next-step autoreset
             self.vec = envpool_env.EnvPoolVec(cfg.env_id, n, **kwargs)
-        elif atari.is_atari(cfg.env_id):
-            # one emulator per copy, same-step autoreset; async puts each copy in its own subprocess
-            make = functools.partial(atari.make, cfg.env_id, **kwargs)
-            vec_cls = gym.vector.AsyncVectorEnv if cfg.vectorization == "async" else gym.vector.SyncVectorEnv
-            self.vec = vec_cls([make] * n, autoreset_mode=AutoresetMode.SAME_STEP)
-        elif (cfg.vectorization == "auto" and gym.spec(cfg.env_id).vector_entry_point is not None
-              and not kwargs):
+        elif (cfg.vectorization == "auto" and not atari.is_atari(cfg.env_id) and not kwargs
+              and gym.spec(cfg.env_id).vector_entry_point is not None):
             self.vec = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode="vector_entry_point")
         else:
-            # async: one subprocess per copy, for environments whose step is expensive (physics, emulators)
-            mode = "async" if cfg.vectorization == "async" else "sync"
-            self.vec = gym.make_vec(cfg.env_id, num_envs=n, vectorization_mode=mode,
-                                    vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+            # n copies of `single.make`, same-step autoreset; async: one subprocess per copy, for environments
+            # whose step is expensive (physics, emulators)
+            vec_cls = gym.vector.AsyncVectorEnv if cfg.vectorization == "async" else gym.vector.SyncVectorEnv
+            self.vec = vec_cls([functools.partial(single.make, cfg)] * n, autoreset_mode=AutoresetMode.SAME_STEP)
         self.mode = self.vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.num_envs = n
         self.game_scores = atari.is_atari(cfg.env_id)  # returns come from info["game_score"]

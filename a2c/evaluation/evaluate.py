@@ -7,8 +7,8 @@ The functions take an `Agent` and an `EnvConfig`, not a file, so training can ca
 
 Determinism: the policy acts greedily (argmax / Gaussian mean) and episode i is reset with seed + i,
 so a fixed seed gives identical episodes, and `record_video(seed=s)` films exactly episode 0 of
-`evaluate(seed=s)`. The environment is one `gymnasium.make(env_id, **env_kwargs)` (the same id and
-keyword arguments the players vectorise), with the registered time limit unless `max_episode_steps`.
+`evaluate(seed=s)`. The environment is one `single.make` copy of the players' (the same id and keyword
+arguments; Atari as whole games, unclipped), with the registered time limit unless `max_episode_steps`.
 
 Video: GIF through Pillow (already installed with matplotlib): one frame after reset and one after
 every step, so an episode of L steps renders L + 1 frames and the clip lasts (L + 1) frame durations.
@@ -36,12 +36,11 @@ import gymnasium as gym
 import numpy as np
 
 from a2c import config
-from a2c.envs import atari
+from a2c.envs import single
 from a2c.envs import vector as env
 
 if TYPE_CHECKING:
     from a2c.model import agent
-
 
 
 class EvalError(Exception):
@@ -85,16 +84,9 @@ class Loaded:
 
 
 def make_env(env_cfg: config.EnvConfig, render: bool = False, max_episode_steps: int | None = None) -> gym.Env:
-    """One copy of the training environment (optionally rendering rgb_array frames)."""
-    kwargs = env_cfg.kwargs()
-    if render:
-        kwargs["render_mode"] = "rgb_array"
-    if max_episode_steps:
-        kwargs["max_episode_steps"] = max_episode_steps
-    if atari.is_atari(env_cfg.env_id):
-        # the training preprocessing, but whole games scored unclipped (what people compare)
-        return atari.make(env_cfg.env_id, **{**kwargs, "episodic_life": False, "clip_rewards": False})
-    return gym.make(env_cfg.env_id, **kwargs)
+    """The environment an evaluation plays: one copy of the training environment (`single.make`), Atari as
+    whole games scored unclipped; render: rgb_array frames."""
+    return single.make(env_cfg, evaluation=True, render=render, max_episode_steps=max_episode_steps)
 
 
 def _greedy(model: agent.Agent, obs: Any, action_space: gym.Space) -> Any:
