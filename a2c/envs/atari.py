@@ -1,8 +1,9 @@
 """Atari games as pixel environments: the preprocessing of the reference implementations.
 
-Data flow: `env.Env` builds one of these per copy when the id is an ALE id (`ALE/Breakout-v5`,
-`BreakoutNoFrameskip-v4`); the player steps them and uploads their uint8 [4, 84, 84] observations as
-they are (the NatureCNN in `agent.py` scales them to [0, 1] on the trainer, so floats never travel).
+Data flow: `single.make` builds one of these for each copy in a player's `vector.Env`, and for an
+evaluation, when the id is an ALE id (`ALE/Breakout-v5`, `BreakoutNoFrameskip-v4`); the player steps them
+and uploads their uint8 [4, 84, 84] observations as they are (the NatureCNN in `agent.py` scales them to
+[0, 1] on the trainer, so floats never travel).
 
 The wrapper stack, innermost first, follows Mnih et al. 2015 as the OpenAI Baselines and
 Stable-Baselines3 `AtariWrapper` apply it for training:
