@@ -28,9 +28,9 @@ OBS = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 ACT = gym.spaces.Discrete(2)
 
 
-def _learner(algo: config.AlgoConfig) -> learner.Learner:
+def _learner(algo: config.AlgoConfig, reduction: learner.Reduction | None = None) -> learner.Learner:
     torch.manual_seed(0)
-    return learner.Learner(agent.Agent(OBS, ACT, algo), algo, torch.device("cpu"))
+    return learner.Learner(agent.Agent(OBS, ACT, algo), algo, torch.device("cpu"), reduction)
 
 
 def _params(lrn: learner.Learner) -> list[torch.Tensor]:
@@ -46,6 +46,7 @@ def test_update_moves_weights_and_reports_terms() -> None:
     before = _params(lrn)
     batch = lrn.batch([make_rollout(1), make_rollout(2)])
     stats = lrn.update(batch, batch.samples)
+    assert stats is not None
     assert stats.samples == int(make_rollout(1).valid.sum() + make_rollout(2).valid.sum())
     assert stats.grad_norm > 0 and np.isfinite(stats.value_loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
@@ -105,8 +106,76 @@ def test_empty_batch_contributes_zero_gradient() -> None:
     empty = lrn.empty_batch(SPEC)
     before = _params(lrn)
     stats = lrn.update(empty, 10)
-    assert stats.samples == 0 and stats.grad_norm == 0.0
+    assert stats is not None and stats.samples == 0 and stats.grad_norm == 0.0
     assert all(torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
+
+
+def test_update_reports_the_job_means_of_the_loss_terms_entropy_positive() -> None:
+    """The reported entropy is the policy's mean entropy (a2c_trainer_loss{term="entropy"}, the journal's
+    `entropy`), not the loss's negative of it."""
+    lrn = _learner(config.AlgoConfig(ent_coef=0.01))
+    batch = lrn.batch([make_rollout(1)])
+    with torch.no_grad():
+        logp, ent, values = lrn.model.evaluate(batch.obs, batch.actions)
+    stats = lrn.update(batch)
+    assert stats is not None and stats.samples == batch.samples
+    assert stats.entropy == pytest.approx(float(ent.mean()), rel=1e-5) and stats.entropy > 0
+    assert stats.policy_loss == pytest.approx(float(-(batch.advantages * logp).mean()), rel=1e-4, abs=1e-6)
+    assert stats.value_loss == pytest.approx(float(((batch.returns - values) ** 2).mean()), rel=1e-5)
+
+
+def test_agree_reads_the_shares_and_sets_the_rate_before_the_step() -> None:
+    """`agree` gets the summed shares (one process: its own) after the backward and before the step: the
+    rate it sets is the step's, and its count divides the gradients."""
+    batch = _learner(config.AlgoConfig()).batch([make_rollout(1), make_rollout(2)])
+    share = distributed.share(batch.samples, 7, [1.5], [3], False)
+    seen: list[torch.Tensor] = []
+    lrn = _learner(config.AlgoConfig(lr=1e-3))
+
+    def agree(shares: torch.Tensor) -> int:
+        seen.append(shares.clone())
+        lrn.set_lr(2.5e-4)
+        return 2 * batch.samples
+
+    stats = lrn.update(batch, agree, share)
+    assert stats is not None and stats.learning_rate == 2.5e-4
+    assert len(seen) == 1 and torch.equal(seen[0], share)
+    ref = _learner(config.AlgoConfig(lr=2.5e-4))
+    ref.update(batch, 2 * batch.samples)
+    assert all(torch.equal(a, b) for a, b in zip(_params(lrn), _params(ref), strict=True))
+
+
+def test_a_count_of_zero_takes_no_step() -> None:
+    """A stop, or a round where nobody had data: no step, and the optimizer's state is untouched."""
+    lrn = _learner(config.AlgoConfig())
+    batch = lrn.batch([make_rollout(1)])
+    before = _params(lrn)
+    assert lrn.update(batch, lambda shares: 0) is None
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(lrn), strict=True))
+    assert not lrn.optimizer.state, "no step was taken"
+
+
+def test_in_a_group_of_one_the_update_equals_the_plain_one_and_needs_the_gradient_sum() -> None:
+    """In a process group, DDP's own all-reduce would average: the learner refuses to run without the
+    GradientSum; with it, a group of one steps exactly as a learner without a group."""
+    rollouts = [make_rollout(1), make_rollout(2)]
+    plain = _learner(config.AlgoConfig())
+    batch = plain.batch(rollouts)
+    expected = plain.update(batch)
+    distributed.setup(0, 1, "127.0.0.1", free_port(), "gloo", "cpu", 30)
+    try:
+        with pytest.raises(ValueError, match="needs a distributed.GradientSum"):
+            _learner(config.AlgoConfig())
+        lrn = _learner(config.AlgoConfig(), distributed.GradientSum())
+        stats = lrn.update(batch, lambda shares: int(shares[0]), distributed.share(batch.samples, 0, [], [], False))
+        lrn.release()
+    finally:
+        distributed.teardown()
+    assert stats is not None and expected is not None
+    assert [stats.policy_loss, stats.value_loss, stats.entropy] == pytest.approx(
+        [expected.policy_loss, expected.value_loss, expected.entropy], rel=1e-6)
+    for a, b in zip(_params(lrn), _params(plain), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, normalize_obs: bool = False) -> None:
@@ -116,14 +185,20 @@ def _worker(rank: int, port: int, seeds_per_rank: list[list[int]], out: str, nor
         algo = config.AlgoConfig(normalize_obs=normalize_obs)
         with warnings.catch_warnings():  # a trainer's log shows no deprecation from DDP's constructor
             warnings.simplefilter("error", FutureWarning)
-            lrn = _learner(algo)
+            lrn = _learner(algo, distributed.GradientSum())
         rollouts = [make_rollout(s) for s in seeds_per_rank[rank]]
         batch = lrn.batch(rollouts) if rollouts else lrn.empty_batch(SPEC)
         # as a trainer does: the shares ride the gradient all-reduce, then the step divides by the job's count
-        reduced = lrn.backward(batch, distributed.share(
+        agreed: list[distributed.Totals] = []
+
+        def agree(shares: torch.Tensor) -> int:
+            agreed.append(distributed.totals(shares))
+            return agreed[0].samples
+
+        stats = lrn.update(batch, agree, distributed.share(
             batch.samples, 0, [float(rank)] * (rank + 1), [rank + 1] * (rank + 1), rank == 1, rank, 2))
-        totals = distributed.totals(reduced.shares)
-        stats = lrn.step(reduced, totals.samples)
+        totals = agreed[0]
+        assert stats is not None
         assert (totals.episode_returns, totals.episode_lengths, totals.stop_requested) == ([0.0, 1.0, 1.0],
                                                                                           [1, 2, 2], True)
         if normalize_obs:  # a second round: its step runs with the statistics the first round left
@@ -154,6 +229,7 @@ def test_ddp_step_equals_single_process_step(tmp_path: Path, split: list[list[in
     single = _learner(config.AlgoConfig())
     batch = single.batch([make_rollout(1), make_rollout(2)])
     stats = single.update(batch, batch.samples)
+    assert stats is not None
     expected = _params(single)
     for rank in range(2):
         got = torch.load(tmp_path / f"out-{rank}.pt")

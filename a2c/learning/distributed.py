@@ -1,21 +1,25 @@
 """The trainers' process group: set-up from RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT (what the
 StatefulSet sets), backend and device choice, and each trainer's `share` of a round (samples, env steps,
-finished episodes, whether to stop), which rides the gradient all-reduce so that every trainer agrees on
-the job's `totals` without a collective of its own.
+finished episodes, whether to stop), which rides the gradient all-reduce (`GradientSum`, DDP's
+communication hook) so that every trainer agrees on the job's `totals` without a collective of its own.
 
-Data flow: trainer -> `setup` once; each round `share` -> `learner.Learner.backward` (one all-reduce:
-gradients and shares) -> `totals` -> the step. A lost peer makes a collective fail after
-`dist_timeout_s` (or at once when its socket closes): the trainer exits with that error, never hangs.
+Data flow: trainer -> `setup` once, a `GradientSum` for its learner; each round `share` ->
+`learner.Learner.update` (one all-reduce: gradients, loss terms and shares) -> `totals` -> the step. A lost
+peer makes a collective fail after `dist_timeout_s` (or at once when its socket closes): the trainer exits
+with that error, never hangs.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from a2c import cores, ports
 
@@ -83,12 +87,12 @@ ROW = 4 + 2 * MAX_EPISODES_PER_ROUND  # one trainer's share of a round: counts, 
 class Totals:
     """What every trainer agrees on after a round (identical on every rank)."""
 
-    samples: int
-    env_steps: int
-    episode_returns: list[float]
-    episode_lengths: list[int]
-    stop_requested: bool
-    samples_per_rank: list[int]
+    samples: int = 0
+    env_steps: int = 0
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    stop_requested: bool = False
+    samples_per_rank: list[int] = field(default_factory=list)
 
 
 def share(samples: int, env_steps: int, returns: list[float], lengths: list[int], stop: bool, rank: int = 0,
@@ -125,6 +129,61 @@ def totals(shares: torch.Tensor) -> Totals:
         stop_requested=any(float(r[3]) > 0.5 for r in rows),
         samples_per_rank=counts,
     )
+
+
+class GradientSum:
+    """DDP's gradient all-reduce as a SUM across trainers, not DDP's average (each trainer's loss is a sum over
+    its samples; the learner divides the summed gradients by the job's sample count), with a float64 vector
+    riding the first bucket (the update's loss terms and every trainer's `share`): summed in the same
+    collective and written back in place. One all-reduce per update, not one for the gradients and one for
+    the rest."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0  # spent in the all-reduce during the last `backward`
+        self._rider: torch.Tensor | None = None
+
+    def attach(self, ddp: DistributedDataParallel) -> None:
+        ddp.register_comm_hook(self, _sum_hook)
+
+    def backward(self, loss: torch.Tensor, rider: torch.Tensor) -> None:
+        """`loss.backward()`, its gradients summed across the group and `rider` with them (in place)."""
+        self.seconds = 0.0
+        self._rider = rider
+        loss.backward()
+        if self._rider is not None:  # no bucket was reduced (no gradients): reduce it alone
+            self._rider = None
+            start = time.perf_counter()
+            dist.all_reduce(rider)
+            self.seconds += time.perf_counter() - start
+
+    def release(self) -> None:
+        self._rider = None
+
+
+def _sum_hook(state: GradientSum, bucket: Any) -> torch.futures.Future[torch.Tensor]:
+    """`GradientSum`'s hook: the bucket's gradients, and the rider with the first bucket, summed in one all-reduce."""
+    start = time.perf_counter()
+    grads, rider = bucket.buffer(), state._rider
+    if rider is not None:
+        state._rider = None
+        buf = torch.cat([grads, rider.to(grads.dtype)])
+    else:
+        buf = grads
+    fut = dist.all_reduce(buf, async_op=True).get_future()  # type: ignore[union-attr]
+
+    def done(f: torch.futures.Future[Any]) -> torch.Tensor:
+        state.seconds += time.perf_counter() - start
+        out = f.value()[0]
+        if rider is None:
+            return out  # type: ignore[no-any-return]
+        rider.copy_(out[grads.numel():])
+        return out[:grads.numel()]  # type: ignore[no-any-return]
+
+    return fut.then(done)
+
+
+# DDP checks the hook's annotations as objects (this module's are strings under `from __future__`).
+_sum_hook.__annotations__.update(bucket=dist.GradBucket, **{"return": torch.futures.Future[torch.Tensor]})
 
 
 def broadcast_object(obj: object, device: torch.device) -> object:

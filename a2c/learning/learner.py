@@ -3,21 +3,23 @@ with or without a process group) and across trainer processes.
 
 Data flow: trainer forms a round of rollouts -> `Learner.batch(rollouts, version)`: values of every
 observation (no grad; a rollout of the current version brings its own) -> `returns.gae` (`returns.vtrace`
-for a rollout acted with older weights) -> a `Batch` of the valid samples -> `Learner.backward(batch,
-share)`: DDP forward -> `loss.a2c_loss` (sums over this trainer's samples) -> backward, whose gradient
-all-reduce is a SUM (our comm hook) carrying the loss terms and every trainer's share of the round with it
--> `Learner.step(reduced, job's sample count)`: divide, clip, optimizer step -> (with --normalize-obs) the
-observation statistics take in the round's valid observations, job-wide (`obs_normalizer`). Every replica
-ends the step with identical weights and buffers (DDP runs with forward_sync_buffers=False: the statistics are
-all-reduced instead).
+for a rollout acted with older weights) -> a `Batch` of the valid samples -> `Learner.update(batch, agree,
+share)`, in the order of Stable-Baselines3's `A2C.train`: evaluate the actions (`Agent.evaluate`, through
+DDP) -> the batch's advantages and returns -> `loss.a2c_loss` (sums over this trainer's samples) ->
+backward, whose gradient all-reduce is a SUM (`distributed.GradientSum`) carrying the loss terms and every
+trainer's share of the round -> `agree`: the job's sample count from the summed shares -> divide, clip,
+optimizer step -> (with --normalize-obs) the observation statistics take in the round's valid observations,
+job-wide (`obs_normalizer`). Every replica ends the step with identical weights and buffers (DDP runs with
+forward_sync_buffers=False: the statistics are all-reduced instead).
 """
 
 from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -58,67 +60,55 @@ class UpdateStats:
     seconds: dict[str, float] = field(default_factory=dict)  # forward_backward, allreduce, optimizer
 
 
-@dataclass
-class Reduced:
-    """What `Learner.backward` leaves for `step`: the gradients (summed, in the model) aside."""
+class Reduction(Protocol):
+    """How the gradients of a learner in a process group are summed across trainers, with a vector riding
+    along: `distributed.GradientSum` (the trainer makes it; this module does not import `distributed`)."""
 
-    shares: torch.Tensor      # every trainer's share, summed across the group (`distributed.totals` reads it)
-    loss_sums: list[float]    # policy, value, entropy terms summed over the job's samples
-    samples: int              # this trainer's
-    obs: torch.Tensor         # this trainer's observations (the job-wide statistics take them in after the step)
-    seconds: dict[str, float]  # forward_backward, allreduce
+    seconds: float  # spent in the all-reduce during the last `backward`
 
+    def attach(self, ddp: DistributedDataParallel) -> None: ...
 
-class _HookState:
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.report: torch.Tensor | None = None  # the step's loss terms: the first bucket carries them
+    def backward(self, loss: torch.Tensor, rider: torch.Tensor) -> None: ...
+
+    def release(self) -> None: ...
 
 
-def _sum_allreduce_hook(state: _HookState, bucket: Any) -> torch.futures.Future[torch.Tensor]:
-    """Sum (not average) gradients across trainers: each loss is already divided by the job's sample count.
-
-    The first bucket also carries this rank's loss terms (`state.report`), summed in the same collective
-    and written back in place: one all-reduce per step, not one for the gradients and one for the report."""
-    start = time.perf_counter()
-    grads, report = bucket.buffer(), state.report
-    if report is not None:
-        state.report = None
-        buf = torch.cat([grads, report.to(grads.dtype)])
-    else:
-        buf = grads
-    fut = dist.all_reduce(buf, async_op=True).get_future()  # type: ignore[union-attr]
-
-    def done(f: torch.futures.Future[Any]) -> torch.Tensor:
-        state.seconds += time.perf_counter() - start
-        out = f.value()[0]
-        if report is None:
-            return out  # type: ignore[no-any-return]
-        report.copy_(out[grads.numel():])
-        return out[:grads.numel()]  # type: ignore[no-any-return]
-
-    return fut.then(done)
+# The job's sample count from the summed shares of every trainer (0: no step this round).
+Agree = Callable[[torch.Tensor], int]
+NO_SHARE = torch.zeros(0, dtype=torch.float64)
 
 
-# DDP checks the hook's annotations as objects (this module's are strings under `from __future__`).
-_sum_allreduce_hook.__annotations__.update(bucket=dist.GradBucket, **{"return": torch.futures.Future[torch.Tensor]})
+class _Evaluating(nn.Module):
+    """The module DDP wraps: its forward is `Agent.evaluate`, so the forward that arms DDP's gradient hooks
+    is the one the loss is taken of (the agent's parameters and buffers, in the agent's order)."""
+
+    def __init__(self, agent: agent_mod.Agent) -> None:
+        super().__init__()
+        self.agent = agent
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.agent.evaluate(obs, actions)
 
 
 class Learner:
-    def __init__(self, model: agent_mod.Agent, algo: config.AlgoConfig, device: torch.device) -> None:
+    def __init__(self, model: agent_mod.Agent, algo: config.AlgoConfig, device: torch.device,
+                 reduction: Reduction | None = None) -> None:
+        """In a process group, `reduction` (a `distributed.GradientSum`) sums the gradients across trainers."""
         self.model = model.to(device)
         self.algo = algo
         self.device = device
         self.optimizer = agent_mod.make_optimizer(self.model, algo)
-        self._hook = _HookState()
-        self.module: nn.Module = self.model
+        self._ddp: tuple[DistributedDataParallel, Reduction] | None = None  # in a process group
         if dist.is_initialized():
+            if reduction is None:
+                raise ValueError("a learner in a process group needs a distributed.GradientSum: DDP's own "
+                                 "all-reduce averages the gradients, which the loss's sums must not be")
             ddp = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                _Evaluating(self.model), device_ids=[device.index] if device.type == "cuda" else None,
                 forward_sync_buffers=False,  # identical at construction (synced once there), all-reduced after
             )
-            ddp.register_comm_hook(self._hook, _sum_allreduce_hook)
-            self.module = ddp
+            reduction.attach(ddp)
+            self._ddp = ddp, reduction
 
     def batch(self, rollouts: list[rollout.Rollout], version: int | None = None) -> Batch:
         """Advantages and returns per rollout, then the valid samples of all rollouts, flattened.
@@ -172,39 +162,45 @@ class Learner:
         return Batch(zeros((0, *spec.obs_shape), spec.obs_dtype), zeros((0, *spec.action_shape), spec.action_dtype),
                      torch.zeros(0, device=self.device), torch.zeros(0, device=self.device))
 
-    def update(self, batch: Batch, total_samples: int) -> UpdateStats:
-        """One optimizer step on this trainer's batch; total_samples counts the whole job's batch (the
-        caller has agreed on it with the other trainers; a trainer uses `backward` and `step`)."""
-        return self.step(self.backward(batch, torch.zeros(0, dtype=torch.float64)), total_samples)
-
-    def backward(self, batch: Batch, share: torch.Tensor) -> Reduced:
-        """Forward and backward of the loss as sums over this trainer's samples. One all-reduce sums the
-        gradients, the loss terms and every trainer's `share` (a float64 vector of the same size on every
-        trainer: `distributed.share`) across the group; the summed shares tell the caller the job's sample
-        count for `step`."""
-        self._hook.seconds = 0.0
+    def update(self, batch: Batch, agree: Agree | int | None = None, share: torch.Tensor = NO_SHARE
+               ) -> UpdateStats | None:
+        """One A2C update on this trainer's batch, in the order of SB3's `A2C.train`. The loss terms are sums
+        over the batch, divided (with the gradients) by the job's sample count: `agree`'s answer, given the
+        summed `share`s of every trainer (a float64 vector of the same size on each, `distributed.share`, that
+        rides the gradient all-reduce); or a count known in advance; or, by default, this batch's. A count of
+        0 takes no step (None: a stop, or nobody had data)."""
         t0 = time.perf_counter()
-        logp, entropy, values = self._evaluate(batch.obs, batch.actions)
-        terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, 1.0,
-                              self.algo.vf_coef, self.algo.ent_coef)
-        report = torch.stack([terms.policy.detach(), terms.value.detach(), terms.entropy.detach()])
-        ride = torch.cat([report.double().cpu(), share]).to(self.device)
-        ddp = isinstance(self.module, DistributedDataParallel)
-        self._hook.report = ride if ddp else None
+        # evaluate the actions: log-probs, entropy and values under the current weights; in a group through
+        # DDP (its forward arms the gradient hooks)
+        evaluate = self.model.evaluate if self._ddp is None else self._ddp[0]
+        logp, entropy, values = evaluate(batch.obs, batch.actions)
+        # advantages and returns: the batch's (`batch`); the losses, as sums over this trainer's samples
+        terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, self.algo.vf_coef,
+                              self.algo.ent_coef)
+        # backward: in a group one all-reduce sums the gradients, the loss terms and the shares
+        rider = torch.cat([torch.stack([terms.policy.detach(), terms.value.detach(), terms.entropy.detach()]
+                                       ).double().cpu(), share]).to(self.device)
         self.optimizer.zero_grad(set_to_none=False)
-        terms.total.backward()
-        if ddp and self._hook.report is not None:  # no bucket was reduced (no gradients): reduce it alone
-            self._hook.report = None
-            dist.all_reduce(ride)
+        if self._ddp is None:
+            terms.total.backward()
+            allreduce = 0.0
+        else:
+            reduction = self._ddp[1]
+            reduction.backward(terms.total, rider)
+            allreduce = reduction.seconds
         t1 = time.perf_counter()
-        allreduce = self._hook.seconds
-        return Reduced(ride[3:], ride[:3].tolist(), batch.samples, batch.obs,
-                       {"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce})
-
-    def step(self, reduced: Reduced, total_samples: int) -> UpdateStats:
-        """Divide the summed gradients and loss terms by the job's sample count, clip, take the step."""
-        t1 = time.perf_counter()
-        scale = 1.0 / max(total_samples, 1)
+        seconds = {"forward_backward": max(0.0, t1 - t0 - allreduce), "allreduce": allreduce}
+        if agree is None:
+            total_samples = batch.samples
+        elif isinstance(agree, int):
+            total_samples = agree
+        else:
+            total_samples = agree(rider[3:])  # the summed shares
+        if total_samples <= 0:
+            return None
+        t2 = time.perf_counter()
+        # the sums become means over the job's samples; clip; step
+        scale = 1.0 / total_samples
         for p in self.model.parameters():
             if p.grad is not None:
                 p.grad.mul_(scale)
@@ -215,14 +211,12 @@ class Learner:
                                                  if p.grad is not None])))
         self.optimizer.step()
         if self.model.obs_norm is not None:  # after the step: the step used the statistics the data was acted with
-            self.model.obs_norm.update(reduced.obs)
-        policy, value, entropy = (x * scale for x in reduced.loss_sums)
+            self.model.obs_norm.update(batch.obs)
+        policy, value, entropy = (x * scale for x in rider[:3].tolist())
         return UpdateStats(
-            samples=reduced.samples,
-            policy_loss=policy, value_loss=value, entropy=-entropy,
-            grad_norm=norm, learning_rate=float(self.optimizer.param_groups[0]["lr"]),
-            seconds={**reduced.seconds, "optimizer": time.perf_counter() - t1},
-        )
+            samples=batch.samples, policy_loss=policy, value_loss=value, entropy=entropy, grad_norm=norm,
+            learning_rate=float(self.optimizer.param_groups[0]["lr"]),
+            seconds={**seconds, "optimizer": time.perf_counter() - t2})
 
     def set_lr(self, lr: float) -> None:
         """The learning rate of the next steps (the schedule's value, identical on every rank)."""
@@ -233,23 +227,13 @@ class Learner:
         """Set the rate --lr-schedule gives after `env_steps` of a budget of `max_env_steps` (job-wide counts)."""
         self.set_lr(schedule.learning_rate(self.algo.lr, self.algo.lr_schedule, env_steps, max_env_steps))
 
-    def _evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # The forward through the DDP wrapper (it arms the gradient hooks); then the log-probs and entropy
-        # of the taken actions under the distribution it parameterises (as Agent.evaluate, minus the forward).
-        if isinstance(self.module, DistributedDataParallel):
-            params, values = self.module(obs)
-        else:
-            params, values = self.model(obs)
-        logp, entropy = self.model.logprob_entropy(params, actions)
-        return logp, entropy, values
-
     def release(self) -> None:
         """Drop the DDP wrapper (its reducer and comm hook) while the process group still exists: destroyed
         after the group, it could abort the process at exit ("terminate called without an active exception",
         SIGABRT, seen in 1 of 3 two-rank runs). The model stays usable in this process."""
-        if self.module is not self.model:
-            self.module = self.model
-            self._hook.report = None
+        if self._ddp is not None:
+            self._ddp[1].release()
+            self._ddp = None
             gc.collect()  # DDP sits in reference cycles (its hooks point back at it): free it now
 
     def state(self) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A trainer: a gRPC server for its players and one rank of the DDP group that trains the model.
 
 Data flow, each round k (`Trainer._train`): take round (`inbox`: this trainer's players' rollouts, up to a
-deadline) -> batch (`learner`: advantages, returns) -> exchange (`distributed`: job-wide samples, episodes,
-stop) -> update (`learner`: DDP step, gradients summed by sample count) -> publish weights k+1 (players
+deadline) -> batch (`learner`: advantages, returns) -> update (`learner`: the loss, its gradients summed
+across trainers in one all-reduce that carries every trainer's `distributed.share` with them; `_agree` reads
+the job-wide samples, episodes and stop flag from it; then the step) -> publish weights k+1 (players
 fetch them) -> record (`recorder`: metrics; trainer 0's metrics.jsonl). Trainer 0 also checkpoints and hands
 every --eval-interval-th snapshot to its evaluator process (`periodic_eval`). Every trainer resumes from
 rank 0's newest checkpoint; `progress.ended` ends the run. SIGTERM/SIGINT: the group agrees to stop at the
@@ -48,6 +49,7 @@ class Trainer:
         self.progress = progress.Progress(cfg.stop.return_window)
         self.recorder = recorder.Recorder(self.progress)
         self.board = weights.WeightBoard()
+        self.totals = distributed.Totals()  # the last round's, job-wide (`_agree`)
         self.generation = 0  # drawn by rank 0 when the group forms (`_resume`)
         obs_space, act_space = env.spaces(cfg.env)
         self.spec = rollout.Spec.of(obs_space, act_space, cfg.algo.n_steps)
@@ -98,7 +100,7 @@ class Trainer:
                 self.recorder.open(self.run_dir, cfg.tensorboard)
             if self.evaluator is not None:
                 self.evaluator.warm_up()  # starts its process unless `run` forked it
-            self.learner = learner.Learner(self.model, cfg.algo, group.device)
+            self.learner = learner.Learner(self.model, cfg.algo, group.device, distributed.GradientSum())
             self._resume(group)
             self.board.publish(self._snapshot())
             running.set_serving(True)
@@ -153,19 +155,15 @@ class Trainer:
                 batch = (self.learner.batch(rnd.rollouts, p.version) if rnd.rollouts
                          else self.learner.empty_batch(self.spec))
             # one collective: the gradients, and every trainer's counts, episodes and stop flag with them
-            reduced = self.learner.backward(batch, distributed.share(
-                batch.samples, batch.samples, *rnd.episodes(), self.stop_requested.is_set(),
-                group.rank, group.world_size))
-            totals = distributed.totals(reduced.shares)
-            p.add(totals.env_steps, totals.episode_returns, totals.episode_lengths)
-            if totals.stop_requested:  # no step: the checkpoint holds the weights every trainer has
+            share = distributed.share(batch.samples, batch.samples, *rnd.episodes(), self.stop_requested.is_set(),
+                                      group.rank, group.world_size)
+            stats = self.learner.update(batch, self._agree, share)
+            if self.totals.stop_requested:  # no step: the checkpoint holds the weights every trainer has
                 self.phase = status_mod.Phase.STOPPING
                 return
-            if totals.samples == 0:
+            if stats is None:
                 self.stop_requested.wait(0.2)  # nobody has data: poll, do not spin
                 continue
-            self.learner.follow_schedule(p.env_steps, cfg.stop.max_env_steps)
-            stats = self.learner.step(reduced, totals.samples)
             with laps.timed("publish"):
                 p.version += 1
                 snap = self._snapshot()
@@ -181,6 +179,17 @@ class Trainer:
             if ended is not None:
                 self.phase, self.message = status_mod.Phase(ended[0]), ended[1]
                 return
+
+    def _agree(self, shares: torch.Tensor) -> int:
+        """Between the update's all-reduce and its step: the job's round from every trainer's summed share
+        (the same on each), counted; the samples the step divides by, or 0 for no step (a stop, no data)."""
+        totals = self.totals = distributed.totals(shares)
+        p = self.progress
+        p.add(totals.env_steps, totals.episode_returns, totals.episode_lengths)
+        if totals.stop_requested or totals.samples == 0:
+            return 0
+        self.learner.follow_schedule(p.env_steps, self.cfg.stop.max_env_steps)
+        return totals.samples
 
     def _take_round(self, first: bool) -> inbox.Round:
         """This trainer's rollouts for the current version. The first round waits for players to connect; a

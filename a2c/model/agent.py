@@ -1,8 +1,8 @@
 """The actor-critic: a feature extractor, an actor (policy head) and a critic (value head).
 
-Data flow: players run `Agent.act` on observations with weights of version k; trainers run
-`Agent.evaluate` inside the DDP step. `snapshot` / `load_snapshot` move weights in and out as a
-`weights.WeightSnapshot` (numpy), which is what travels to players.
+Data flow: players run `Agent.act` on observations with weights of version k; a trainer's
+`learner.Learner.update` runs `Agent.evaluate` (through DDP) on its batch. `snapshot` / `load_snapshot` move
+weights in and out as a `weights.WeightSnapshot` (numpy), which is what travels to players.
 
 Policies: categorical for Discrete actions; diagonal Gaussian with a state-independent log-std for Box
 actions (actions are sampled unbounded and clipped to the space's bounds by the player before
@@ -148,7 +148,8 @@ class Agent(nn.Module):
         return params[..., :n], params[..., n:]
 
     def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log-prob of actions, entropy, value) for a flat batch: the terms of the A2C loss."""
+        """(log-prob of actions, entropy, value) for a flat batch: the inputs of the A2C loss (SB3's
+        `evaluate_actions`, in another order)."""
         params, value = self(obs)
         logp, entropy = self.logprob_entropy(params, actions)
         return logp, entropy, value
