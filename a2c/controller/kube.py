@@ -215,7 +215,8 @@ class Kube:
         if owner is not None and (controller_of(live) or {}).get("uid") != owner["uid"]:
             return self._replace(obj, desired, live, owner)
         last = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
-        drift = restore_patch(obj, live)
+        ours = {**obj, "metadata": {k: v for k, v in meta.items() if k != "ownerReferences"}}  # checked above
+        drift = restore_patch(ours, live)
         if last == desired["metadata"]["annotations"][LAST_APPLIED]:
             if drift is SAME:
                 return "unchanged"
