@@ -22,7 +22,7 @@ from a2c.service import (
     codec,  # noqa: E402
     rollout,
 )
-from tests.test_player import collector, spec_for  # noqa: E402
+from tests.support.collectors import collector, spec_for  # noqa: E402
 
 
 def _wrappers(e: gym.Env) -> list[type]:

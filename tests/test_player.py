@@ -15,19 +15,8 @@ from a2c.acting import player
 from a2c.envs import vector as env
 from a2c.model import agent
 from a2c.service import rollout
+from tests.support.collectors import collector, spec_for
 from tests.support.procs import free_port, kill, spawn, wait_for
-
-
-def spec_for(e: env.Env, t: int) -> rollout.Spec:
-    """The spec a trainer builds for this environment."""
-    return rollout.Spec.of(e.observation_space, e.action_space, t)
-
-
-def collector(cfg: config.EnvConfig, t: int, seed: int, player_id: int = 3) -> player.Collector:
-    torch.manual_seed(seed)
-    e = env.Env(cfg)
-    model = agent.Agent(e.observation_space, e.action_space, config.AlgoConfig())
-    return player.Collector(e, model, player_id=player_id, num_steps=t, seed=seed)
 
 
 def test_same_step_rollouts_replay_exactly_on_reference_envs() -> None:

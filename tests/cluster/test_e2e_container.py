@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Chart, Cluster
-from tests.cluster.test_e2e import JOB, phase, values
+from tests.cluster.journeys import JOB, phase, values
 
 
 def _oom_killed(cluster: Cluster) -> list[dict[str, Any]]:

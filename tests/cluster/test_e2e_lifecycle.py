@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import NS, Chart, Cluster
-from tests.cluster.test_e2e import JOB, phase, values
+from tests.cluster.journeys import JOB, phase, values
 
 LIVE = {"stop": {"targetReturn": 10_000.0, "maxEnvSteps": 10**9}}  # never ends by itself
 
