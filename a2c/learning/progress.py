@@ -1,9 +1,9 @@
 """Where a run stands, job-wide, and the rule that ends it.
 
-Data flow: each round `distributed.exchange` gives every trainer the same totals -> `Progress.add` ->
-`ended` (target return reached, or step budget spent) and what the trainer reports: its status, trainer
-0's journal rows and checkpoints (`state` / `load`, so a restarted group resumes the same count).
-Every rank holds an identical `Progress`: the rule needs no further agreement.
+Data flow: each round the gradient all-reduce (`distributed.GradientSum`) gives every trainer the same totals
+-> `Progress.add` -> `ended` (target return reached, or step budget spent) and what the trainer reports: its
+status, trainer 0's journal rows and checkpoints (`state` / `load`, so a restarted group resumes the same
+count). Every rank holds an identical `Progress`: the rule needs no further agreement.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from a2c import config
-
-SUCCEEDED, FINISHED = "SUCCEEDED", "FINISHED"  # trainer phase names (trainer.proto)
+from a2c.service.status import Phase
 
 
 class Progress:
@@ -57,11 +56,11 @@ class Progress:
         self.elapsed_before = float(s.get("elapsed_s", 0.0))
 
 
-def ended(p: Progress, stop: config.StopConfig) -> tuple[str, str] | None:
+def ended(p: Progress, stop: config.StopConfig) -> tuple[Phase, str] | None:
     """(phase, why) once the mean return of a full window reaches the target (SUCCEEDED) or the step budget
     is spent (FINISHED); else None."""
     if len(p.returns) == stop.return_window and p.mean_return() >= stop.target_return:
-        return SUCCEEDED, f"mean return {p.mean_return():.1f} reached the target {stop.target_return:g}"
+        return Phase.SUCCEEDED, f"mean return {p.mean_return():.1f} reached the target {stop.target_return:g}"
     if p.env_steps >= stop.max_env_steps:
-        return FINISHED, f"step budget of {stop.max_env_steps:,} env steps spent"
+        return Phase.FINISHED, f"step budget of {stop.max_env_steps:,} env steps spent"
     return None

@@ -1,9 +1,9 @@
 """The learning rate as a function of training progress: constant, or rl-baselines3-zoo's `lin_X`
 (linear from X at the start to 0 when the step budget is spent).
 
-Data flow: each round, after `distributed.exchange` every trainer holds the same job-wide env-step
-count -> `learning_rate(...)` -> `learner.Learner.set_lr` before the DDP step, so every rank applies
-the same rate. As in Stable-Baselines3, the count includes the round being trained on.
+Data flow: each round, after the gradient all-reduce (`distributed.GradientSum`) every trainer holds the same
+job-wide env-step count -> `learning_rate(...)` -> `learner.Learner.set_lr` before the DDP step, so every rank
+applies the same rate. As in Stable-Baselines3, the count includes the round being trained on.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class Trainer:
             self.recorder.start(evaluating=self.evaluator is not None)
             ended = progress.ended(self.progress, cfg.stop)
             if ended is not None:  # resumed from the checkpoint of a run that had already ended
-                self.phase, self.message = status_mod.Phase(ended[0]), f"{ended[1]} (before this start)"
+                self.phase, self.message = ended[0], f"{ended[1]} (before this start)"
                 return 0
             self.phase = status_mod.Phase.TRAINING
             self._train(group)
@@ -177,7 +177,7 @@ class Trainer:
                 self._checkpoint()
             ended = progress.ended(p, cfg.stop)
             if ended is not None:
-                self.phase, self.message = status_mod.Phase(ended[0]), ended[1]
+                self.phase, self.message = ended[0], ended[1]
                 return
 
     def _agree(self, shares: torch.Tensor) -> int:
