@@ -19,7 +19,7 @@ from a2c.envs import envpool_env
 from a2c.envs import vector as env
 from a2c.observe import journal
 from a2c.service import rollout
-from tests.test_player import collector, spec_for  # noqa: E402
+from tests.support.collectors import collector, spec_for  # noqa: E402
 
 needs_envpool = pytest.mark.skipif(importlib.util.find_spec("envpool") is None,
                                    reason="EnvPool is not installed (pip install 'a2c[envpool]')")
