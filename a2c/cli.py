@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from a2c import config, imports
+from a2c import config, flags, imports
 
 ROLES: dict[str, tuple[type, str, str]] = {
     "local": (config.LocalConfig, "a2c.launch.local", "train on this machine: N trainers and N*P players as processes"),
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (cls, _module, help_text) in ROLES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        config.add_arguments(p, cls)
+        flags.add_arguments(p, cls)
     _register_optional(sub)
     return parser
 
@@ -57,7 +57,7 @@ def parse_role(argv: Sequence[str], environ: dict[str, str] | None = None) -> tu
     """Parse `a2c <role> ...` into (role, config) exactly as `main` would (for tests and the controller)."""
     args = build_parser().parse_args(list(argv))
     cls = ROLES[args.command][0]
-    return args.command, config.from_namespace(cls, args, environ)
+    return args.command, flags.from_namespace(cls, args, environ)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ROLES:
             cls, module, _ = ROLES[args.command]
             try:
-                cfg: object = config.from_namespace(cls, args)
+                cfg: object = flags.from_namespace(cls, args)
             except ValueError as exc:
                 print(f"a2c {args.command}: {exc}", file=sys.stderr)
                 return 2

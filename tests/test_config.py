@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a2c import cli, config
+from a2c import cli, config, flags
 
 
 def trainer(argv: list[str], environ: dict[str, str] | None = None) -> config.TrainerConfig:
@@ -137,12 +137,12 @@ ROLE_OF = {config.TrainerConfig: "trainer", config.PlayerConfig: "player", confi
 @pytest.mark.parametrize("cfg", _non_defaults(), ids=lambda c: type(c).__name__)
 @pytest.mark.parametrize("skip_defaults", [True, False])
 def test_to_flags_round_trips_through_the_parser(cfg: object, skip_defaults: bool) -> None:
-    flags = config.to_flags(cfg, skip_defaults=skip_defaults)
-    role, back = cli.parse_role([ROLE_OF[type(cfg)], *flags], {"RANK": "7", "A2C_PORT": "1"})
+    rendered = flags.to_flags(cfg, skip_defaults=skip_defaults)
+    role, back = cli.parse_role([ROLE_OF[type(cfg)], *rendered], {"RANK": "7", "A2C_PORT": "1"})
     assert back == cfg  # flags win over the environment
     if skip_defaults:
-        assert "--num-envs" not in config.to_flags(config.TrainerConfig())
-        assert config.to_flags(config.PlayerConfig()) == []
+        assert "--num-envs" not in flags.to_flags(config.TrainerConfig())
+        assert flags.to_flags(config.PlayerConfig()) == []
 
 
 @settings(max_examples=100, deadline=None)
@@ -153,33 +153,33 @@ def test_to_flags_round_trip_property(seed: int, target: float, shared: bool, ru
     cfg = config.TrainerConfig(run_dir=run_dir, env=config.EnvConfig(seed=seed),
                                algo=config.AlgoConfig(shared_extractor=shared),
                                stop=config.StopConfig(target_return=target))
-    assert trainer(config.to_flags(cfg)) == cfg
+    assert trainer(flags.to_flags(cfg)) == cfg
 
 
 def test_to_flags_round_trips_negative_scientific_floats() -> None:
     cfg = config.TrainerConfig(stop=config.StopConfig(target_return=-1e-05))
-    assert trainer(config.to_flags(cfg)) == cfg
+    assert trainer(flags.to_flags(cfg)) == cfg
 
 
 def test_every_field_has_help_and_a_flag() -> None:
     for cls in (config.TrainerConfig, config.PlayerConfig, config.LocalConfig):
-        for f in config.leaves(cls):
+        for f in flags.leaves(cls):
             assert f.metadata.get("help"), f.name
     # every leaf has a flag (its dest is the field name)
     ns = cli.build_parser().parse_args(["trainer"])
-    assert {f.name for f in config.leaves(config.TrainerConfig)} <= set(vars(ns))
+    assert {f.name for f in flags.leaves(config.TrainerConfig)} <= set(vars(ns))
     rank = next(f for f in dataclasses.fields(config.TrainerConfig) if f.name == "rank")
-    assert rank.metadata["env"] == "RANK" and config.env_name(rank) == "RANK"
+    assert rank.metadata["env"] == "RANK" and flags.env_name(rank) == "RANK"
 
 
 def test_nested_groups_are_found_by_their_types() -> None:
     """Every leaf of every group, and no group itself, whatever the groups are called."""
-    names = {f.name for f in config.leaves(config.TrainerConfig)}
+    names = {f.name for f in flags.leaves(config.TrainerConfig)}
     for group in (config.EnvConfig, config.AlgoConfig, config.StopConfig):
         assert {f.name for f in dataclasses.fields(group)} <= names
     assert not {"env", "algo", "stop"} & names
     algo = {f.name for f in dataclasses.fields(config.AlgoConfig)}
-    assert {f.name for f in config.leaves(config.PlayerConfig)} >= algo
+    assert {f.name for f in flags.leaves(config.PlayerConfig)} >= algo
 
 
 def test_every_knob_is_a_field_with_its_variable() -> None:
@@ -250,7 +250,7 @@ def test_env_kwargs_and_hidden_sizes() -> None:
 
 
 def _command(argv: list[str], cls: type) -> object:
-    return config.from_namespace(cls, cli.build_parser().parse_args(argv), environ={"A2C_SEED": "7"})
+    return flags.from_namespace(cls, cli.build_parser().parse_args(argv), environ={"A2C_SEED": "7"})
 
 
 def test_commands_parse_into_their_configs_without_environment_variables() -> None:

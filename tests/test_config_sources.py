@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from a2c import config
+from a2c import config, flags
 from a2c.controller import spec as jobspec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -102,6 +102,6 @@ def test_every_config_field_of_the_job_roles_is_read_or_set_by_the_controller() 
     left_default = {"torch_threads", "keep_best", "tensorboard", "host", "max_message_mb", "max_queue",
                     "start_timeout_s", "linger_s", "connect_timeout_s"}
     for cls in (config.TrainerConfig, config.PlayerConfig):
-        for f in config.leaves(cls):
+        for f in flags.leaves(cls):
             assert "crd" in f.metadata or f.name in controller_set | left_default, (cls.__name__, f.name)
     assert all(dataclasses.is_dataclass(t) is False for _, t in jobspec.JOB_FIELDS.values())

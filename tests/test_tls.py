@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from a2c import cli, config
+from a2c import cli, config, flags
 from a2c.model import weights
 from a2c.service import client, tls
 from a2c.v1 import trainer_pb2
@@ -203,7 +203,7 @@ def test_tls_flags_and_environment_reach_both_configs() -> None:
     assert (cfg.tls_cert, cfg.tls_key, cfg.tls_ca) == ("/tls/tls.crt", "/tls/tls.key", "/tls/ca.crt")
     role, cfg = cli.parse_role(["player", "--tls-ca", "/x/ca.crt"], {"A2C_TLS_CA": "/env/ca.crt"})
     assert isinstance(cfg, config.PlayerConfig) and (cfg.tls_cert, cfg.tls_key, cfg.tls_ca) == ("", "", "/x/ca.crt")
-    assert config.to_flags(config.PlayerConfig(tls_ca="/x/ca.crt")) == ["--tls-ca=/x/ca.crt"]
+    assert flags.to_flags(config.PlayerConfig(tls_ca="/x/ca.crt")) == ["--tls-ca=/x/ca.crt"]
 
 
 # --- a2c trainer + a2c player, end to end over mutual TLS --------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from a2c import config
+from a2c import config, flags
 from a2c.controller import resources
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("controller", help="run the operator that turns A2CJobs into pods",
                        description="Watch A2CJobs and keep their children and status true.")
-    config.add_arguments(p, config.ControllerConfig)
-    p.set_defaults(func=lambda args: run_controller(config.from_namespace(config.ControllerConfig, args)))
+    flags.add_arguments(p, config.ControllerConfig)
+    p.set_defaults(func=lambda args: run_controller(flags.from_namespace(config.ControllerConfig, args)))
     r = sub.add_parser("render", help="print the Kubernetes objects an A2CJob would get",
                        description="Print, as a YAML stream, the children of every A2CJob in the file.")
-    config.add_arguments(r, config.RenderConfig)
-    r.set_defaults(func=lambda args: run_render(config.from_namespace(config.RenderConfig, args)))
+    flags.add_arguments(r, config.RenderConfig)
+    r.set_defaults(func=lambda args: run_render(flags.from_namespace(config.RenderConfig, args)))
 
 
 def render_file(text: str, namespace: str = "") -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import hashlib
 import json
 from typing import Any
 
-from a2c import config
+from a2c import config, flags
 from a2c.controller import spec as jobspec
 
 POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
@@ -47,7 +47,7 @@ def env_vars(obj: Any) -> dict[str, str]:
         if dataclasses.is_dataclass(value):
             out.update(env_vars(value))
             continue
-        out[config.env_name(f)] = str(value).lower() if isinstance(value, bool) else str(value)
+        out[flags.env_name(f)] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
 
 

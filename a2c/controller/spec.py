@@ -18,7 +18,7 @@ import re
 import typing
 from typing import Any, TypeVar
 
-from a2c import config
+from a2c import config, flags
 
 API_VERSION = "a2c.dev/v1alpha1"
 KIND = "A2CJob"
@@ -43,7 +43,7 @@ def _job_fields() -> dict[str, JobField]:
     a2c.config declares them (a trainer's first, then what only a player has)."""
     out: dict[str, JobField] = {}
     for cls in (config.TrainerConfig, config.PlayerConfig):
-        for f, kind in config.typed_leaves(cls):
+        for f, kind in flags.typed_leaves(cls):
             if "crd" in f.metadata:
                 out.setdefault(f.metadata["crd"], (f, kind))
     return out
@@ -146,7 +146,7 @@ def _from_spec(cls: type[T], spec: dict[str, Any], **values: Any) -> T:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in values:
             continue
-        kind = config.typed_fields(typing.cast(type, cls))[f.name]
+        kind = flags.typed_fields(typing.cast(type, cls))[f.name]
         if dataclasses.is_dataclass(kind):
             values[f.name] = _from_spec(kind, spec)  # type: ignore[arg-type]
         elif "crd" in f.metadata:

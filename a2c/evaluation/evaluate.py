@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from a2c import config
+from a2c import config, flags
 from a2c.envs import single
 from a2c.envs import vector as env
 
@@ -225,13 +225,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `a2c eval` to the CLI (called by `cli._register_optional`)."""
     help_text = "play a checkpoint greedily: mean ± std return and length; --video films one episode"
     p = sub.add_parser("eval", help=help_text, description=help_text)
-    config.add_arguments(p, config.EvalConfig)
+    flags.add_arguments(p, config.EvalConfig)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        return _main(config.from_namespace(config.EvalConfig, args))
+        return _main(flags.from_namespace(config.EvalConfig, args))
     except EvalError as exc:
         print(f"a2c eval: {exc}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from a2c import config
+from a2c import config, flags
 from a2c.envs import vector as env
 from a2c.evaluation import evaluate
 
@@ -219,12 +219,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `a2c export` to the CLI (called by `cli._register_optional`)."""
     help_text = "write a checkpoint's greedy policy as TorchScript (policy.pt) and ONNX (policy.onnx) for serving"
     p = sub.add_parser("export", help=help_text, description=help_text)
-    config.add_arguments(p, config.ExportConfig)
+    flags.add_arguments(p, config.ExportConfig)
     p.set_defaults(func=main)
 
 
 def main(ns: argparse.Namespace) -> int:
-    args = config.from_namespace(config.ExportConfig, ns)
+    args = flags.from_namespace(config.ExportConfig, ns)
     try:
         loaded = evaluate.load(evaluate.best_of(args.checkpoint) if args.best else args.checkpoint)
         formats = ("torchscript", "onnx") if args.format == "both" else (args.format,)

@@ -10,7 +10,7 @@ import kubernetes_validate
 import kubernetes_validate.utils as kv
 import pytest
 
-from a2c import cli, config
+from a2c import cli, config, flags
 from a2c.controller import commands, resources
 from a2c.controller import spec as jobspec
 
@@ -170,7 +170,7 @@ def test_rendered_player_command_parses_and_finds_its_trainer(name: str) -> None
 
 
 def _env_names(cls: type) -> set[str]:
-    return {config.env_name(f) for f in config.leaves(cls)}
+    return {flags.env_name(f) for f in flags.leaves(cls)}
 
 
 def test_configmap_sets_only_variables_the_cli_reads() -> None:
