@@ -3,7 +3,7 @@
 Data flow: trainer 0 -> `save` every --checkpoint-interval iterations and at the end; on start, rank 0
 -> `load_latest` -> broadcast to every rank, so the whole group resumes from one state. Beside them,
 with --keep-best, trainer 0's periodic evaluator -> `save_best`: `checkpoints/best.pt`, the weights of the
-best evaluation so far (`periodic_eval.Best`; `a2c eval --best` plays it). It is never resumed from (it has
+best evaluation so far (`Best`, below; `a2c eval --best` plays it). It is never resumed from (it has
 no optimizer state) and never pruned; `best_score` reads its evaluation back when a run resumes.
 
 Atomic: the file is written to a temporary name in the same directory, flushed and fsynced, then
