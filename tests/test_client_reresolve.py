@@ -31,6 +31,8 @@ from tests.support.rollouts import SPEC
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "trainer-0.a2c-reresolve.test"
 LIMIT_S = 5.0  # 1 s with the option at 1000 ms, plus the reconnect back-off; the default took 30 s
+ABSENT_S = 20.0  # how long the name does not resolve (a gang restart: 20-65 s)
+RENEWED_LIMIT_S = 3.0  # a renewed channel (every RENEW_AFTER_S = 1 s while failing) plus the client's retry delay
 # The client: fetch (the player's call, retried by the client's own back-off) in a loop, printing each version.
 CLIENT = """
 import sys, time
@@ -108,5 +110,38 @@ def test_a_client_reaches_a_trainer_that_came_back_under_a_new_address(
                 break
             assert version == "1", line
         pytest.fail(f"the client did not reach the new address within {LIMIT_S} s (gRPC's DNS re-resolution)")
+    finally:
+        second.stop(0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_client_reaches_a_trainer_whose_name_did_not_resolve_for_a_while(
+        hosts: Path, client_in_namespace: tuple[subprocess.Popen[str], int]) -> None:
+    """A gang restart: the trainer pod's name resolves to nothing from the pod's deletion until its successor has
+    an IP. gRPC's resolver backs off after each failed lookup (1 s, x1.6 each time, up to 120 s, jitter 20%):
+    after ABSENT_S without the name, the client reached the new address 8.7 and 9.0 s after it served (two runs)
+    when it kept its channel; it replaces a channel that keeps failing (`client.RENEW_AFTER_S`): 0.1 s."""
+    proc, port = client_in_namespace
+    with open(hosts, "w") as f:  # in place, as `_point`: the name is gone
+        f.write("127.0.0.1\tlocalhost\n")
+    until = time.monotonic() + ABSENT_S
+    while time.monotonic() < until:  # the client retries its fetch meanwhile (up to 60 s)
+        assert proc.poll() is None, "the client gave up while the name did not resolve"
+        time.sleep(0.1)
+    _point(hosts, "127.0.0.3")
+    second = _serve("127.0.0.3", port, 2)
+    started = time.monotonic()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # nothing is printed until a fetch succeeds
+            at, version = line.split()
+            if version == "2":
+                took = float(at) - started
+                print(f"reached the name's new address {took:.2f} s after it served ({ABSENT_S:.0f} s without it)")
+                assert took <= RENEWED_LIMIT_S, f"the client reached the new address after {took:.1f} s"
+                return
+            assert version == "1", line
+        pytest.fail("the client ended without reaching the new address")
     finally:
         second.stop(0)

@@ -156,6 +156,34 @@ def test_client_retries_until_the_trainer_is_up(trainer: Trainer) -> None:
         late.stop()
 
 
+def test_a_client_renews_a_channel_that_keeps_failing_and_keeps_one_that_works(trainer: Trainer) -> None:
+    """A channel whose calls fail UNAVAILABLE for client.RENEW_AFTER_S is replaced (its resolver may be backing
+    off after failed lookups, tests/test_client_reresolve.py), at most once per RENEW_AFTER_S; the new one
+    reaches the trainer once it listens, and is kept while calls get through."""
+    port = free_port()
+    c = client.TrainerClient(f"127.0.0.1:{port}", max_message_bytes=4 << 20, retry_for_s=2.5)
+    try:
+        first = c.channel
+        with pytest.raises(grpc.RpcError) as info:  # nothing listens for 2.5 s of retries
+            c.fetch(-1, wait_s=0.0)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert c.channel is not first and 1 <= c.renewals <= int(2.5 / client.RENEW_AFTER_S) + 1, c.renewals
+        late = _start_on(trainer, port)
+        try:
+            renewed = c.renewals
+            c.retry_for_s = 30.0
+            for _ in range(3):
+                c.fetch(-1, wait_s=0.0)
+            assert c.renewals <= renewed + 1, "a channel that reaches the trainer is kept"
+            kept = c.channel
+            c.fetch(-1, wait_s=0.0)
+            assert c.channel is kept
+        finally:
+            late.stop()
+    finally:
+        c.close()
+
+
 def test_a_client_retries_the_moment_its_trainer_listens_but_backs_off_from_one_that_refuses(
         trainer: Trainer) -> None:
     """Between tries of an UNAVAILABLE call, a channel that could not connect is tried again as soon as it

@@ -9,6 +9,13 @@ The channel reads server streams (Exchange's and Fetch's weights) on the calling
 message over: the round trip a player makes every round is 0.1-0.5 ms shorter on loopback, and `a2c local`
 at 256 envs ran 4-14% more env steps per second in five alternated pairs (bench/throughput.py, README). A
 blocked call still checks for signals every 200 ms, as with the helper thread.
+
+A channel whose calls have failed UNAVAILABLE for RENEW_AFTER_S is replaced by a new one (`_renew`). gRPC's
+DNS resolver backs off after a failed lookup, 1 s growing 1.6-fold to 120 s (hard-coded: no channel option),
+and only a successful lookup resets it. A trainer pod's name does not resolve at all from the pod's deletion
+until its successor has an IP (a gang restart: 20-65 s), so a player's channel looked the name up again 5-47 s
+after it was back (its first round with the new group came 6.4-6.8 s, once 43 s, after the group was Ready).
+A new channel looks the name up at its first call.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2,
 
 log = logging.getLogger(__name__)
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+RENEW_AFTER_S = 1.0  # a channel whose calls have failed UNAVAILABLE this long (and is this old) is replaced
 
 
 @dataclass
@@ -62,28 +70,64 @@ class TrainerClient:
         self.stop = stop or threading.Event()
         options = [*server.channel_options(max_message_bytes),
                    (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
-        if tls is None:
-            self.channel = grpc.insecure_channel(address, options=options)
-        else:
-            self.channel = grpc.secure_channel(address, tls, options=[*options, *tls_mod.name_override(server_name)])
-        self.rollouts = rollout_pb2_grpc.RolloutServiceStub(self.channel)
-        self.weights = weights_pb2_grpc.WeightServiceStub(self.channel)
-        self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channel)
+        self._options = options if tls is None else [*options, *tls_mod.name_override(server_name)]
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None  # the first UNAVAILABLE since a call last got an answer
+        self.renewals = 0  # channels replaced by `_renew`
+        self._open()
         self.max_message_bytes = max_message_bytes
         self.max_bytes = max_message_bytes * server.ROLLOUT_MESSAGES  # a reply's weights: the trainer's limit
         self.retry_for_s = retry_for_s
 
+    def _open(self) -> None:
+        if self._tls is None:
+            self.channel = grpc.insecure_channel(self.address, options=self._options)
+        else:
+            self.channel = grpc.secure_channel(self.address, self._tls, options=self._options)
+        self.opened_at = time.monotonic()
+        self.rollouts = rollout_pb2_grpc.RolloutServiceStub(self.channel)
+        self.weights = weights_pb2_grpc.WeightServiceStub(self.channel)
+        self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channel)
+
+    def _renew(self) -> None:
+        """Replace the channel: its resolver may be backing off after failed lookups (up to 120 s), while a
+        new channel looks the name up at its first call."""
+        with self._lock:
+            old = self.channel
+            self._open()
+            self.renewals += 1
+        old.close()
+        log.debug("channel to %s renewed after %.1fs of failures", self.address,
+                  time.monotonic() - (self._failing_since or time.monotonic()))
+
+    def _failed(self, code: grpc.StatusCode) -> None:
+        """Count a failed call: one that could not reach the trainer (UNAVAILABLE) for RENEW_AFTER_S on a
+        channel at least that old renews the channel; any answer from the trainer ends the count."""
+        if code != grpc.StatusCode.UNAVAILABLE:
+            self._failing_since = None
+            return
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if min(now - self._failing_since, now - self.opened_at) >= RENEW_AFTER_S:
+            self._renew()
+
     def close(self) -> None:
-        self.channel.close()
+        with self._lock:
+            self.channel.close()
 
     def _retry(self, what: str, call):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.05
         while True:
             try:
-                return call()
+                reply = call()
+                self._failing_since = None
+                return reply
             except grpc.RpcError as err:
                 code = err.code()  # type: ignore[attr-defined]
+                self._failed(code)
                 if code not in RETRYABLE or time.monotonic() > deadline:
                     raise
                 log.debug("%s to %s: %s; retrying in %.2fs", what, self.address, code.name, delay)
