@@ -15,6 +15,11 @@ the gang restart; with the default, players came 0.02 and 0.24 s after the train
 a third). So the trainer pods are then evicted at once, right after the players resolved the new names: that
 group is back in ~15-25 s, inside the cooldown (with the default the players came 16.6 s after it).
 tests/test_client_reresolve.py reproduces the stall in isolation (30.0 s) and pins the option.
+
+Through a gang restart the trainers' names resolve to nothing (the old pods deleted, the new ones without an IP
+yet), and gRPC's resolver backs off after each failed lookup (1 s, x1.6, up to 120 s): with pods as containers,
+where that lasted longer, one player came 6.4-6.8 s after Ready in 2 of 4 runs, 43.2 s in another. The client
+now replaces a channel that has failed for a second (a2c/service/client.py; tests/test_client_reresolve.py).
 """
 
 from __future__ import annotations
@@ -42,15 +47,11 @@ INTERVAL = 10  # checkpoint interval (iterations)
 
 @pytest.fixture
 def real_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """conftest's `cluster`, with the kubelet's real restart back-off and no cap on the termination grace.
-
-    Pods run as processes whatever A2C_TEST_RUNTIME says. With pods as containers one player's first round
-    came 6.4-6.8 s after the new group was Ready in 2 of 4 runs (the other player +2.0 s; processes: at most
-    +1.0 s in 13 runs), a delay not yet explained (issue 22 stays open on it)."""
+    """conftest's `cluster`, with the kubelet's real restart back-off and no cap on the termination grace."""
     node.require_root()
     with APIServer(tls=True, anonymous=False, rbac=True, graceful_pods=True, namespaces=("default",)) as api:
         api.add_token(ADMIN_TOKEN, "e2e:admin")
-        with node.Node.for_apiserver(api, backoff_s=(10.0, 300.0), grace_cap_s=math.inf, runtime="process") as n:
+        with node.Node.for_apiserver(api, backoff_s=(10.0, 300.0), grace_cap_s=math.inf) as n:
             yield Cluster(api, n, tmp_path)
             assert not n.errors, n.errors
 
