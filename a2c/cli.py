@@ -17,6 +17,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -60,7 +61,18 @@ def parse_role(argv: Sequence[str], environ: dict[str, str] | None = None) -> tu
     return args.command, flags.from_namespace(cls, args, environ)
 
 
+def exit_on_sigterm_as_pid_1() -> None:
+    """As a container's first process (PID 1 of its PID namespace: the image's ENTRYPOINT is `a2c`, with no init),
+    exit at SIGTERM as its default action would (128 + 15). The kernel drops a signal PID 1 has no handler for,
+    and a role installs its own only after its imports and set-up (seconds: torch, the environment, the model):
+    a trainer restarted by the kubelet just as its pod was deleted ignored the SIGTERM and held its pod, and the
+    pod's name the new trainer group needs, until its 65 s grace ended."""
+    if os.getpid() == 1:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    exit_on_sigterm_as_pid_1()
     with imports.without_gc():  # a trainer's or player's module imports torch (`a2c local` in its run; imports.py)
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
         logging.basicConfig(
