@@ -39,7 +39,7 @@ import pytest
 from tests.cluster import node
 from tests.cluster.apiserver import APIServer
 from tests.cluster.conftest import ADMIN_TOKEN, NS, Chart, Cluster
-from tests.cluster.test_e2e import JOB, phase, values
+from tests.cluster.journeys import JOB, phase, values
 
 CATCH_UP_S = 5.0  # the goal: a player's first round within 5 s of the new group being Ready
 INTERVAL = 10  # checkpoint interval (iterations)
