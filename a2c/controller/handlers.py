@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,8 @@ from a2c.controller import spec as jobspec
 from a2c.observe import metrics
 
 log = logging.getLogger(__name__)
-PHASES = (status.PENDING, status.RUNNING, status.RESTARTING, status.SUCCEEDED, status.FAILED)
+PHASES = (status.PENDING, status.RUNNING, status.RESTARTING, status.SUSPENDED, status.SUCCEEDED, status.FAILED)
+Key = tuple[str, str]
 
 
 class InvalidSpecError(ValueError):
@@ -82,6 +84,7 @@ def checked_spec(job: dict[str, Any]) -> dict[str, Any]:
         _check_types(spec, jobspec.defaults(), "spec")
         jobspec.trainer_config(meta["name"], meta["namespace"], spec)
         jobspec.player_config(meta["name"], meta["namespace"], spec)
+        jobspec.run_policy(spec)
     except InvalidSpecError:
         raise
     except ValueError as exc:  # spec.py's word for a value the user gave that cannot run
@@ -131,6 +134,9 @@ class Reconciler:
                                                              jobspec.GRPC_PORT))
         self.probe_timeout_s = probe_timeout_s
         self.clock = clock
+        # (namespace, name) -> seconds after which to reconcile the job again whatever happens (a deadline, a
+        # TTL); the loop takes it after each reconcile.
+        self.due: dict[Key, float] = {}
 
     def reconcile(self, namespace: str, name: str, poll: bool = True) -> str:
         """One level-triggered pass over one job; returns what happened (for logs, metrics and tests).
@@ -138,20 +144,24 @@ class Reconciler:
         `poll`: ask trainer 0 for progress (the periodic resync does; a watch event does not, so our own
         status writes, which come back as watch events, cause no further writes). The process's metric labels
         are bound once, by `a2c controller`; the jobs-by-phase gauge names each job itself."""
+        started = time.perf_counter()
         try:
-            job = self.kube.get(jobspec.API_VERSION, jobspec.KIND, namespace, name)
-        except kube.NotFoundError:
-            _forget(name)
-            return "gone"  # deleted: its children go with it (ownerReferences), nothing to do
-        job["metadata"].setdefault("namespace", namespace)
-        try:
-            result = self._reconcile(job, poll)
-        except Exception:
-            metrics.labels(metrics.CONTROLLER_ERRORS).inc()
-            metrics.labels(metrics.CONTROLLER_RECONCILES, result="error").inc()
-            raise
-        metrics.labels(metrics.CONTROLLER_RECONCILES, result=result).inc()
-        return result
+            try:
+                job = self.kube.get(jobspec.API_VERSION, jobspec.KIND, namespace, name)
+            except kube.NotFoundError:
+                _forget(name)
+                return "gone"  # deleted: its children go with it (ownerReferences), nothing to do
+            job["metadata"].setdefault("namespace", namespace)
+            try:
+                result = self._reconcile(job, poll)
+            except Exception:
+                metrics.labels(metrics.CONTROLLER_ERRORS).inc()
+                metrics.labels(metrics.CONTROLLER_RECONCILES, result="error").inc()
+                raise
+            metrics.labels(metrics.CONTROLLER_RECONCILES, result=result).inc()
+            return result
+        finally:
+            metrics.labels(metrics.CONTROLLER_RECONCILE_SECONDS).observe(time.perf_counter() - started)
 
     def _reconcile(self, job: dict[str, Any], poll: bool) -> str:
         meta, now = job["metadata"], self.clock()
@@ -162,10 +172,16 @@ class Reconciler:
         if meta.get("deletionTimestamp"):
             # Being deleted (a foreground delete waits for the children to go): create, patch, restart nothing.
             return "deleting"
+        old = job.get("status") or {}
+        if self._expired(job, old, jobspec.run_policy(spec).ttl_after_finished_s, now):
+            return "expired"
         pods = job_pods(self._own_pods(job, "trainer"))
-        terminal = (job.get("status") or {}).get("phase") in status.TERMINAL
-        players = [] if terminal else job_pods(self._own_pods(job, "player"))  # their restarts, in status
-        report = self._probe(job, spec) if poll and not terminal else None
+        terminal = old.get("phase") in status.TERMINAL
+        # Nothing runs (or what runs is going) in a finished or suspended job: its players and trainer 0 are not
+        # asked about.
+        quiet = terminal or old.get("phase") == status.SUSPENDED or jobspec.run_policy(spec).suspend
+        players = [] if quiet else job_pods(self._own_pods(job, "player"))  # their restarts, in status
+        report = self._probe(job, spec) if poll and not quiet else None
         decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job, spec), polled=poll,
                                  player_pods=players, spec=spec)
 
@@ -177,9 +193,12 @@ class Reconciler:
         if decision.restart_gang:
             for pod in pods:  # the StatefulSet recreates them together; they resume from the checkpoint
                 self.kube.delete("v1", "Pod", meta["namespace"], pod.name)
-        status_changed = decision.status != (job.get("status") or {})
+        status_changed = decision.status != old
         if status_changed:
             self.kube.patch_status(job, decision.status)
+            _count(meta["namespace"], old, decision.status)
+        if decision.requeue_s is not None:
+            self.due[(meta["namespace"], meta["name"])] = decision.requeue_s
         # Events only once the status they announce is written: a refused write (retried at the next pass)
         # must not post the same Event again and again.
         for type_, reason, message in decision.events:
@@ -187,6 +206,8 @@ class Reconciler:
         phase = decision.status.get("phase", "")
         for p in PHASES:
             _jobs_gauge(meta["name"], p).set(1 if p == phase else 0)
+        if self._expired(job, decision.status, jobspec.run_policy(spec).ttl_after_finished_s, now):
+            return "expired"  # (ttlSecondsAfterFinished 0: as soon as it finished; else it is due back then)
         if decision.restart_gang:
             return "restarted"
         return "changed" if status_changed or any(c != "unchanged" for c in changed) else "unchanged"
@@ -221,11 +242,68 @@ class Reconciler:
 
     def _invalid(self, job: dict[str, Any], why: str, now: str) -> str:
         old = job.get("status") or {}
+        ttl = _raw_ttl(job)
         if old.get("phase") == status.FAILED and old.get("reason") == "InvalidSpec":
-            return "unchanged"
-        self.kube.patch_status(job, status.invalid(job, why, now))
+            return "expired" if self._expired(job, old, ttl, now) else "unchanged"
+        new = status.invalid(job, why, now)
+        self.kube.patch_status(job, new)
+        _count(job["metadata"]["namespace"], old, new)
         self.kube.event(job, "Warning", "InvalidSpec", why, now)
+        self._expired(job, new, ttl, now)  # (schedules the TTL; a job only just failed has not expired)
         return "invalid"
+
+    def _expired(self, job: dict[str, Any], st: dict[str, Any], ttl: int | None, now: str) -> bool:
+        """runPolicy.ttlSecondsAfterFinished: a job that finished (Succeeded or Failed) that long ago is deleted,
+        and its children with it (their ownerReferences); its checkpoint PVCs, owned by nothing, stay. One that
+        has not expired yet is due back at its expiry. The delete names the job's uid: a namesake created since
+        is not touched."""
+        finished = finished_at(st)
+        if ttl is None or finished is None:
+            return False
+        meta = job["metadata"]
+        left = ttl - status.seconds_between(finished, now)
+        if left > 0:
+            self.due[(meta["namespace"], meta["name"])] = left
+            return False
+        log.info("job %s/%s finished at %s: deleting it (ttlSecondsAfterFinished %d)", meta["namespace"],
+                 meta["name"], finished, ttl)
+        self.kube.delete(jobspec.API_VERSION, jobspec.KIND, meta["namespace"], meta["name"], uid=meta.get("uid"))
+        _forget(meta["name"])
+        return True
+
+
+def finished_at(st: dict[str, Any]) -> str | None:
+    """When a finished job finished: its completionTime, else when its Succeeded or Failed condition turned True
+    (an InvalidSpec failure has no completionTime); None for a job that has not finished."""
+    if st.get("phase") not in status.TERMINAL:
+        return None
+    if st.get("completionTime"):
+        return str(st["completionTime"])
+    return next((str(c["lastTransitionTime"]) for c in st.get("conditions") or []
+                 if c.get("type") in ("Succeeded", "Failed") and c.get("status") == "True"), None)
+
+
+def _raw_ttl(job: dict[str, Any]) -> int | None:
+    """spec.runPolicy.ttlSecondsAfterFinished of a job whose spec is invalid otherwise, where it is readable."""
+    spec = job.get("spec")
+    policy = spec.get("runPolicy") if isinstance(spec, dict) else None
+    ttl = policy.get("ttlSecondsAfterFinished") if isinstance(policy, dict) else None
+    return ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0 else None
+
+
+def _count(namespace: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """The operator's job counters (as the training operator exports them), each at its transition, once: the
+    status it is read from has just been written, and the next pass sees the same phase on both sides."""
+    if "trainerReplicas" not in old and "trainerReplicas" in new:
+        metrics.labels(metrics.CONTROLLER_JOBS_CREATED, namespace=namespace).inc()
+    phase = new.get("phase")
+    if phase != old.get("phase") and phase == status.SUCCEEDED:
+        metrics.labels(metrics.CONTROLLER_JOBS_SUCCEEDED, namespace=namespace).inc()
+    if phase != old.get("phase") and phase == status.FAILED:
+        metrics.labels(metrics.CONTROLLER_JOBS_FAILED, namespace=namespace, reason=str(new.get("reason") or "")).inc()
+    restarts = int(new.get("gangRestarts") or 0) - int(old.get("gangRestarts") or 0)
+    if restarts > 0:  # a gang restart after a lost rank; a re-form for a spec change or a suspend is not one
+        metrics.labels(metrics.CONTROLLER_JOBS_RESTARTED, namespace=namespace).inc(restarts)
 
 
 def _jobs_gauge(job: str, phase: str) -> Any:

@@ -16,7 +16,6 @@ a child whose controller ownerReference names another uid is replaced or waited 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import decimal
 import json
 import logging
@@ -261,9 +260,18 @@ class Kube:
                     raise
         return self._create(obj, desired)
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        with contextlib.suppress(NotFoundError):  # already gone is what we wanted
-            self.request("DELETE", path(api_version, kind, namespace, name))
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete the object (in the background: its dependents go after it); with `uid`, only that object, not a
+        namesake created since (409 Conflict from the precondition: nothing to do either)."""
+        body = None if uid is None else {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                                         "preconditions": {"uid": uid}}
+        try:
+            self.request("DELETE", path(api_version, kind, namespace, name), body=body)
+        except NotFoundError:
+            pass  # already gone is what we wanted
+        except client.ApiException as exc:
+            if not (uid is not None and exc.status == CONFLICT):
+                raise
 
     def patch_status(self, job: dict[str, Any], status: dict[str, Any]) -> None:
         """Bring the status subresource from what `job` holds to `status` (removed keys are nulled)."""

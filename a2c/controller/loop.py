@@ -31,10 +31,12 @@ from kubernetes.client import ApiException
 
 from a2c.controller import handlers
 from a2c.controller import spec as jobspec
+from a2c.observe import metrics
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 GONE = 410
+MIN_DUE_S = 0.5  # the soonest a job is due back after a pass (status times are whole seconds: never a spin)
 
 
 class Expired(Exception):
@@ -71,7 +73,13 @@ class Loop:
     def enqueue(self, key: Key, poll: bool = False) -> None:
         with self._wake:
             self._pending[key] = self._pending.get(key, False) or poll
+            self._depth()
             self._wake.notify()
+
+    def _depth(self) -> None:
+        """The queue-depth gauge: jobs due for a reconcile now, or backing off after a failed one (a job only due
+        back at its deadline or TTL is not waiting)."""
+        metrics.labels(metrics.CONTROLLER_QUEUE_DEPTH).set(len(self._pending.keys() | self._failures.keys()))
 
     def healthy(self, max_age_s: float) -> bool:
         """The worker went round within `max_age_s` (it does at least every resync_s when nothing happens)."""
@@ -158,6 +166,7 @@ class Loop:
                         del self._later[key]
                         self._pending.setdefault(key, False)
                 keys, self._pending = sorted(self._pending.items()), {}
+                self._depth()
             for key, poll in keys:
                 if self.stop.is_set():
                     break
@@ -168,13 +177,18 @@ class Loop:
             result = self.reconciler.reconcile(*key, poll=poll)
             log.debug("reconciled %s/%s (poll=%s): %s", *key, poll, result)
             self._failures.pop(key, None)
+            due = self.reconciler.due.pop(key, None)  # a deadline or TTL: back then, not at a later resync
             if result == "waiting":
-                self._later[key] = time.monotonic() + self.requeue_s
+                due = min(due if due is not None else self.requeue_s, self.requeue_s)
+            if due is not None:
+                self._later[key] = min(self._later.get(key, float("inf")), time.monotonic() + max(due, MIN_DUE_S))
         except Exception:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(self.resync_s, self.requeue_s * 2 ** (failures - 1))
             log.exception("reconcile %s/%s failed; retrying in %.0f s", *key, delay)
             self._later[key] = time.monotonic() + delay
+        with self._wake:
+            self._depth()
 
 
 def quiet(exc: BaseException) -> bool:

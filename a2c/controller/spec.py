@@ -100,6 +100,7 @@ def defaults() -> dict[str, Any]:
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "maxGangRestarts": 3,
+        "runPolicy": {},
         "environment": {},
         "trainers": {"gpus": 0, "startupTimeoutSeconds": STARTUP_TIMEOUT_S, **copy.deepcopy(placement)},
         "players": copy.deepcopy(placement),
@@ -124,6 +125,55 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def with_defaults(spec: dict[str, Any] | None) -> dict[str, Any]:
     """`spec` with every field the CRD defaults filled in (values already present win)."""
     return _merge(defaults(), spec or {})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPolicy:
+    """When the job runs and for how long, as batch users know it (Kubernetes Job, Kubeflow's runPolicy).
+
+    `suspend`: spec.suspend or spec.runPolicy.suspend (either may be given; both given must agree).
+    `backoff_limit`: gang restarts allowed before the job fails: spec.runPolicy.backoffLimit where given, else
+    spec.maxGangRestarts (which then keeps its meaning). None: no deadline, no TTL."""
+
+    suspend: bool = False
+    active_deadline_s: int | None = None
+    ttl_after_finished_s: int | None = None
+    backoff_limit: int = 3
+    backoff_field: str = "maxGangRestarts"  # which field set backoff_limit, for the message that names it
+
+
+def _whole(value: Any, where: str, least: int) -> int | None:
+    """`value` as a whole number of at least `least` (None stays None), or ValueError naming `where`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < least:
+        raise ValueError(f"{where} must be a whole number of at least {least}, not {value!r}")
+    return int(value)
+
+
+def run_policy(spec: dict[str, Any]) -> RunPolicy:
+    """The job's run policy from its spec (defaults filled in), or ValueError saying what is wrong: the CRD's
+    schema and CEL rules say the same at admission; this holds for a job admitted under an older CRD."""
+    policy = spec.get("runPolicy") or {}
+    if not isinstance(policy, dict):
+        raise ValueError("spec.runPolicy must be an object")
+    given = {where: value for where, value in (("spec.suspend", spec.get("suspend")),
+                                              ("spec.runPolicy.suspend", policy.get("suspend")))
+             if value is not None}
+    for where, value in given.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, not {value!r}")
+    if len(set(given.values())) > 1:
+        raise ValueError("spec.suspend and spec.runPolicy.suspend disagree: set one of them")
+    backoff = _whole(policy.get("backoffLimit"), "spec.runPolicy.backoffLimit", 0)
+    return RunPolicy(
+        suspend=any(given.values()),
+        active_deadline_s=_whole(policy.get("activeDeadlineSeconds"), "spec.runPolicy.activeDeadlineSeconds", 1),
+        ttl_after_finished_s=_whole(policy.get("ttlSecondsAfterFinished"), "spec.runPolicy.ttlSecondsAfterFinished",
+                                    0),
+        backoff_limit=backoff if backoff is not None else int(spec["maxGangRestarts"]),
+        backoff_field="runPolicy.backoffLimit" if backoff is not None else "maxGangRestarts",
+    )
 
 
 def validate_name(name: str) -> None:

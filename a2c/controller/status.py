@@ -26,6 +26,7 @@ from a2c import termination
 from a2c.controller import spec as jobspec
 
 PENDING, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Pending", "Running", "Restarting", "Succeeded", "Failed"
+SUSPENDED = "Suspended"
 TERMINAL = (SUCCEEDED, FAILED)
 
 
@@ -59,6 +60,7 @@ class Decision:
     stopped: bool = False  # scale both StatefulSets to zero (keep Service, ConfigMap, checkpoints)
     restart_gang: bool = False  # delete every trainer pod so the group re-forms from the checkpoint
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    requeue_s: float | None = None  # come back to this job after this long (its deadline), whatever happens
 
 
 def set_condition(
@@ -101,7 +103,10 @@ def _progress(status: dict[str, Any], report: dict[str, Any], now: str) -> None:
     iteration, known = int(report["iteration"]), int(status.get("iteration") or 0)
     if iteration == 0 and report["phase"] == "STARTING":
         return  # not resumed (or started) yet: nothing to say, least of all zeros over what status knows
-    if iteration < known:
+    resuming = "resumeTime" in status and "resumedFrom" not in status  # `resume` took the old one out
+    if resuming and not status.get("groupFormed"):
+        return  # the resumed group has not formed: what answers may still be the suspended group's last words
+    if iteration < known or resuming:
         status["resumedFrom"] = {"iteration": iteration, "envSteps": int(report["env_steps"]),
                                  "previousIteration": known, "time": now}
     status.update(iteration=iteration, envSteps=int(report["env_steps"]), episodes=int(report["episodes"]))
@@ -118,7 +123,7 @@ def resumed_note(status: dict[str, Any]) -> str:
     return f" (resumed from the checkpoint at iteration {back['iteration']}, was {back['previousIteration']})"
 
 
-def _seconds_between(start: str, now: str) -> float:
+def seconds_between(start: str, now: str) -> float:
     parse = datetime.datetime.fromisoformat
     return (parse(now.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
 
@@ -149,13 +154,19 @@ def _conditions(d: Decision, pods: list[JobPod], report: dict[str, Any] | None, 
     if phase in TERMINAL:
         set_condition(conds, "Ready", False, f"Job{phase}", f"the job has {phase.lower()}: its trainers are stopped",
                       now, gen)
+    elif phase == SUSPENDED:
+        set_condition(conds, "Ready", False, "JobSuspended", "the job is suspended: no trainer runs", now, gen)
     elif phase == RUNNING and answering and _ready(pods, d.trainers) >= d.trainers:
         set_condition(conds, "Ready", True, "TrainersReady", counted, now, gen)
     elif not answering:
         set_condition(conds, "Ready", False, NOT_ANSWERING, f"{counted}; trainer 0 not answering", now, gen)
     else:
         set_condition(conds, "Ready", False, "TrainersNotReady", counted, now, gen)
-    set_condition(conds, "Progressing", phase not in TERMINAL, reason or phase, message, now, gen)
+    set_condition(conds, "Progressing", phase not in (*TERMINAL, SUSPENDED), reason or phase, message, now, gen)
+    if phase == SUSPENDED:  # as a Kubernetes Job has it: there once the job has been suspended, True while it is
+        set_condition(conds, "Suspended", True, "JobSuspended", message, now, gen)
+    elif any(c["type"] == "Suspended" for c in conds):
+        set_condition(conds, "Suspended", False, "JobResumed", "resumed from the newest checkpoint", now, gen)
     set_condition(conds, "Succeeded", phase == SUCCEEDED, reason if phase == SUCCEEDED else "NotSucceeded",
                   message if phase == SUCCEEDED else "", now, gen)
     set_condition(conds, "Failed", phase == FAILED, reason if phase == FAILED else "NotFailed",
@@ -197,6 +208,11 @@ def decide(
     if old.get("phase") in TERMINAL:  # final: keep it scaled down, leave the record as it was
         d.stopped = True
         return d
+    policy = jobspec.run_policy(spec)
+    if policy.suspend:
+        _suspend(d, want, players, template, now)
+        _conditions(d, pods, None, polled, now, gen)
+        return d
 
     if "trainerReplicas" not in old:
         status.update(phase=PENDING, reason="WaitingForTrainers", message=f"waiting for trainers (0/{want} ready)",
@@ -204,6 +220,15 @@ def decide(
                       trainerTemplate=template, groupFormed=False, groupStartTime=now)
         d.trainers = want
         d.events.append(("Normal", "Created", f"created {want} trainers and {players} players"))
+    elif old.get("phase") == SUSPENDED:
+        _resume(d, want, players, template, now)
+        report, final = None, False  # whatever answers now is not the resumed group
+    elif not final and _active_seconds(status, now) >= (policy.active_deadline_s or math.inf):
+        status.update(phase=FAILED, reason="DeadlineExceeded", completionTime=now, trainerPods={},
+                      message=f"the job was active for {_active_seconds(status, now):.0f} s, over its "
+                              f"activeDeadlineSeconds {policy.active_deadline_s}; checkpoints kept")
+        d.stopped = True
+        d.events.append(("Warning", "DeadlineExceeded", status["message"]))
     elif not final and (int(old["trainerReplicas"]) != want or old.get("trainerTemplate", template) != template):
         resized = int(old["trainerReplicas"]) != want
         what = f"trainers {old['trainerReplicas']} -> {want}" if resized else "trainer spec changed"
@@ -243,8 +268,57 @@ def decide(
                           + resumed_note(status))
     if status.get("phase") not in TERMINAL:
         _watch_players(d, player_pods or [], now)
+        if policy.active_deadline_s is not None:  # the loop comes back at the deadline, not the next resync
+            d.requeue_s = max(0.0, policy.active_deadline_s - _active_seconds(status, now))
     _conditions(d, pods, report, polled, now, gen)
     return d
+
+
+def _active_seconds(status: dict[str, Any], now: str) -> float:
+    """How long the job has run: since its first start, less the time it spent suspended (a job created
+    suspended starts when resumed). activeDeadlineSeconds is measured against this."""
+    if not status.get("startTime"):
+        return 0.0
+    return seconds_between(str(status["startTime"]), now) - float(status.get("suspendedSeconds") or 0)
+
+
+def _suspend(d: Decision, want: int, players: int, template: str, now: str) -> None:
+    """spec.suspend: both StatefulSets at zero (their pods get SIGTERM; trainers write a final checkpoint), the
+    children, checkpoints and status kept. Not a gang restart: nothing is counted, and no lost rank is looked for
+    (`trainerPods` empty, the group unformed) until the job resumes."""
+    status, old = d.status, dict(d.status)
+    d.stopped = True
+    d.trainers = int(old.get("trainerReplicas") or want)
+    if old.get("phase") == SUSPENDED:
+        return
+    if "trainerReplicas" not in old:  # created suspended: its children exist, at zero; nothing has started
+        status.update(trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerTemplate=template)
+        message = "created suspended: nothing runs until spec.suspend is false"
+        d.events.append(("Normal", "Created", f"created {want} trainers and {players} players, suspended"))
+    else:
+        message = "suspended: pods removed (trainers write a final checkpoint), checkpoints and status kept"
+        d.events.append(("Normal", "Suspended", message))
+    status.update(phase=SUSPENDED, reason="Suspended", message=message, trainerPods={}, groupFormed=False,
+                  suspendTime=now)
+
+
+def _resume(d: Decision, want: int, players: int, template: str, now: str) -> None:
+    """spec.suspend back to false: a new group from the newest checkpoint, as at creation (the start-up deadline
+    counts from now; `resumedFrom` is written from trainer 0's first report once the group has formed)."""
+    status = d.status
+    started = "startTime" in status
+    if started:  # time suspended does not count towards activeDeadlineSeconds
+        status["suspendedSeconds"] = int(status.get("suspendedSeconds") or 0) + max(
+            0, round(seconds_between(str(status.get("suspendTime") or now), now)))
+    status.pop("suspendTime", None)
+    status.pop("resumedFrom", None)
+    status.setdefault("startTime", now)
+    status.update(phase=PENDING, reason="Resuming", resumeTime=now, trainerReplicas=want, playerReplicas=players,
+                  trainerTemplate=template, trainerPods={}, groupFormed=False, groupStartTime=now,
+                  message=("resuming from the newest checkpoint" if started else "starting")
+                  + f": waiting for trainers (0/{want} ready)")
+    d.trainers = want
+    d.events.append(("Normal", "Resumed", "resumed: a new trainer group starts from the newest checkpoint"))
 
 
 def _watch_players(d: Decision, players: list[JobPod], now: str) -> None:
@@ -293,7 +367,7 @@ def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str
                           message=f"all {d.trainers} trainers ready")
             d.events.append(("Normal", "Running", status["message"]))
             return
-        waited = _seconds_between(str(old.get("groupStartTime") or now), now)
+        waited = seconds_between(str(old.get("groupStartTime") or now), now)
         limit = float(spec["trainers"]["startupTimeoutSeconds"])
         if waited > limit:
             status.update(phase=FAILED, reason="StartupTimeout", completionTime=now, trainerPods={},
@@ -307,9 +381,11 @@ def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str
         return
     lost = lost_trainers(old.get("trainerPods") or {}, pods)
     restarts = int(old.get("gangRestarts") or 0) + (1 if lost else 0)
-    if lost and restarts > int(spec["maxGangRestarts"]):
+    policy = jobspec.run_policy(spec)
+    if lost and restarts > policy.backoff_limit:
         status.update(phase=FAILED, reason="TooManyGangRestarts", completionTime=now, trainerPods={},
-                      message=f"{'; '.join(lost)}: gang restart {restarts} exceeds maxGangRestarts")
+                      message=f"{'; '.join(lost)}: gang restart {restarts} exceeds {policy.backoff_field} "
+                              f"{policy.backoff_limit}")
         d.stopped = True
         d.events.append(("Warning", "Failed", status["message"]))
     elif lost:

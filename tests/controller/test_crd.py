@@ -95,6 +95,12 @@ BAD = {
     "unknown vectorization": ("environment", "vectorization", "threads"),
     "negative evaluation interval": ("evaluation", "interval", -1),
     "evaluation without episodes": ("evaluation", "episodes", 0),
+    "zero deadline": ("runPolicy", "activeDeadlineSeconds", 0),
+    "deadline as text": ("runPolicy", "activeDeadlineSeconds", "1h"),
+    "negative ttl": ("runPolicy", "ttlSecondsAfterFinished", -1),
+    "negative backoff limit": ("runPolicy", "backoffLimit", -1),
+    "backoff limit above 100": ("runPolicy", "backoffLimit", 101),
+    "suspend as text": ("runPolicy", "suspend", "yes"),
 }
 
 
@@ -170,6 +176,8 @@ NAME_SIZE = ("", "self.metadata.name.size() <= 40")
 NAME_DNS = ("", "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
 MUTUAL = (".spec.tls", "!self.mutual || self.secretName != ''")
 CLASS_SET = (".spec.checkpoint", "has(self.storageClassName) == has(oldSelf.storageClassName)")
+SUSPEND_AGREES = (".spec", "!has(self.suspend) || !has(self.runPolicy) || !has(self.runPolicy.suspend) "
+                           "|| self.suspend == self.runPolicy.suspend")
 # (rule, [(self, oldSelf or None)] accepted, [...] refused)
 CEL_CASES: list[tuple[tuple[str, str], list[tuple[Any, Any]], list[tuple[Any, Any]]]] = [
     (NAME_SIZE, [(_meta("a" * 40), None), (_meta("cartpole"), None)], [(_meta("a" * 41), None)]),
@@ -177,6 +185,11 @@ CEL_CASES: list[tuple[tuple[str, str], list[tuple[Any, Any]], list[tuple[Any, An
      [(_meta("2cartpole"), None), (_meta("CartPole"), None), (_meta("cart.pole"), None), (_meta("cart-"), None)]),
     (MUTUAL, [({"secretName": "", "mutual": False}, None), ({"secretName": "tls", "mutual": True}, None)],
      [({"secretName": "", "mutual": True}, None)]),
+    (SUSPEND_AGREES, [({}, None), ({"suspend": True, "runPolicy": {}}, None), ({"runPolicy": {"suspend": True}}, None),
+                      ({"suspend": False, "runPolicy": {"suspend": False}}, None),
+                      ({"suspend": True, "runPolicy": {"suspend": True}}, None)],
+     [({"suspend": True, "runPolicy": {"suspend": False}}, None),
+      ({"suspend": False, "runPolicy": {"suspend": True}}, None)]),
     (CLASS_SET, [({}, {}), ({"storageClassName": "fast"}, {"storageClassName": "fast"})],
      [({"storageClassName": "fast"}, {}), ({}, {"storageClassName": "fast"})]),
     *[((f".spec.checkpoint.{field}", "self == oldSelf"), [(same, same)], [(new, old)])
@@ -252,3 +265,25 @@ def test_name_rules_are_the_controllers() -> None:
         except ValueError:
             valid = False
         assert (cel(NAME_SIZE[1], _meta(name)) and cel(NAME_DNS[1], _meta(name))) is valid, name
+
+
+def test_run_policy_fields_and_their_bounds() -> None:
+    """Where PyTorchJob users look for them (spec.runPolicy), with the bounds a Kubernetes Job has; no defaults
+    (unset: no deadline, no TTL, maxGangRestarts holds), and suspend in both places a user may write it."""
+    spec = SCHEMA["properties"]["spec"]["properties"]
+    policy = spec["runPolicy"]["properties"]
+    assert set(policy) == {"suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "backoffLimit"}
+    assert policy["activeDeadlineSeconds"]["minimum"] == 1 and policy["ttlSecondsAfterFinished"]["minimum"] == 0
+    assert policy["backoffLimit"]["minimum"] == 0
+    assert policy["backoffLimit"]["maximum"] == spec["maxGangRestarts"]["maximum"]
+    assert not [k for k, v in policy.items() if "default" in v] and "default" not in spec["suspend"]
+    assert spec["suspend"]["type"] == policy["suspend"]["type"] == "boolean"
+    assert "disagree" in RULES[SUSPEND_AGREES]
+
+
+def test_kubectl_get_shows_a_suspended_job() -> None:
+    """The Phase column reads status.phase, whose enum has Suspended."""
+    version = CRD["spec"]["versions"][0]
+    phase = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Phase")
+    assert phase["jsonPath"] == ".status.phase"
+    assert "Suspended" in SCHEMA["properties"]["status"]["properties"]["phase"]["enum"]

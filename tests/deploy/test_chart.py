@@ -239,6 +239,17 @@ def test_gpu_values_reach_the_job(rendered_cases) -> None:
     assert spec["checkpoint"]["persistent"] is True
 
 
+def test_run_policy_and_suspend_values_reach_the_job() -> None:
+    policy = {"activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 600, "backoffLimit": 5}
+    job = one(chartlib.render({"job": {"suspend": True, "runPolicy": policy}}), "A2CJob")
+    assert job["spec"]["suspend"] is True and job["spec"]["runPolicy"] == policy
+    jsonschema.Draft4Validator(JOB_SCHEMA).validate(job)
+    default = one(chartlib.render({}), "A2CJob")["spec"]
+    assert "suspend" not in default and default["runPolicy"] == {}  # unset: no deadline, no TTL, maxGangRestarts
+    with pytest.raises(Exception, match="activeDeadlineSeconds"):  # values.schema.json refuses a bad value
+        chartlib.render({"job": {"runPolicy": {"activeDeadlineSeconds": 0}}})
+
+
 def test_nojob_renders_crd_and_controller_only(rendered_cases) -> None:
     rendered = rendered_cases["nojob"]
     assert not of_kind(rendered, "A2CJob") and not of_kind(rendered, "Pod")
@@ -439,7 +450,8 @@ def test_rbac_is_namespaced_and_minimal(rendered_cases) -> None:
     assert not any("*" in res or "*" in group for group, res in granted)
     children = {"get", "list", "watch", "create", "patch", "delete"}
     assert granted == {
-        ("a2c.dev", "a2cjobs"): {"get", "list", "watch"},  # the controller never writes a job's spec
+        # the controller never writes a job's spec; it deletes a finished job after its ttlSecondsAfterFinished
+        ("a2c.dev", "a2cjobs"): {"get", "list", "watch", "delete"},
         ("a2c.dev", "a2cjobs/status"): {"get", "patch", "update"},
         ("a2c.dev", "a2cjobs/finalizers"): {"update"},  # blockOwnerDeletion on the children
         ("apps", "statefulsets"): children,
