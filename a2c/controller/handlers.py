@@ -5,7 +5,9 @@ Data flow: `loop` calls `Reconciler.reconcile(namespace, name, poll)` on watch e
 for progress (`probe`, on resyncs only), lets `status.decide` choose, applies the children
 `resources.render` gives for that decision, deletes the trainer pods when the gang must restart (their
 StatefulSet recreates them, all at once: Parallel), writes the status subresource, then emits the Events.
-Running it twice in a row changes nothing the second time.
+Running it twice in a row changes nothing the second time. A finished job whose runPolicy.ttlSecondsAfterFinished
+has passed is deleted here; one with a deadline or a TTL ahead is put in `due`, for the loop to come back then.
+The operator's job counters move here, at the transitions the status write records (`_count`).
 
 What fails how: a spec the controller cannot run (`InvalidSpecError`, from `checked_spec`) fails the job, with the
 reason in its status and an Event; anything else that goes wrong (the API server refuses us, a bug of ours)

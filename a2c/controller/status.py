@@ -12,6 +12,10 @@ different times: image pulls, GPU node scale-up), so restarts before that are wa
 by `spec.trainers.startupTimeoutSeconds`; a final report (SUCCEEDED / FINISHED) beats anything else seen in
 the same pass; a trainer that exited with `termination.EXIT_CANNOT_START` fails the job at once; no
 non-finite number ever goes into status (JSON has none).
+
+The run policy (`spec.run_policy`): a suspended job is scaled to zero and watched for nothing (`_suspend`), a
+resumed one starts a new group (`_resume`); activeDeadlineSeconds fails a job active that long (time suspended
+left out); backoffLimit, where given, is the gang restart limit instead of maxGangRestarts.
 """
 
 from __future__ import annotations
@@ -304,16 +308,18 @@ def _suspend(d: Decision, want: int, players: int, template: str, now: str) -> N
 
 def _resume(d: Decision, want: int, players: int, template: str, now: str) -> None:
     """spec.suspend back to false: a new group from the newest checkpoint, as at creation (the start-up deadline
-    counts from now; `resumedFrom` is written from trainer 0's first report once the group has formed)."""
+    counts from now; `resumedFrom` is written from trainer 0's first report once the group has formed). A job
+    created suspended starts here: no checkpoint, no resumeTime, and its startTime is now."""
     status = d.status
     started = "startTime" in status
-    if started:  # time suspended does not count towards activeDeadlineSeconds
+    if started:  # time suspended does not count towards activeDeadlineSeconds; there is a checkpoint to resume from
         status["suspendedSeconds"] = int(status.get("suspendedSeconds") or 0) + max(
             0, round(seconds_between(str(status.get("suspendTime") or now), now)))
+        status.pop("resumedFrom", None)
+        status["resumeTime"] = now
     status.pop("suspendTime", None)
-    status.pop("resumedFrom", None)
     status.setdefault("startTime", now)
-    status.update(phase=PENDING, reason="Resuming", resumeTime=now, trainerReplicas=want, playerReplicas=players,
+    status.update(phase=PENDING, reason="Resuming", trainerReplicas=want, playerReplicas=players,
                   trainerTemplate=template, trainerPods={}, groupFormed=False, groupStartTime=now,
                   message=("resuming from the newest checkpoint" if started else "starting")
                   + f": waiting for trainers (0/{want} ready)")

@@ -91,6 +91,9 @@ def test_a_job_created_suspended_starts_nothing_until_resumed() -> None:
     assert d.status["trainerReplicas"] == 2 and [e[1] for e in d.events] == ["Created"]
     resumed = status.decide(job(d.status, generation=2), [], None, T2, "h1")
     assert not resumed.stopped and resumed.status["startTime"] == T2 and "suspendedSeconds" not in resumed.status
+    assert "resumeTime" not in resumed.status  # nothing to resume from: its first report is no resumedFrom
+    formed = status.decide(job(resumed.status, generation=2), [pod(0), pod(1)], report(iteration=3), T2, "h1")
+    assert formed.status["phase"] == status.RUNNING and "resumedFrom" not in formed.status
     assert resumed.status["message"].startswith("starting: waiting for trainers")
 
 
