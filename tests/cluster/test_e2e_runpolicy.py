@@ -16,8 +16,9 @@ import pytest
 
 from a2c.controller import resources
 from tests.cluster.conftest import NS, Chart, Cluster
-from tests.cluster.test_e2e import JOB, phase, values
-from tests.cluster.test_e2e_lifecycle import LIVE
+from tests.cluster.journeys import JOB, phase, resyncs, values
+
+LIVE = {"stop": {"targetReturn": 10_000.0, "maxEnvSteps": 10**9}}  # never ends by itself
 
 
 def _resumed_at(cluster: Cluster) -> int | None:
@@ -27,12 +28,6 @@ def _resumed_at(cluster: Cluster) -> int | None:
 
 def _job_pods(cluster: Cluster) -> list[str]:
     return [p["metadata"]["name"] for p in cluster.pods("trainer") + cluster.pods("player")]
-
-
-def _lists(cluster: Cluster) -> int:
-    """The controller's lists of A2CJobs: one per resync (each a full pass over every job)."""
-    return sum(1 for r in cluster.api.requests() if r.user.endswith("-controller") and r.verb == "list"
-               and r.resource == "a2cjobs")
 
 
 def _suspend(cluster: Cluster, value: bool) -> None:
@@ -86,13 +81,13 @@ def test_created_suspended_then_suspend_and_resume_goes_on_from_the_final_checkp
 
 def _stays_suspended(cluster: Cluster) -> None:
     """No pod, the children at zero, through two of the controller's full passes over the job."""
-    lists = _lists(cluster)
+    lists = resyncs(cluster)
 
     def still_suspended() -> bool:
         sets = {s["metadata"]["name"]: s["spec"]["replicas"] for s in cluster.api.objects("apps/v1", "StatefulSet", NS)}
         assert sets == {f"{JOB}-trainer": 0, f"{JOB}-player": 0}, sets
         assert not _job_pods(cluster) and phase(cluster) == "Suspended", cluster.describe()
-        return _lists(cluster) >= lists + 2
+        return resyncs(cluster) >= lists + 2
     cluster.wait(still_suspended, 60, "two resyncs of the suspended job")
 
 
