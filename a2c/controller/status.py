@@ -170,7 +170,7 @@ def _conditions(d: Decision, pods: list[JobPod], report: dict[str, Any] | None, 
     if phase == SUSPENDED:  # as a Kubernetes Job has it: there once the job has been suspended, True while it is
         set_condition(conds, "Suspended", True, "JobSuspended", message, now, gen)
     elif any(c["type"] == "Suspended" for c in conds):
-        set_condition(conds, "Suspended", False, "JobResumed", "resumed from the newest checkpoint", now, gen)
+        set_condition(conds, "Suspended", False, "JobResumed", "spec.suspend is false: the job runs", now, gen)
     set_condition(conds, "Succeeded", phase == SUCCEEDED, reason if phase == SUCCEEDED else "NotSucceeded",
                   message if phase == SUCCEEDED else "", now, gen)
     set_condition(conds, "Failed", phase == FAILED, reason if phase == FAILED else "NotFailed",
