@@ -44,7 +44,8 @@ def render_file(text: str, namespace: str = "") -> list[dict[str, Any]]:
             found = f"{doc.get('apiVersion')}/{doc.get('kind')}"
             raise ValueError(f"not an {jobspec.KIND} ({jobspec.API_VERSION}): {found}")
         doc.setdefault("metadata", {}).setdefault("namespace", namespace or "default")
-        out.extend(resources.render(doc))
+        # as the controller renders it when it first sees the job: a job created suspended gets its children at zero
+        out.extend(resources.render(doc, stopped=jobspec.run_policy(jobspec.with_defaults(doc.get("spec"))).suspend))
     return out
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from a2c.controller import handlers, kube, loop, status
+from a2c.controller import commands, handlers, kube, loop, status
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
 from tests.cluster.apiserver import APIServer
@@ -369,3 +369,15 @@ def test_the_loop_comes_back_at_the_deadline_and_reports_its_queue(
 def test_the_schema_check_is_not_vacuous() -> None:
     assert _undeclared(SCHEMA, {"phase": "Running", "bogus": 1, "resumedFrom": {"iteration": 1, "extra": 2}}) == [
         "status.bogus", "status.resumedFrom.extra"]
+
+
+def test_a2c_render_of_a_suspended_job_gives_children_at_zero() -> None:
+    job = "apiVersion: a2c.dev/v1alpha1\nkind: A2CJob\nmetadata: {name: cp}\nspec: {trainers: {replicas: 2}%s}\n"
+    replicas = {o["metadata"]["name"]: o["spec"]["replicas"] for o in commands.render_file(job % ", suspend: true")
+                if o["kind"] == "StatefulSet"}
+    assert replicas == {"cp-trainer": 0, "cp-player": 0}
+    running = {o["metadata"]["name"]: o["spec"]["replicas"] for o in commands.render_file(job % "")
+               if o["kind"] == "StatefulSet"}
+    assert running == {"cp-trainer": 2, "cp-player": 2}
+    with pytest.raises(ValueError, match="disagree"):
+        commands.render_file(job % ", suspend: true, runPolicy: {suspend: false}")
