@@ -4,7 +4,7 @@
   TF-style), no early stop, evaluation off; after --warmup-steps, --seconds of steady state. Env steps/s from
   trainer 0's metrics.jsonl. Its processes run with thread-CPU meters (`time.thread_time`) wrapped around
   `Env.step` (environment), `Agent.act` (acting forward), the client's upload/exchange/fetch (wire, player
-  side), `Learner.batch` and `Learner.backward` + `step` (training); /proc gives each thread's CPU for the
+  side), `Learner.batch` and `Learner.update` (training); /proc gives each thread's CPU for the
   rest: the trainers' other threads (gRPC server decoding rollouts, gloo), the players' other threads
   (EnvPool's workers with --vectorization envpool, gRPC's), and what no meter covers (other).
 - sb3: Stable-Baselines3's A2C at the zoo's Atari settings (16 envs, VecFrameStack 4, RMSpropTFLike eps 1e-5,
@@ -74,8 +74,11 @@ agent.Agent.act = meter("acting forward", agent.Agent.act)
 for name in ("upload", "exchange", "fetch"):
     setattr(client.TrainerClient, name, meter("wire (player calls)", getattr(client.TrainerClient, name)))
 learner.Learner.batch = meter("training: batch", learner.Learner.batch)
-learner.Learner.backward = meter("training: update", learner.Learner.backward, samples)
-learner.Learner.step = meter("training: update", learner.Learner.step)
+if hasattr(learner.Learner, "backward"):  # before 0bcd232 the update was backward, then step
+    learner.Learner.backward = meter("training: update", learner.Learner.backward, samples)
+    learner.Learner.step = meter("training: update", learner.Learner.step)
+else:
+    learner.Learner.update = meter("training: update", learner.Learner.update, samples)
 sys.exit(cli.main(sys.argv[1:]))
 """
 

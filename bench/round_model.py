@@ -43,7 +43,7 @@ def main() -> int:
     spec = rollout.Spec.of(e.observation_space, e.action_space, algo.n_steps)
     up_bytes = sum(c.ByteSize() for c in codec.rollout_chunks(r))
     snap = agent.snapshot(model, 1)
-    down_bytes = sum(c.ByteSize() for c in codec.weight_chunks(snap))
+    down_bytes = sum(len(codec.serialize(c)) for c in codec.weight_chunks(snap))
     params = sum(p.numel() for p in model.parameters())
     share_bytes = 8 * distributed.ROW
 

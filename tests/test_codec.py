@@ -19,7 +19,7 @@ from tests.support.rollouts import cartpole_rollout
 LIMIT = 64 << 20
 
 
-def weights_from_chunks(chunks: Iterator[weights_pb2.WeightChunk],
+def weights_from_chunks(chunks: Iterator[weights_pb2.WeightChunk | bytes],
                         max_bytes: int) -> tuple[weights.WeightSnapshot | None, bool]:
     """(snapshot or None when unchanged, done flag) of a weight reply stream."""
     reply = codec.weight_reply_from_chunks(chunks, max_bytes)
@@ -133,6 +133,120 @@ def test_weight_chunks_are_encoded_once_per_snapshot() -> None:
 def test_unchanged_reply() -> None:
     assert weights_from_chunks(iter([codec.unchanged_chunk(4, done=False)]), LIMIT) == (None, False)
     assert weights_from_chunks(iter([codec.unchanged_chunk(4, done=True)]), LIMIT) == (None, True)
+
+
+def as_sent(chunks: list[weights_pb2.WeightChunk | bytes]) -> list[bytes]:
+    """The messages of a weight reply as a client reads them: the bytes gRPC carried (`codec.serialize`)."""
+    return [codec.serialize(c) for c in chunks]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(
+    st.text(min_size=1, max_size=12),
+    st.sampled_from(ALL_DTYPES).flatmap(
+        lambda d: hnp.arrays(np.dtype(d), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))),
+    max_size=5,
+), st.integers(1, 64))
+def test_weight_round_trip_through_the_bytes_on_the_wire(tensors: dict[str, np.ndarray], chunk: int) -> None:
+    snap = weights.WeightSnapshot(version=3, tensors=tensors)
+    back, _ = weights_from_chunks(iter(as_sent(codec.weight_chunks(snap, chunk_bytes=chunk))), LIMIT)
+    assert back is not None and set(back.tensors) == set(tensors)
+    for k, v in tensors.items():
+        got = back.tensors[k]
+        assert same_array(v, got), k
+        assert got.flags.writeable and got.dtype.isnative, k
+
+
+def test_data_chunks_are_the_messages_protobuf_would_serialize() -> None:
+    """What the trainer sends as bytes is WeightChunk(seq, data), byte for byte as protobuf writes it."""
+    w = np.arange(100_000, dtype=np.float32)  # 400 kB: chunk numbers whose varint takes two bytes, at 2 kB chunks
+    chunks = codec.weight_chunks(weights.WeightSnapshot(version=1, tensors={"w": w}), chunk_bytes=2048)
+    payload = w.tobytes()
+    assert isinstance(chunks[0], weights_pb2.WeightChunk) and len(chunks) == 1 + math.ceil(len(payload) / 2048)
+    for seq, c in enumerate(chunks[1:], start=1):
+        assert isinstance(c, bytes)
+        expected = weights_pb2.WeightChunk(seq=seq, data=payload[(seq - 1) * 2048:seq * 2048])
+        assert c == expected.SerializeToString()
+        assert weights_pb2.WeightChunk.FromString(c) == expected
+
+
+def test_weights_are_encoded_once_per_version_whoever_asks() -> None:
+    """Every reply of one version (Fetch and Exchange, every player) sends the chunks encoded for it once."""
+    encoded: list[int] = []
+    real = codec._data_message
+
+    def counting(seq: int, pieces: list[memoryview]) -> bytes:
+        encoded.append(seq)
+        return real(seq, pieces)
+
+    snap = weights.WeightSnapshot(version=4, tensors={"w": np.ones(700_000, np.float32)})  # 2.8 MB: 3 chunks
+    import unittest.mock
+    with unittest.mock.patch.object(codec, "_data_message", counting):
+        replies = [codec.weight_reply(snap, waited_s=0.1 * i) for i in range(5)]
+    assert encoded == [1, 2, 3]
+    assert all(r[1:] == replies[0][1:] and r[1] is replies[0][1] for r in replies)
+    assert [r[0].header.waited_s for r in replies] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])  # type: ignore[union-attr]
+    for r in replies:
+        back, _ = weights_from_chunks(iter(as_sent(r)), LIMIT)
+        assert back is not None and np.array_equal(back.tensors["w"], snap.tensors["w"])
+
+
+def test_an_array_under_two_names_travels_once_and_arrives_shared() -> None:
+    """A feature extractor shared by actor and critic (one NatureCNN): its weights under both names, sent once."""
+    shared = np.arange(1000, dtype=np.float32)
+    snap = weights.WeightSnapshot(version=1, tensors={"actor.w": shared, "head": np.ones(3, np.float32),
+                                                      "critic.w": shared})
+    chunks = codec.weight_chunks(snap, chunk_bytes=512)
+    header = chunks[0].header  # type: ignore[union-attr]
+    assert header.payload_bytes == shared.nbytes + 12
+    back, _ = weights_from_chunks(iter(as_sent(chunks)), LIMIT)
+    assert back is not None
+    assert np.array_equal(back.tensors["actor.w"], shared) and np.array_equal(back.tensors["critic.w"], shared)
+    assert np.shares_memory(back.tensors["actor.w"], back.tensors["critic.w"])
+    equal_not_same = weights.WeightSnapshot(version=1, tensors={"a": shared, "b": shared.copy()})
+    assert codec.weight_chunks(equal_not_same)[0].header.payload_bytes == 2 * shared.nbytes  # type: ignore[union-attr]
+
+
+def test_decoded_weights_are_views_into_one_buffer_not_copies_each() -> None:
+    tensors: dict[str, np.ndarray] = {"a": np.arange(10, dtype=np.float32),
+                                      "b": np.arange(6, dtype=np.int64).reshape(2, 3)}
+    back, _ = weights_from_chunks(iter(as_sent(codec.weight_chunks(weights.WeightSnapshot(1, tensors)))), LIMIT)
+    assert back is not None
+    a, b = back.tensors["a"], back.tensors["b"]
+
+    def root(x: object) -> object:
+        while isinstance(x, np.ndarray) and x.base is not None:
+            x = x.base
+        return x.obj if isinstance(x, memoryview) else x
+
+    assert not a.flags.owndata and not b.flags.owndata and root(a) is root(b) and isinstance(root(a), bytearray)
+    assert a.flags.writeable and a.flags.aligned and b.flags.aligned
+
+
+def test_a_misaligned_tensor_is_copied_aligned() -> None:
+    """A float32 after 3 bytes of bools lies at offset 3 of the payload: it comes back as an aligned copy."""
+    tensors = {"flags": np.array([True, False, True]), "w": np.arange(5, dtype=np.float32)}
+    back, _ = weights_from_chunks(iter(as_sent(codec.weight_chunks(weights.WeightSnapshot(1, tensors)))), LIMIT)
+    assert back is not None and back.tensors["w"].flags.aligned and np.array_equal(back.tensors["w"], tensors["w"])
+
+
+def test_a_data_chunk_in_another_field_order_is_read_by_protobuf() -> None:
+    """The fast path reads only seq-then-data; any other valid serialization (here data before seq) is parsed."""
+    snap = weights.WeightSnapshot(version=2, tensors={"w": np.arange(4, dtype=np.float32)})
+    header, data = as_sent(codec.weight_chunks(snap))
+    payload = np.arange(4, dtype=np.float32).tobytes()
+    reordered = bytes([3 << 3 | 2, len(payload)]) + payload + bytes([1 << 3, 1])
+    assert weights_pb2.WeightChunk.FromString(reordered) == weights_pb2.WeightChunk.FromString(data)
+    back, _ = weights_from_chunks(iter([header, reordered]), LIMIT)
+    assert back is not None and np.array_equal(back.tensors["w"], snap.tensors["w"])
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xff\xff", b"\x08", b"\x08\x01\x1a\x7fabc"])
+def test_bytes_that_are_no_weight_chunk_are_a_codec_error(garbage: bytes) -> None:
+    snap = weights.WeightSnapshot(version=2, tensors={"w": np.arange(4, dtype=np.float32)})
+    header = as_sent(codec.weight_chunks(snap))[0]
+    with pytest.raises(codec.CodecError):
+        weights_from_chunks(iter([header, garbage]), LIMIT)
 
 
 def test_payload_exactly_at_the_limit_is_accepted() -> None:
@@ -260,6 +374,7 @@ def test_refuses_malformed_weight_streams() -> None:
     with pytest.raises(codec.CodecError, match="weights must start with a header"):
         weights_from_chunks(iter([weights_pb2.WeightChunk(seq=0, data=b"abc")]), LIMIT)
     bad = weights_pb2.WeightChunk()
+    assert isinstance(chunks[0], weights_pb2.WeightChunk)
     bad.CopyFrom(chunks[0])
     bad.header.tensors[0].dtype = "float128"
     with pytest.raises(codec.CodecError, match="unsupported dtype 'float128'"):

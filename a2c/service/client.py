@@ -32,7 +32,7 @@ import grpc.experimental
 from a2c.model import weights
 from a2c.service import codec, rollout, server
 from a2c.service import tls as tls_mod
-from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
+from a2c.v1 import rollout_pb2, rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
 
 log = logging.getLogger(__name__)
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -88,6 +88,14 @@ class TrainerClient:
         self.opened_at = time.monotonic()
         self.rollouts = rollout_pb2_grpc.RolloutServiceStub(self.channel)
         self.weights = weights_pb2_grpc.WeightServiceStub(self.channel)
+        # Exchange's and Fetch's replies as the bytes that came (no deserializer): the codec takes each data
+        # chunk where it lies in them, rather than protobuf copying megabytes of weights into a message and out
+        self.rollouts.Exchange = self.channel.unary_stream(  # type: ignore[method-assign]
+            "/a2c.v1.RolloutService/Exchange", request_serializer=rollout_pb2.ExchangeRequest.SerializeToString,
+            _registered_method=True)
+        self.weights.Fetch = self.channel.unary_stream(  # type: ignore[method-assign]
+            "/a2c.v1.WeightService/Fetch", request_serializer=weights_pb2.FetchRequest.SerializeToString,
+            _registered_method=True)
         self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channel)
 
     def _renew(self) -> None:

@@ -7,6 +7,19 @@ Data flow: player `Rollout` -> `exchange_request` (one message) -> RolloutServic
 `weight_reply_from_chunks` -> player; the trainer's `status.TrainerStatus` -> `status_message` -> TrainerService.Status
 (`status_from_message` reads it back). Tensors travel as raw little-endian bytes with dtype and shape; a
 header describes them, payload chunks of at most CHUNK_BYTES follow, numbered from 1.
+
+Pixels make these bytes the bulk of the CPU a round spends on the wire (a Breakout rollout is 1.4 MB, the
+weights with NatureCNN 6.7 MB, 13.5 MB while `agent.snapshot` lists the extractor shared by actor and critic
+under both names), so they are copied as few times as the wire allows: a contiguous little-endian array is read
+where it lies (`_blobs`: no `tobytes`); the payload is cut into chunks from those views (one copy, no joined
+payload to slice again); a snapshot's data chunks are serialized messages (`bytes`) made once per version and
+sent as they are (`serialize`, the server's response serializer for Exchange and Fetch: no protobuf message of
+megabytes is built, copied or serialized per reply); one array object under two names travels once. A client
+reads those replies as the bytes that came, takes each chunk's data where it lies in them (`_data_of`; any
+other form of the message is parsed by protobuf), joins them once into a writable buffer, and the decoded
+tensors are views into it (no copy per tensor). Before, the trainer's gRPC thread spent 23 ms a round encoding
+and serializing Breakout's weights (5 copies of 13.5 MB; 714 us per env step of the trainers' other threads
+in `bench/atari_throughput.py`, 199 after); `bench/wire_codec.py` times each step alone.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from a2c.model import weights
 from a2c.service import rollout, status
@@ -29,24 +43,101 @@ class CodecError(ValueError):
     """Malformed chunks: the message says what is wrong."""
 
 
-def _specs(arrays: dict[str, np.ndarray]) -> tuple[list[tensor_pb2.TensorSpec], list[bytes]]:
+def _blobs(arrays: dict[str, np.ndarray]) -> tuple[list[tensor_pb2.TensorSpec], list[memoryview]]:
+    """The specs of `arrays` and the little-endian bytes of each, in payload order: views of the arrays
+    themselves where they are contiguous and little-endian (no copy). One array object under two names (a
+    feature extractor shared by actor and critic) is laid out once; both specs point at it."""
     specs, blobs, offset = [], [], 0
+    at: dict[int, int] = {}  # id(array) -> its offset (the arrays outlive this call: ids are not reused)
     for name, arr in arrays.items():
-        data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
-        specs.append(tensor_pb2.TensorSpec(name=name, dtype=arr.dtype.name, shape=list(arr.shape), offset=offset,
-                                           nbytes=len(data)))
-        blobs.append(data)
-        offset += len(data)
+        le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        start = at.get(id(arr))
+        if start is None:
+            start = at[id(arr)] = offset
+            blobs.append(le.reshape(-1).view(np.uint8).data)
+            offset += le.nbytes
+        specs.append(tensor_pb2.TensorSpec(name=name, dtype=arr.dtype.name, shape=list(arr.shape), offset=start,
+                                           nbytes=le.nbytes))
     return specs, blobs
 
 
-def _split(blobs: list[bytes], chunk_bytes: int) -> Iterator[bytes]:
-    payload = b"".join(blobs)
-    for start in range(0, len(payload), chunk_bytes):
-        yield payload[start:start + chunk_bytes]
+def _pieces(blobs: list[memoryview], chunk_bytes: int) -> Iterator[list[memoryview]]:
+    """The payload (the blobs end to end) cut into chunks of chunk_bytes (the last may be shorter), each as the
+    views of the blobs it spans: joining a chunk's views is the one copy of its bytes."""
+    chunk: list[memoryview] = []
+    room = chunk_bytes
+    for blob in blobs:
+        start = 0
+        while start < len(blob):
+            take = min(room, len(blob) - start)
+            chunk.append(blob[start:start + take])
+            start += take
+            room -= take
+            if room == 0:
+                yield chunk
+                chunk, room = [], chunk_bytes
+    if chunk:
+        yield chunk
 
 
-def _decode(specs: Iterable[tensor_pb2.TensorSpec], payload: bytes, allowed: set[str] | None) -> dict[str, np.ndarray]:
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of n >= 0."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at pos; (-1, pos) if there is none (truncated, over 10 bytes)."""
+    value = shift = 0
+    for i in range(pos, min(pos + 10, len(buf))):
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i + 1
+        shift += 7
+    return -1, pos
+
+
+# WeightChunk's fields as its message puts them (weights.proto): seq = 1 (varint), data = 3 (length-delimited)
+_SEQ_TAG = bytes([1 << 3 | 0])
+_DATA_TAG = bytes([3 << 3 | 2])
+
+
+def _data_message(seq: int, pieces: list[memoryview]) -> bytes:
+    """The serialized WeightChunk(seq=seq, data=the pieces joined), in one copy of the pieces."""
+    size = sum(len(p) for p in pieces)
+    return b"".join([_SEQ_TAG + _varint(seq) + _DATA_TAG + _varint(size), *pieces])
+
+
+def _data_of(message: bytes) -> tuple[int, memoryview] | None:
+    """(seq, data as a view into message) of a serialized WeightChunk holding data in the form `_data_message`
+    writes (seq 1 or more, then data, nothing else); None for any other message (protobuf parses it)."""
+    buf = memoryview(message)
+    if len(buf) < 2 or buf[0] != _SEQ_TAG[0]:
+        return None
+    seq, pos = _read_varint(buf, 1)
+    if seq < 1 or seq >= 1 << 63 or pos >= len(buf) or buf[pos] != _DATA_TAG[0]:
+        return None
+    size, start = _read_varint(buf, pos + 1)
+    if size < 0 or start + size != len(buf):
+        return None
+    return seq, buf[start:]
+
+
+def serialize(message: weights_pb2.WeightChunk | bytes) -> bytes:
+    """The wire form of a reply's message: what `weight_chunks` serialized already goes as it is. The servers'
+    response serializer for Exchange and Fetch."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def _decode(specs: Iterable[tensor_pb2.TensorSpec], payload: bytes | bytearray, allowed: set[str] | None,
+            views: bool = False) -> dict[str, np.ndarray]:
+    """The tensors the specs describe: copies (writable, native order), or with `views` views into a writable
+    payload where they are aligned and native (weights: what shares bytes on the wire shares them here too)."""
     out: dict[str, np.ndarray] = {}
     for s in specs:
         if allowed is not None and s.name not in allowed:
@@ -63,45 +154,69 @@ def _decode(specs: Iterable[tensor_pb2.TensorSpec], payload: bytes, allowed: set
             raise CodecError(f"tensor {s.name!r}: {s.nbytes} bytes at offset {s.offset} do not match shape "
                              f"{list(s.shape)} of {s.dtype} within a payload of {len(payload)} bytes")
         arr = np.frombuffer(payload, dtype=dtype, count=count, offset=s.offset).reshape(tuple(s.shape))
-        out[s.name] = arr.astype(dtype.newbyteorder("="))  # a writable, native-order copy
+        if not (views and arr.flags.writeable and arr.flags.aligned and arr.dtype.isnative):
+            arr = arr.astype(dtype.newbyteorder("="))  # a writable, native-order copy
+        out[s.name] = arr
     if allowed is not None and set(out) != allowed:
         raise CodecError(f"missing tensors: {sorted(allowed - set(out))}")
     return out
 
 
-def _collect(chunks: Iterable[rollout_pb2.RolloutChunk | weights_pb2.WeightChunk], max_bytes: int,
-             what: str) -> tuple[object, bytes]:
+Part = tuple[int, str | None, object]  # (seq, which part: "header", "data" or None, the header or the data)
+
+
+def _part(chunk: rollout_pb2.RolloutChunk | weights_pb2.WeightChunk) -> Part:
+    kind = chunk.WhichOneof("part")
+    return chunk.seq, kind, chunk.header if kind == "header" else chunk.data
+
+
+def _weight_part(chunk: weights_pb2.WeightChunk | bytes) -> Part:
+    """A weight reply's message, parsed or serialized (as a client reads it raw): data where it lies, if it can."""
+    if not isinstance(chunk, bytes):
+        return _part(chunk)
+    data = _data_of(chunk)
+    if data is not None:
+        return data[0], "data", data[1]
+    try:
+        return _part(weights_pb2.WeightChunk.FromString(chunk))
+    except DecodeError as exc:
+        raise CodecError(f"weights chunk of {len(chunk)} bytes is not a WeightChunk: {exc}") from None
+
+
+def _collect(parts: Iterable[Part], max_bytes: int, what: str,
+             writable: bool = False) -> tuple[object, bytes | bytearray]:
+    """The header and the payload (joined once; a bytearray with `writable`) of a chunk stream, checked."""
     header = None
-    parts: list[bytes] = []
+    data: list[bytes | memoryview] = []
     size = 0
     expected = 0
-    for seq, chunk in enumerate(chunks):
-        if chunk.seq != seq:
-            raise CodecError(f"{what} chunk {chunk.seq} arrived where chunk {seq} was expected")
-        kind = chunk.WhichOneof("part")
+    for seq, (chunk_seq, kind, value) in enumerate(parts):
+        if chunk_seq != seq:
+            raise CodecError(f"{what} chunk {chunk_seq} arrived where chunk {seq} was expected")
         if seq == 0:
             if kind != "header":
                 raise CodecError(f"{what} must start with a header")
-            header = chunk.header
-            expected = header.payload_bytes
+            header = value
+            expected = header.payload_bytes  # type: ignore[attr-defined]
             if expected < 0 or expected > max_bytes:
                 raise CodecError(f"{what} payload of {expected} bytes exceeds the limit of {max_bytes}")
             continue
         if kind != "data":
             raise CodecError(f"{what} has a second header at chunk {seq}")
-        size += len(chunk.data)
+        assert isinstance(value, bytes | memoryview)
+        size += len(value)
         if size > expected:
             raise CodecError(f"{what} payload is longer than the {expected} bytes its header announced")
-        parts.append(chunk.data)
+        data.append(value)
     if header is None:
         raise CodecError(f"empty {what} stream")
     if size != expected:
         raise CodecError(f"{what} payload is truncated: {size} of {expected} bytes arrived")
-    return header, b"".join(parts)
+    return header, bytearray().join(data) if writable else b"".join(data)
 
 
-def _rollout_header(r: rollout.Rollout) -> tuple[rollout_pb2.RolloutHeader, list[bytes]]:
-    specs, blobs = _specs(r.arrays())
+def _rollout_header(r: rollout.Rollout) -> tuple[rollout_pb2.RolloutHeader, list[memoryview]]:
+    specs, blobs = _blobs(r.arrays())
     header = rollout_pb2.RolloutHeader(
         player_id=r.player_id, policy_version=r.policy_version, num_steps=r.num_steps, num_envs=r.num_envs,
         episode_returns=r.episode_returns, episode_lengths=r.episode_lengths, tensors=specs,
@@ -113,8 +228,8 @@ def _rollout_header(r: rollout.Rollout) -> tuple[rollout_pb2.RolloutHeader, list
 def rollout_chunks(r: rollout.Rollout, chunk_bytes: int = CHUNK_BYTES) -> Iterator[rollout_pb2.RolloutChunk]:
     header, blobs = _rollout_header(r)
     yield rollout_pb2.RolloutChunk(seq=0, header=header)
-    for i, data in enumerate(_split(blobs, chunk_bytes), start=1):
-        yield rollout_pb2.RolloutChunk(seq=i, data=data)
+    for i, pieces in enumerate(_pieces(blobs, chunk_bytes), start=1):
+        yield rollout_pb2.RolloutChunk(seq=i, data=b"".join(pieces))
 
 
 def exchange_request(r: rollout.Rollout, wait_s: float) -> rollout_pb2.ExchangeRequest:
@@ -124,7 +239,7 @@ def exchange_request(r: rollout.Rollout, wait_s: float) -> rollout_pb2.ExchangeR
 
 
 def rollout_from_chunks(chunks: Iterable[rollout_pb2.RolloutChunk], max_bytes: int) -> rollout.Rollout:
-    header, payload = _collect(chunks, max_bytes, "rollout")
+    header, payload = _collect(map(_part, chunks), max_bytes, "rollout")
     assert isinstance(header, rollout_pb2.RolloutHeader)
     return _rollout(header, payload)
 
@@ -140,21 +255,25 @@ def rollout_from_request(request: rollout_pb2.ExchangeRequest, max_bytes: int) -
     return _rollout(header, payload)
 
 
-def _rollout(header: rollout_pb2.RolloutHeader, payload: bytes) -> rollout.Rollout:
+def _rollout(header: rollout_pb2.RolloutHeader, payload: bytes | bytearray) -> rollout.Rollout:
     arrays = _decode(header.tensors, payload, set(rollout.ARRAY_FIELDS))
     return rollout.Rollout(player_id=header.player_id, policy_version=header.policy_version,
                            episode_returns=list(header.episode_returns),
                            episode_lengths=list(header.episode_lengths), generation=header.generation, **arrays)
 
 
-def weight_chunks(snap: weights.WeightSnapshot, chunk_bytes: int = CHUNK_BYTES) -> list[weights_pb2.WeightChunk]:
-    """The wire form of a snapshot; cached on the snapshot, since every player fetches the same one."""
+def weight_chunks(snap: weights.WeightSnapshot,
+                  chunk_bytes: int = CHUNK_BYTES) -> list[weights_pb2.WeightChunk | bytes]:
+    """The wire form of a snapshot, made once and cached on the snapshot (every reply of its version sends it):
+    the header as a message, then the data chunks already serialized (`_data_message`: one copy of the tensors'
+    bytes, an array shared under two names once). `serialize` sends either; `weight_reply_from_chunks` reads
+    either."""
     if snap.encoded is None:
-        specs, blobs = _specs(snap.tensors)
+        specs, blobs = _blobs(snap.tensors)
         header = weights_pb2.WeightHeader(version=snap.version, done=snap.done, tensors=specs,
                                           payload_bytes=sum(len(b) for b in blobs), generation=snap.generation)
-        out = [weights_pb2.WeightChunk(seq=0, header=header)]
-        out += [weights_pb2.WeightChunk(seq=i, data=d) for i, d in enumerate(_split(blobs, chunk_bytes), start=1)]
+        out: list[weights_pb2.WeightChunk | bytes] = [weights_pb2.WeightChunk(seq=0, header=header)]
+        out += [_data_message(i, pieces) for i, pieces in enumerate(_pieces(blobs, chunk_bytes), start=1)]
         snap.encoded = out
     return snap.encoded  # type: ignore[no-any-return]
 
@@ -164,10 +283,11 @@ def unchanged_chunk(version: int, done: bool, waited_s: float = 0.0) -> weights_
                                                                           waited_s=waited_s))
 
 
-def weight_reply(snap: weights.WeightSnapshot, waited_s: float) -> list[weights_pb2.WeightChunk]:
+def weight_reply(snap: weights.WeightSnapshot, waited_s: float) -> list[weights_pb2.WeightChunk | bytes]:
     """`weight_chunks` with this call's wait in the header (a copy of the header: the rest is shared)."""
     chunks = weight_chunks(snap)
     first = weights_pb2.WeightChunk()
+    assert isinstance(chunks[0], weights_pb2.WeightChunk)
     first.CopyFrom(chunks[0])
     first.header.waited_s = waited_s
     return [first, *chunks[1:]]
@@ -181,11 +301,14 @@ class WeightReply:
     waited_s: float                           # how long the trainer held the call waiting for it
 
 
-def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk], max_bytes: int) -> WeightReply:
-    header, payload = _collect(chunks, max_bytes, "weights")
+def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk | bytes], max_bytes: int) -> WeightReply:
+    """A weight reply from its messages, parsed or as serialized bytes (a client's raw stream, `client.py`): the
+    tensors are views into one buffer that holds the payload (the one copy of it here), names that share bytes
+    on the wire share them here."""
+    header, payload = _collect(map(_weight_part, chunks), max_bytes, "weights", writable=True)
     assert isinstance(header, weights_pb2.WeightHeader)
     snap = None if header.unchanged else weights.WeightSnapshot(
-        version=header.version, tensors=_decode(header.tensors, payload, None), done=header.done,
+        version=header.version, tensors=_decode(header.tensors, payload, None, views=True), done=header.done,
         generation=header.generation)
     return WeightReply(snap, header.version, header.done, header.waited_s)
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from a2c.model import weights
-from a2c.service import inbox, servicers
+from a2c.service import codec, inbox, servicers
 from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2_grpc
 
 SERVICES = ("a2c.v1.RolloutService", "a2c.v1.WeightService", "a2c.v1.TrainerService")
@@ -47,6 +48,34 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+class _Captured:
+    """Stands for the server in a generated `add_*Servicer_to_server`: keeps the handlers it registers."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the same handlers come to add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+def _add_sending_serialized(add: Callable[[Any, Any], None], servicer: object, server: grpc.Server,
+                            *methods: str) -> None:
+    """The generated registration of a service, with `codec.serialize` as the response serializer of `methods`:
+    their replies may hold messages serialized once per weight version (bytes), sent as they are."""
+    captured = _Captured()
+    add(servicer, captured)
+    if not captured.service or not set(methods) <= set(captured.handlers):
+        raise RuntimeError(f"the generated {add.__name__} registered {sorted(captured.handlers)}, not {methods}")
+    handlers = {name: h._replace(response_serializer=codec.serialize) if name in methods else h  # type: ignore
+                for name, h in captured.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(captured.service, handlers),))
+    server.add_registered_method_handlers(captured.service, handlers)
+
+
 @dataclass
 class Running:
     server: grpc.Server
@@ -72,8 +101,9 @@ def start(box: inbox.Inbox, board: weights.WeightBoard, status: Callable[[], tra
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                          options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)])
     rollouts = servicers.RolloutServicer(box, board, max_message_bytes * ROLLOUT_MESSAGES)
-    rollout_pb2_grpc.add_RolloutServiceServicer_to_server(rollouts, server)
-    weights_pb2_grpc.add_WeightServiceServicer_to_server(servicers.WeightServicer(board), server)
+    _add_sending_serialized(rollout_pb2_grpc.add_RolloutServiceServicer_to_server, rollouts, server, "Exchange")
+    _add_sending_serialized(weights_pb2_grpc.add_WeightServiceServicer_to_server, servicers.WeightServicer(board),
+                            server, "Fetch")
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicers.TrainerServicer(status), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -83,7 +83,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
 
     @_observed("Exchange")
     def Exchange(self, request: rollout_pb2.ExchangeRequest,  # noqa: N802 - gRPC's name
-                 context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
+                 context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk | bytes]:
         if self.board.tell_done(request.header.player_id):
             return iter([codec.unchanged_chunk(self.board.version, True)])
         r, _ = self._queue(lambda: codec.rollout_from_request(request, self.max_bytes), context)
@@ -91,7 +91,8 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
 
 
 def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float, player_id: int,
-                   context: grpc.ServicerContext, since_generation: int = 0) -> Iterator[weights_pb2.WeightChunk]:
+                   context: grpc.ServicerContext,
+                   since_generation: int = 0) -> Iterator[weights_pb2.WeightChunk | bytes]:
     """Fetch's answer (and Exchange's): weights other than since_version's (of since_generation), waiting up to
     wait_s (capped, and within the call's deadline) for them; else the unchanged header with the current version
     and done."""
@@ -114,7 +115,7 @@ class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
 
     @_observed("Fetch")
     def Fetch(self, request: weights_pb2.FetchRequest,  # noqa: N802 - gRPC's name
-              context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk]:
+              context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk | bytes]:
         return _newer_weights(self.board, request.since_version, request.wait_s, request.player_id, context,
                               request.since_generation)
 
