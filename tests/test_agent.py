@@ -219,6 +219,30 @@ def test_a_shared_extractor_runs_once_per_forward() -> None:
     torch.testing.assert_close(values, model.value(obs))
 
 
+def test_a_shared_extractor_is_one_array_in_the_snapshot() -> None:
+    """The NatureCNN the state dict lists twice (actor_features.*, critic_features.*) is copied once: the same
+    array stands under both names (the codec sends it once), and the round trip still gives the same model."""
+    torch.manual_seed(0)
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    model = agent.Agent(frames, gym.spaces.Discrete(6), config.AlgoConfig())
+    snap = agent.snapshot(model, 3)
+    shared = [k for k in snap.tensors if k.startswith("actor_features.")]
+    assert shared
+    for k in shared:
+        assert snap.tensors[k] is snap.tensors["critic_features." + k.removeprefix("actor_features.")]
+    distinct = {id(v) for v in snap.tensors.values()}
+    assert sum(v.nbytes for v in snap.tensors.values()) > 1.9 * sum(
+        v.nbytes for v in {id(v): v for v in snap.tensors.values()}.values())
+    assert len(distinct) == len(snap.tensors) - len(shared)
+    heads = [k for k in snap.tensors if not k.startswith(("actor_features.", "critic_features."))]
+    assert all(sum(snap.tensors[h] is v for v in snap.tensors.values()) == 1 for h in heads)  # nothing else merged
+    other = agent.Agent(frames, gym.spaces.Discrete(6), config.AlgoConfig())
+    agent.load_snapshot(other, snap)
+    obs = torch.as_tensor(np.random.default_rng(1).integers(0, 256, size=(2, 4, 84, 84), dtype=np.uint8))
+    for got, want in zip(other(obs), model(obs), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_unsupported_action_space_is_refused() -> None:
     with pytest.raises(ValueError, match="Discrete or Box"):
         agent.Agent(OBS, gym.spaces.MultiDiscrete([2, 3]), config.AlgoConfig())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -218,13 +219,25 @@ def gaussian_logprob_entropy(
 
 
 def snapshot(model: nn.Module, version: int) -> weights.WeightSnapshot:
-    """The model's weights as numpy arrays (what players download)."""
-    tensors = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    """The model's weights as numpy arrays (what players download). A tensor the state dict lists under two
+    names (the NatureCNN that actor and critic share: `actor_features.*` and `critic_features.*`) is copied
+    once and the same array stands under both, so the codec sends it once (Breakout: 6.7 MB, not 13.5)."""
+    copies: dict[tuple[Any, ...], np.ndarray] = {}
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), v.dtype, tuple(v.shape), v.stride())
+        if key not in copies:
+            copies[key] = v.numpy().copy()
+        tensors[k] = copies[key]
     return weights.WeightSnapshot(version=version, tensors=tensors)
 
 
 def load_snapshot(model: nn.Module, snap: weights.WeightSnapshot) -> None:
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in snap.tensors.items()})
+    """Load a snapshot's weights (copied into the model's own tensors; a read-only array is copied first,
+    since torch wants writable memory)."""
+    model.load_state_dict({k: torch.from_numpy(v if v.flags.writeable else np.array(v))
+                           for k, v in snap.tensors.items()})
 
 
 def make_optimizer(model: nn.Module, algo: config.AlgoConfig) -> torch.optim.Optimizer:
