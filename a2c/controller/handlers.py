@@ -87,6 +87,7 @@ def checked_spec(job: dict[str, Any]) -> dict[str, Any]:
         jobspec.trainer_config(meta["name"], meta["namespace"], spec)
         jobspec.player_config(meta["name"], meta["namespace"], spec)
         jobspec.run_policy(spec)
+        jobspec.check_scheduling(spec)
     except InvalidSpecError:
         raise
     except ValueError as exc:  # spec.py's word for a value the user gave that cannot run

@@ -461,6 +461,8 @@ def test_rbac_is_namespaced_and_minimal(rendered_cases) -> None:
         ("", "pods"): {"get", "list", "watch", "delete"},  # pods come from StatefulSets; delete = gang restart
         ("", "events"): {"create", "patch"},
         ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},  # leader election
+        ("scheduling.x-k8s.io", "podgroups"): children,  # spec.schedulingPolicy: coscheduling's PodGroup
+        ("scheduling.volcano.sh", "podgroups"): children,  # ... or Volcano's
     }
     # Every kind the controller's API client addresses is granted (a2c/controller/kube.py).
     for (api_version, _kind), plural in kube.PLURALS.items():
