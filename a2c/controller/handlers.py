@@ -121,6 +121,7 @@ def job_pods(items: list[dict[str, Any]]) -> list[status.JobPod]:
             ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []),
             exit_code=int(ended["exitCode"]) if "exitCode" in ended else None,
             message=str(ended.get("message") or ""), reason=str(ended.get("reason") or ""),
+            gated=bool((pod.get("spec") or {}).get("schedulingGates")),
         ))
     return sorted(pods, key=lambda p: p.ordinal)
 

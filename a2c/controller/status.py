@@ -46,6 +46,7 @@ class JobPod:
     exit_code: int | None = None  # of the container's last termination (state or lastState), if any
     message: str = ""  # that termination's message (terminationMessagePath or the log tail)
     reason: str = ""  # that termination's reason as the kubelet gives it: OOMKilled, Error, Completed
+    gated: bool = False  # held by scheduling gates (Kueue's, until it admits the job): not scheduled yet
 
     def ended(self) -> str:
         """How its container last ended, for a message: `OOMKilled, exit 137`."""
@@ -368,12 +369,19 @@ def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str
         return
     if not old.get("groupFormed", True):
         ready = _ready(pods, d.trainers)
+        gated = [p.name for p in pods if p.gated and not p.deleting]
+        if gated:  # queued (Kueue admits the pods by removing its gate): the start-up deadline runs from admission
+            status.update(trainerPods=live, reason="Queued",
+                          message=f"waiting for admission: {len(gated)} trainer pods held by scheduling gates")
+            return
+        if old.get("reason") == "Queued":  # just admitted
+            status["groupStartTime"] = now
         if ready >= d.trainers:  # the group has formed: training runs (a short job may end before a poll)
             status.update(groupFormed=True, trainerPods=live, phase=RUNNING, reason="GroupFormed",
                           message=f"all {d.trainers} trainers ready")
             d.events.append(("Normal", "Running", status["message"]))
             return
-        waited = seconds_between(str(old.get("groupStartTime") or now), now)
+        waited = seconds_between(str(status.get("groupStartTime") or now), now)
         limit = float(spec["trainers"]["startupTimeoutSeconds"])
         if waited > limit:
             status.update(phase=FAILED, reason="StartupTimeout", completionTime=now, trainerPods={},

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from a2c.controller import handlers, kube, resources
+from a2c.controller import handlers, kube, resources, status
 from a2c.controller import spec as jobspec
 from tests.cluster import api_schema
 from tests.controller.test_resources import VERSIONS, by_kind, job
@@ -212,3 +212,36 @@ def test_good_scheduling_policies_pass() -> None:
         handlers.checked_spec(job(trainers={"replicas": 2}, schedulingPolicy=policy))
     assert jobspec.gang_size(jobspec.with_defaults({"trainers": {"replicas": 4},
                                                     "players": {"replicasPerTrainer": 8}})) == 36
+
+
+def _trainer(i: int, gated: bool = False, ready: bool = False) -> status.JobPod:
+    return status.JobPod(name=f"cp-trainer-{i}", uid=f"uid-{i}", restarts=0, ready=ready, gated=gated)
+
+
+def test_a_queued_job_waits_without_a_deadline_and_its_startup_clock_starts_at_admission() -> None:
+    """Kueue may hold a job for hours: while its trainers are gated the job is Pending/Queued and
+    startupTimeoutSeconds does not run; it runs from the first pass that finds them admitted."""
+    spec: dict[str, Any] = {"trainers": {"replicas": 2, "startupTimeoutSeconds": 30}}
+    first = status.decide(job(**spec), [], None, "2026-01-01T00:00:00Z", "h1")
+    held = [_trainer(0, gated=True), _trainer(1, gated=True)]
+    queued_ = job(**spec)
+    queued_["status"] = first.status
+    later = status.decide(queued_, held, None, "2026-01-01T03:00:00Z", "h1")  # three hours in the queue
+    assert (later.status["phase"], later.status["reason"]) == (status.PENDING, "Queued") and not later.stopped
+    assert "held by scheduling gates" in later.status["message"]
+    admitted_ = job(**spec)
+    admitted_["status"] = later.status
+    start = status.decide(admitted_, [_trainer(0), _trainer(1)], None, "2026-01-01T03:00:10Z", "h1")
+    assert start.status["phase"] == status.PENDING and start.status["groupStartTime"] == "2026-01-01T03:00:10Z"
+    waiting = job(**spec)
+    waiting["status"] = start.status
+    assert status.decide(waiting, [_trainer(0)], None, "2026-01-01T03:00:30Z", "h1").status["phase"] == status.PENDING
+    late = status.decide(waiting, [_trainer(0)], None, "2026-01-01T03:00:50Z", "h1")
+    assert (late.status["phase"], late.status["reason"]) == (status.FAILED, "StartupTimeout")
+
+
+def test_the_controller_sees_which_pods_are_gated() -> None:
+    def raw(name: str, gates: list[dict[str, str]]) -> dict[str, Any]:
+        return {"metadata": {"name": name, "uid": name}, "spec": {"schedulingGates": gates}, "status": {}}
+    seen = handlers.job_pods([raw("cp-trainer-0", [{"name": resources.KUEUE_GATE}]), raw("cp-trainer-1", [])])
+    assert [p.gated for p in seen] == [True, False]
