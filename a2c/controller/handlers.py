@@ -190,7 +190,17 @@ class Reconciler:
                                  player_pods=players, spec=spec)
 
         children = resources.render(job, decision.stopped, decision.trainers, spec=spec)
-        changed = [self.kube.apply(obj) for obj in children]
+        changed = []
+        for obj in children:
+            try:
+                changed.append(self.kube.apply(obj))
+            except kube.NotFoundError:
+                if obj["kind"] != "PodGroup":
+                    raise
+                # The cluster does not serve the gang scheduler's kind: the user's choice cannot run here.
+                return self._invalid(job, f"spec.schedulingPolicy.scheduler is {spec['schedulingPolicy']['scheduler']}"
+                                          f", but this cluster serves no {obj['apiVersion']} PodGroup: install that "
+                                          "scheduler, or create the job again with another", now)
         if "replacing" in changed:
             # An earlier job's namesake child is still going: write nothing yet, the loop comes back soon.
             return "waiting"

@@ -12,10 +12,12 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes.client import ApiException
 
 from a2c.controller import handlers, kube, resources, status
 from a2c.controller import spec as jobspec
 from tests.cluster import api_schema
+from tests.controller import jobs
 from tests.controller.test_resources import VERSIONS, by_kind, job
 
 CRDS = pathlib.Path(__file__).resolve().parents[1] / "support" / "crds"
@@ -245,3 +247,48 @@ def test_the_controller_sees_which_pods_are_gated() -> None:
         return {"metadata": {"name": name, "uid": name}, "spec": {"schedulingGates": gates}, "status": {}}
     seen = handlers.job_pods([raw("cp-trainer-0", [{"name": resources.KUEUE_GATE}]), raw("cp-trainer-1", [])])
     assert [p.gated for p in seen] == [True, False]
+
+
+# --- against the stand-in API server, as the chart's ServiceAccount under the chart's Role ------------------
+
+
+def test_the_controller_creates_the_podgroup_the_crd_admits_under_the_charts_role(
+        apiserver: Any, api: kube.Kube, admin: kube.Kube, reconciler: handlers.Reconciler) -> None:
+    apiserver.create(yaml.safe_load((CRDS / "coscheduling-podgroup.yaml").read_text()))
+    jobs.create_job(admin, schedulingPolicy={"scheduler": "coscheduling"})
+    reconciler.reconcile(jobs.NS, "cp")
+    group = api.get("scheduling.x-k8s.io/v1alpha1", "PodGroup", jobs.NS, "cp")
+    assert group["spec"] == {"minMember": 4}  # 2 trainers, 1 player each
+    assert group["metadata"]["ownerReferences"][0]["uid"] == jobs.get_job(api)["metadata"]["uid"]
+    template = jobs.sts(api, "cp-trainer")["spec"]["template"]
+    assert template["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "cp"
+    assert reconciler.reconcile(jobs.NS, "cp") == "unchanged"  # the PodGroup as applied stays as it is
+
+
+def _body(exc: ApiException) -> str:
+    body: Any = exc.body
+    return body.decode() if isinstance(body, bytes) else str(body)
+
+
+@pytest.mark.skipif(not api_schema.CEL_AVAILABLE, reason="no CEL library (cel-python) installed")
+def test_the_api_server_refuses_bad_policies_at_admission(admin: kube.Kube) -> None:
+    for policy, said in (({"scheduler": "volcano", "minAvailable": 1}, "must cover every trainer"),
+                         ({"minAvailable": 2}, "needs a gang scheduler"),
+                         ({"scheduler": "coscheduling", "queue": "q"}, "names a Volcano queue")):
+        with pytest.raises(ApiException) as refused:
+            jobs.create_job(admin, schedulingPolicy=policy)
+        assert refused.value.status == 422 and said in _body(refused.value), refused.value.body
+    jobs.create_job(admin, schedulingPolicy={"scheduler": "volcano"})
+    with pytest.raises(ApiException) as refused:
+        jobs.change_spec(admin, "cp", {"schedulingPolicy": {"scheduler": "coscheduling"}})
+    assert refused.value.status == 422 and "cannot change once the job exists" in _body(refused.value)
+
+
+def test_a_scheduler_the_cluster_lacks_fails_the_job_with_the_reason(
+        api: kube.Kube, admin: kube.Kube, reconciler: handlers.Reconciler) -> None:
+    jobs.create_job(admin, schedulingPolicy={"scheduler": "volcano"})  # no Volcano CRD in this cluster
+    assert reconciler.reconcile(jobs.NS, "cp") == "invalid"
+    st = jobs.get_job(api)["status"]
+    assert (st["phase"], st["reason"]) == ("Failed", "InvalidSpec")
+    assert "serves no scheduling.volcano.sh/v1beta1 PodGroup" in st["message"]
+    assert reconciler.reconcile(jobs.NS, "cp") == "unchanged"  # said once, no write loop
