@@ -40,11 +40,9 @@ def _held(cluster: Cluster, pods: list[dict[str, Any]]) -> bool:
 def test_a_queued_gang_waits_behind_the_gate_then_runs_as_one_podgroup(cluster: Cluster) -> None:
     cluster.apply([yaml.safe_load(CRD.read_text())], "podgroup-crd")
     cluster.kubectl("wait", "--for", "condition=Established", "crd/podgroups.scheduling.x-k8s.io", "--timeout", "30s")
-    chart = Chart.render(values(stop={"targetReturn": 10_000.0, "maxEnvSteps": 10**12}))  # runs until deleted
-    (job,) = chart.job
-    job["metadata"]["labels"][resources.KUEUE_QUEUE] = QUEUE
-    job["spec"]["schedulingPolicy"] = {"scheduler": "coscheduling"}
-    cluster.install(chart)
+    # The chart's job, queued and gang-scheduled (job.queueName, job.schedulingPolicy); it runs until deleted.
+    cluster.install(Chart.render(values(stop={"targetReturn": 10_000.0, "maxEnvSteps": 10**12}, queueName=QUEUE,
+                                        schedulingPolicy={"scheduler": "coscheduling"})))
 
     # The gang's PodGroup: every trainer and player (2 + 2), owned by the job.
     group = cluster.wait(lambda: cluster.api.get("scheduling.x-k8s.io/v1alpha1", "PodGroup", NS, JOB), 120,
