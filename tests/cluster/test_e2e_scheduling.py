@@ -17,7 +17,7 @@ import yaml
 
 from a2c.controller import resources
 from tests.cluster.conftest import NS, Chart, Cluster
-from tests.cluster.test_e2e import JOB, phase, values
+from tests.cluster.journeys import JOB, phase, values
 
 CRD = Path(__file__).resolve().parents[1] / "support" / "crds" / "coscheduling-podgroup.yaml"
 QUEUE = "team-a"

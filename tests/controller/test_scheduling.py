@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils as kv
 import pytest
 import yaml
 from kubernetes.client import ApiException
@@ -18,10 +19,20 @@ from a2c.controller import handlers, kube, resources, status
 from a2c.controller import spec as jobspec
 from tests.cluster import api_schema
 from tests.controller import jobs
-from tests.controller.test_resources import VERSIONS, by_kind, job
 
 CRDS = pathlib.Path(__file__).resolve().parents[1] / "support" / "crds"
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+VERSIONS = ("1.28", kv.major_minor(kubernetes_validate.latest_version()))  # the oldest supported, the newest
+
+
+def job(name: str = "cp", namespace: str = "ml", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": jobspec.API_VERSION, "kind": jobspec.KIND,
+            "metadata": {"name": name, "namespace": namespace, "uid": "0c0ffee0-0000-4000-8000-000000000001"},
+            "spec": spec}
+
+
+def by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objs}
 
 
 def crd_schema(name: str) -> tuple[str, dict[str, Any]]:
@@ -177,7 +188,7 @@ def test_queued_and_gang_scheduled_children_are_valid_kubernetes_objects() -> No
         if obj["kind"] == "PodGroup":
             admitted(obj, "volcano-podgroup")
             continue
-        for version in (VERSIONS[0], VERSIONS[-1]):
+        for version in VERSIONS:
             kubernetes_validate.validate(obj, version, strict=True)
         for value in (obj["metadata"].get("labels") or {}).values():
             assert LABEL_VALUE.match(value) and len(value) <= 63, value
