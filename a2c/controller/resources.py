@@ -382,6 +382,7 @@ def render(job: dict[str, Any], stopped: bool = False, trainers: int | None = No
     """
     jobspec.validate_name(job["metadata"]["name"])
     spec = jobspec.with_defaults(job.get("spec")) if spec is None else copy.deepcopy(spec)
+    jobspec.check_scheduling(spec)  # (the controller checked it already; `a2c render` of a file has not)
     if trainers is not None:
         spec["trainers"]["replicas"] = trainers
     n = int(spec["trainers"]["replicas"])

@@ -219,6 +219,12 @@ def test_a_bad_scheduling_policy_is_invalid_spec_with_the_reason(case: str) -> N
         handlers.checked_spec(job(trainers={"replicas": 2}, schedulingPolicy=policy))
 
 
+def test_a_file_rendered_offline_is_checked_too() -> None:
+    """`a2c render` of a file (no controller, no admission) refuses what the controller would."""
+    with pytest.raises(ValueError, match="must cover every trainer"):
+        resources.render(job(trainers={"replicas": 2}, schedulingPolicy={"scheduler": "volcano", "minAvailable": 1}))
+
+
 def test_good_scheduling_policies_pass() -> None:
     for policy in ({}, {"scheduler": "coscheduling", "minAvailable": 2}, {"scheduler": "volcano", "minAvailable": 4,
                                                                           "queue": "q"}):
