@@ -309,3 +309,28 @@ def test_a_scheduler_the_cluster_lacks_fails_the_job_with_the_reason(
     assert (st["phase"], st["reason"]) == ("Failed", "InvalidSpec")
     assert "serves no scheduling.volcano.sh/v1beta1 PodGroup" in st["message"]
     assert reconciler.reconcile(jobs.NS, "cp") == "unchanged"  # said once, no write loop
+
+
+def test_what_kueues_statefulset_webhook_writes_is_not_set_back(
+        api: kube.Kube, admin: kube.Kube, reconciler: handlers.Reconciler, apiserver: Any) -> None:
+    """Kueue's webhook writes the same group labels and annotations as the controller renders, and a few more;
+    the controller's drift repair (it sets back hand edits of what it renders) leaves them all alone."""
+    body = {"apiVersion": jobs.API, "kind": jobs.KIND,
+            "metadata": {"name": "cp", "namespace": jobs.NS, "labels": {resources.KUEUE_QUEUE: "team-a"}},
+            "spec": {"trainers": {"replicas": 2}}}
+    admin.request("POST", kube.path(jobs.API, jobs.KIND, jobs.NS), body=body)
+    reconciler.reconcile(jobs.NS, "cp")
+    for component in ("trainer", "player"):
+        name = f"cp-{component}"
+        webhook = {"kueue.x-k8s.io/pod-suspending-parent": "statefulset", "kueue.x-k8s.io/pod-group-fast-admission":
+                   "true", "kueue.x-k8s.io/pod-group-pod-index-label": "apps.kubernetes.io/pod-index",
+                   resources.KUEUE_TOTAL: "2", resources.KUEUE_SERVING: "true"}
+        admin.request("PATCH", kube.path("apps/v1", "StatefulSet", jobs.NS, name),
+                      content_type="application/merge-patch+json",
+                      body={"spec": {"template": {"metadata": {"annotations": webhook, "labels": {
+                          resources.KUEUE_QUEUE: "team-a",
+                          resources.KUEUE_GROUP: resources.kueue_group_name(name)}}}}})
+    writes = jobs.writes(apiserver)
+    assert reconciler.reconcile(jobs.NS, "cp") == "unchanged" and jobs.writes(apiserver) == writes
+    notes = jobs.sts(api, "cp-trainer")["spec"]["template"]["metadata"]["annotations"]
+    assert notes["kueue.x-k8s.io/pod-suspending-parent"] == "statefulset"
