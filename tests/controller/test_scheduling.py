@@ -269,17 +269,26 @@ def test_the_controller_sees_which_pods_are_gated() -> None:
 # --- against the stand-in API server, as the chart's ServiceAccount under the chart's Role ------------------
 
 
+@pytest.mark.parametrize(("scheduler", "crd", "stored"), [
+    ("coscheduling", "coscheduling-podgroup", {"minMember": 4}),  # 2 trainers, 1 player each
+    ("volcano", "volcano-podgroup", {"minMember": 4, "minTaskMember": {"trainer": 2, "player": 2},
+                                     "queue": "default"}),  # the CRD's default queue, filled in by the server
+])
 def test_the_controller_creates_the_podgroup_the_crd_admits_under_the_charts_role(
-        apiserver: Any, api: kube.Kube, admin: kube.Kube, reconciler: handlers.Reconciler) -> None:
-    apiserver.create(yaml.safe_load((CRDS / "coscheduling-podgroup.yaml").read_text()))
-    jobs.create_job(admin, schedulingPolicy={"scheduler": "coscheduling"})
+        apiserver: Any, api: kube.Kube, admin: kube.Kube, reconciler: handlers.Reconciler, scheduler: str, crd: str,
+        stored: dict[str, Any]) -> None:
+    api_version, _ = crd_schema(crd)
+    apiserver.create(yaml.safe_load((CRDS / f"{crd}.yaml").read_text()))
+    jobs.create_job(admin, schedulingPolicy={"scheduler": scheduler})
     reconciler.reconcile(jobs.NS, "cp")
-    group = api.get("scheduling.x-k8s.io/v1alpha1", "PodGroup", jobs.NS, "cp")
-    assert group["spec"] == {"minMember": 4}  # 2 trainers, 1 player each
+    group = api.get(api_version, "PodGroup", jobs.NS, "cp")
+    assert group["spec"] == stored
     assert group["metadata"]["ownerReferences"][0]["uid"] == jobs.get_job(api)["metadata"]["uid"]
     template = jobs.sts(api, "cp-trainer")["spec"]["template"]
-    assert template["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "cp"
-    assert reconciler.reconcile(jobs.NS, "cp") == "unchanged"  # the PodGroup as applied stays as it is
+    assert template["spec"]["schedulerName"] == resources.SCHEDULER_NAMES[scheduler]
+    assert {**template["metadata"]["labels"], **template["metadata"]["annotations"]}[
+        resources.COSCHEDULING_LABEL if scheduler == "coscheduling" else resources.VOLCANO_ANNOTATION] == "cp"
+    assert reconciler.reconcile(jobs.NS, "cp") == "unchanged"  # the PodGroup as applied (and defaulted) stays
 
 
 def _body(exc: ApiException) -> str:
