@@ -284,7 +284,18 @@ def _active_seconds(status: dict[str, Any], now: str) -> float:
     suspended starts when resumed). activeDeadlineSeconds is measured against this."""
     if not status.get("startTime"):
         return 0.0
-    return seconds_between(str(status["startTime"]), now) - float(status.get("suspendedSeconds") or 0)
+    queued = seconds_between(str(status["queuedSince"]), now) if status.get("queuedSince") else 0.0
+    return seconds_between(str(status["startTime"]), now) - float(status.get("suspendedSeconds") or 0) - queued
+
+
+def _admitted(status: dict[str, Any], now: str) -> None:
+    """The trainers are no longer held by scheduling gates: the time queued counts as suspended (as Kueue's
+    suspend of a Job does), and the start-up deadline starts now."""
+    since = status.pop("queuedSince", None)
+    if since:
+        status["suspendedSeconds"] = int(status.get("suspendedSeconds") or 0) + max(
+            0, round(seconds_between(str(since), now)))
+        status["groupStartTime"] = now
 
 
 def _suspend(d: Decision, want: int, players: int, template: str, now: str) -> None:
@@ -296,6 +307,7 @@ def _suspend(d: Decision, want: int, players: int, template: str, now: str) -> N
     d.trainers = int(old.get("trainerReplicas") or want)
     if old.get("phase") == SUSPENDED:
         return
+    _admitted(status, now)  # suspended while queued: the time queued so far counts once, as suspended
     if "trainerReplicas" not in old:  # created suspended: its children exist, at zero; nothing has started
         status.update(trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerTemplate=template)
         message = "created suspended: nothing runs until spec.suspend is false"
@@ -370,12 +382,12 @@ def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str
     if not old.get("groupFormed", True):
         ready = _ready(pods, d.trainers)
         gated = [p.name for p in pods if p.gated and not p.deleting]
-        if gated:  # queued (Kueue admits the pods by removing its gate): the start-up deadline runs from admission
+        if gated:  # queued (Kueue admits the pods by removing its gate): no deadline runs until admission
+            status.setdefault("queuedSince", now)
             status.update(trainerPods=live, reason="Queued",
                           message=f"waiting for admission: {len(gated)} trainer pods held by scheduling gates")
             return
-        if old.get("reason") == "Queued":  # just admitted
-            status["groupStartTime"] = now
+        _admitted(status, now)
         if ready >= d.trainers:  # the group has formed: training runs (a short job may end before a poll)
             status.update(groupFormed=True, trainerPods=live, phase=RUNNING, reason="GroupFormed",
                           message=f"all {d.trainers} trainers ready")

@@ -259,6 +259,28 @@ def test_a_queued_job_waits_without_a_deadline_and_its_startup_clock_starts_at_a
     assert (late.status["phase"], late.status["reason"]) == (status.FAILED, "StartupTimeout")
 
 
+def test_time_queued_does_not_count_towards_the_active_deadline() -> None:
+    """As a Kueue-suspended Job's: queued from 00:00 to 03:00, then 50 s active of a 60 s activeDeadlineSeconds."""
+    spec: dict[str, Any] = {"trainers": {"replicas": 2}, "runPolicy": {"activeDeadlineSeconds": 60}}
+
+    def at(old: dict[str, Any], pods: list[status.JobPod], now: str) -> dict[str, Any]:
+        queued_ = job(**spec)
+        queued_["status"] = old
+        return status.decide(queued_, pods, None, now, "h1").status
+
+    held = [_trainer(0, gated=True), _trainer(1, gated=True)]
+    st = at(at({}, [], "2026-01-01T00:00:00Z"), held, "2026-01-01T00:00:05Z")
+    assert st["reason"] == "Queued" and st["queuedSince"] == "2026-01-01T00:00:05Z"
+    st = at(st, held, "2026-01-01T03:00:00Z")
+    assert (st["phase"], st["reason"], st["queuedSince"]) == (status.PENDING, "Queued", "2026-01-01T00:00:05Z")
+    st = at(st, [_trainer(0, ready=True), _trainer(1, ready=True)], "2026-01-01T03:00:05Z")  # admitted, formed
+    assert st["phase"] == status.RUNNING and "queuedSince" not in st and st["suspendedSeconds"] == 3 * 3600
+    assert at(st, [_trainer(0, ready=True), _trainer(1, ready=True)], "2026-01-01T03:00:50Z")["phase"] == \
+        status.RUNNING  # 50 s active
+    failed = at(st, [_trainer(0, ready=True), _trainer(1, ready=True)], "2026-01-01T03:01:05Z")
+    assert (failed["phase"], failed["reason"]) == (status.FAILED, "DeadlineExceeded")  # 65 s active
+
+
 def test_the_controller_sees_which_pods_are_gated() -> None:
     def raw(name: str, gates: list[dict[str, str]]) -> dict[str, Any]:
         return {"metadata": {"name": name, "uid": name}, "spec": {"schedulingGates": gates}, "status": {}}
