@@ -87,6 +87,7 @@ def checked_spec(job: dict[str, Any]) -> dict[str, Any]:
         jobspec.trainer_config(meta["name"], meta["namespace"], spec)
         jobspec.player_config(meta["name"], meta["namespace"], spec)
         jobspec.run_policy(spec)
+        jobspec.check_scheduling(spec)
     except InvalidSpecError:
         raise
     except ValueError as exc:  # spec.py's word for a value the user gave that cannot run
@@ -120,6 +121,7 @@ def job_pods(items: list[dict[str, Any]]) -> list[status.JobPod]:
             ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []),
             exit_code=int(ended["exitCode"]) if "exitCode" in ended else None,
             message=str(ended.get("message") or ""), reason=str(ended.get("reason") or ""),
+            gated=bool((pod.get("spec") or {}).get("schedulingGates")),
         ))
     return sorted(pods, key=lambda p: p.ordinal)
 
@@ -188,7 +190,17 @@ class Reconciler:
                                  player_pods=players, spec=spec)
 
         children = resources.render(job, decision.stopped, decision.trainers, spec=spec)
-        changed = [self.kube.apply(obj) for obj in children]
+        changed = []
+        for obj in children:
+            try:
+                changed.append(self.kube.apply(obj))
+            except kube.NotFoundError:
+                if obj["kind"] != "PodGroup":
+                    raise
+                # The cluster does not serve the gang scheduler's kind: the user's choice cannot run here.
+                return self._invalid(job, f"spec.schedulingPolicy.scheduler is {spec['schedulingPolicy']['scheduler']}"
+                                          f", but this cluster serves no {obj['apiVersion']} PodGroup: install that "
+                                          "scheduler, or create the job again with another", now)
         if "replacing" in changed:
             # An earlier job's namesake child is still going: write nothing yet, the loop comes back soon.
             return "waiting"

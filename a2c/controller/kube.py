@@ -35,6 +35,8 @@ PLURALS = {
     ("v1", "ConfigMap"): "configmaps", ("v1", "Service"): "services", ("v1", "Pod"): "pods",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims", ("v1", "Event"): "events",
     ("apps/v1", "StatefulSet"): "statefulsets", (jobspec.API_VERSION, jobspec.KIND): jobspec.PLURAL,
+    ("scheduling.x-k8s.io/v1alpha1", "PodGroup"): "podgroups",  # the scheduler-plugins' coscheduling
+    ("scheduling.volcano.sh/v1beta1", "PodGroup"): "podgroups",
 }
 
 

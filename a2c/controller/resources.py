@@ -11,6 +11,13 @@ controller hands in the spec it filled once for its pass), builds the role confi
                                     (PVC checkpoints-<job>-trainer-<i>, retained: it outlives the job)
     StatefulSet <job>-player        Parallel; A2C_PLAYER_INDEX from the pod-index label (no Service: nothing
                                     dials a player, so its governing service name is only nominal)
+    PodGroup    <job>               with spec.schedulingPolicy.scheduler coscheduling (scheduling.x-k8s.io) or
+                                    volcano (scheduling.volcano.sh): the gang, minMember = `spec.gang_size`
+
+Queues and gangs (`scheduling`): a job labelled `kueue.x-k8s.io/queue-name` carries the label to both
+StatefulSets, whose pods are created behind Kueue's scheduling gate as one Kueue pod group per StatefulSet (the
+trainers are admitted all at once); a gang scheduler gets its schedulerName, its group label or annotation on
+every pod, and the PodGroup. `priorityClassName` goes on every pod.
 
 No I/O here: tests check these objects against Kubernetes' published schemas and parse the rendered
 commands and environment with the real `a2c` CLI.
@@ -35,6 +42,20 @@ TLS_ENV = {"A2C_TLS_CERT", "A2C_TLS_KEY", "A2C_TLS_CA"}
 POD_ENV |= TLS_ENV
 # Players can be rescaled without touching the trainers: this one change must not roll the trainer pods.
 TRAINER_HASH_EXCLUDES = {"A2C_PLAYERS_PER_TRAINER"}
+# Kueue (kueue.x-k8s.io): what its StatefulSet integration's webhook writes into a queued StatefulSet's pod
+# template (pkg/controller/jobs/statefulset/statefulset_webhook.go), written here too, with the same values, so
+# that the webhook and the controller's drift repair agree and the gate holds where no webhook runs.
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
+KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_SERVING = "kueue.x-k8s.io/pod-group-serving"
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+# Gang schedulers: the PodGroup's apiVersion, how a pod names its group (label or annotation), the usual
+# schedulerName (the scheduler-plugins chart's second scheduler; Volcano's).
+COSCHEDULING_API, COSCHEDULING_LABEL = "scheduling.x-k8s.io/v1alpha1", "scheduling.x-k8s.io/pod-group"
+VOLCANO_API, VOLCANO_ANNOTATION = "scheduling.volcano.sh/v1beta1", "scheduling.k8s.io/group-name"
+VOLCANO_TASK = "volcano.sh/task-spec"  # the pod's task, for the PodGroup's minTaskMember (as Kubeflow sets it)
+SCHEDULER_NAMES = {"coscheduling": "scheduler-plugins-scheduler", "volcano": "volcano"}
 CHECKPOINTS = "checkpoints"  # the trainers' checkpoint volume (and volumeClaimTemplate) name
 GRACE_AFTER_ROUND_S = 60  # SIGTERM -> the group agrees to stop after this round, writes its checkpoint, exits
 
@@ -149,21 +170,95 @@ def trainer_service(job: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": svc_spec}
 
 
+def queue_name(job: dict[str, Any]) -> str:
+    """The Kueue LocalQueue the job is submitted to: its `kueue.x-k8s.io/queue-name` label ("" = none)."""
+    return str((job["metadata"].get("labels") or {}).get(KUEUE_QUEUE) or "")
+
+
+def kueue_group_name(statefulset: str) -> str:
+    """The Kueue workload (and pod group) name of a StatefulSet, as Kueue derives it from its owner
+    (jobframework.GetWorkloadNameForOwnerWithGVK, no uid: "statefulset-<name>-<sha1 of kind, group, name>[:5]"),
+    with the prefix cut to keep it a label value (63 characters), as Kueue's ShortWorkloadNames does."""
+    digest = hashlib.sha1(f"StatefulSet\napps\n{statefulset}\n".encode()).hexdigest()[:5]  # noqa: S324 (Kueue's)
+    return f"statefulset-{statefulset}"[:57] + f"-{digest}"
+
+
+def group_name(job: dict[str, Any]) -> str:
+    """The gang scheduler's PodGroup: named after the job."""
+    return str(job["metadata"]["name"])
+
+
+def scheduling(job: dict[str, Any], spec: dict[str, Any], component: str, replicas: int
+               ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
+    """(labels, annotations, pod spec fields) that put a `component` pod in its queue and its gang."""
+    labels_: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    pod: dict[str, Any] = {}
+    queue = queue_name(job)
+    if queue:
+        labels_[KUEUE_QUEUE] = queue
+        labels_[KUEUE_GROUP] = kueue_group_name(f"{job['metadata']['name']}-{component}")
+        notes[KUEUE_TOTAL] = str(replicas)
+        notes[KUEUE_SERVING] = "true"  # long-running: the StatefulSet replaces pods that go
+        pod["schedulingGates"] = [{"name": KUEUE_GATE}]
+    policy = spec["schedulingPolicy"]
+    scheduler = policy["scheduler"]
+    if scheduler != "none":
+        pod["schedulerName"] = policy["schedulerName"] or SCHEDULER_NAMES[scheduler]
+        if scheduler == "coscheduling":
+            labels_[COSCHEDULING_LABEL] = group_name(job)
+        else:
+            notes[VOLCANO_ANNOTATION] = group_name(job)
+            notes[VOLCANO_TASK] = component
+    elif policy["schedulerName"]:
+        pod["schedulerName"] = policy["schedulerName"]
+    if policy["priorityClass"]:
+        pod["priorityClassName"] = policy["priorityClass"]
+    return labels_, notes, pod
+
+
+def pod_group(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The gang scheduler's PodGroup (None without one): minMember `spec.gang_size` (every trainer, and every
+    player unless minAvailable says fewer); Volcano also gets the trainers as a task minimum, so the gang it
+    places always holds all of them, its queue and the job's priority."""
+    policy = spec["schedulingPolicy"]
+    scheduler = policy["scheduler"]
+    if scheduler == "none":
+        return None
+    size = jobspec.gang_size(spec)
+    meta = _meta(job, group_name(job), None)
+    if scheduler == "coscheduling":
+        return {"apiVersion": COSCHEDULING_API, "kind": "PodGroup", "metadata": meta, "spec": {"minMember": size}}
+    trainers = int(spec["trainers"]["replicas"])
+    tasks = {"trainer": trainers, **({"player": size - trainers} if size > trainers else {})}
+    pg_spec: dict[str, Any] = {"minMember": size, "minTaskMember": tasks}
+    if policy["queue"]:
+        pg_spec["queue"] = policy["queue"]
+    if policy["priorityClass"]:
+        pg_spec["priorityClassName"] = policy["priorityClass"]
+    return {"apiVersion": VOLCANO_API, "kind": "PodGroup", "metadata": meta, "spec": pg_spec}
+
+
 def _statefulset(
-    job: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str, strategy: str
+    job: dict[str, Any], spec: dict[str, Any], component: str, replicas: int, pod: dict[str, Any], digest: str,
+    strategy: str,
 ) -> dict[str, Any]:
     name = job["metadata"]["name"]
+    extra_labels, notes, pod_fields = scheduling(job, spec, component, replicas)
     template = {
-        "metadata": {"labels": labels(name, component), "annotations": {"a2c.dev/config-hash": digest}},
-        "spec": pod,
+        "metadata": {"labels": {**labels(name, component), **extra_labels},
+                     "annotations": {"a2c.dev/config-hash": digest, **notes}},
+        "spec": {**pod, **pod_fields},
     }
     sts_spec = {
         "serviceName": f"{name}-{component}", "replicas": replicas, "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": selector(name, component)}, "template": template,
         "updateStrategy": {"type": strategy},
     }
-    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": _meta(job, f"{name}-{component}", component),
-            "spec": sts_spec}
+    meta = _meta(job, f"{name}-{component}", component)
+    if queue_name(job):  # what Kueue's StatefulSet integration looks for
+        meta["labels"][KUEUE_QUEUE] = queue_name(job)
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": sts_spec}
 
 
 def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -214,7 +309,7 @@ def trainer_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int
     trainer_env = {k: v for k, v in env_vars(cfg).items() if k not in TRAINER_HASH_EXCLUDES}
     # OnDelete: the StatefulSet never rolls trainers one by one (a half-updated DDP group cannot train);
     # the controller restarts the whole gang when the template changes (see trainer_template_hash).
-    sts = _statefulset(job, "trainer", replicas, pod, _digest(trainer_env), "OnDelete")
+    sts = _statefulset(job, spec, "trainer", replicas, pod, _digest(trainer_env), "OnDelete")
     if persistent:
         sts["spec"]["volumeClaimTemplates"] = [checkpoint_claim(job, spec)]
         sts["spec"]["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Retain", "whenScaled": "Retain"}
@@ -239,7 +334,7 @@ def player_statefulset(job: dict[str, Any], spec: dict[str, Any], replicas: int)
         "securityContext": pod_sec, "containers": [container], "terminationGracePeriodSeconds": 10,
         "volumes": [{"name": "tmp", "emptyDir": {}}, *_tls_volumes(spec)], **_placement(spec["players"]),
     }
-    return _statefulset(job, "player", replicas, pod, _digest(env_vars(cfg)), "RollingUpdate")
+    return _statefulset(job, spec, "player", replicas, pod, _digest(env_vars(cfg)), "RollingUpdate")
 
 
 def trainer_template_hash(job: dict[str, Any], spec: dict[str, Any] | None = None) -> str:
@@ -287,11 +382,15 @@ def render(job: dict[str, Any], stopped: bool = False, trainers: int | None = No
     """
     jobspec.validate_name(job["metadata"]["name"])
     spec = jobspec.with_defaults(job.get("spec")) if spec is None else copy.deepcopy(spec)
+    jobspec.check_scheduling(spec)  # (the controller checked it already; `a2c render` of a file has not)
     if trainers is not None:
         spec["trainers"]["replicas"] = trainers
     n = int(spec["trainers"]["replicas"])
     players = n * int(spec["players"]["replicasPerTrainer"])
     out = [configmap(job, spec), trainer_service(job)]
+    group = pod_group(job, spec)  # before the pods that name it
+    if group is not None:
+        out.append(group)
     out.append(trainer_statefulset(job, spec, 0 if stopped else n))
     out.append(player_statefulset(job, spec, 0 if stopped else players))
     return out

@@ -109,6 +109,8 @@ def defaults() -> dict[str, Any]:
         "checkpoint": {"persistent": False, "size": "1Gi", "accessMode": "ReadWriteOnce"},
         "evaluation": {},
         "tls": {"secretName": "", "mutual": False},
+        # minAvailable has no default: absent, the gang is every trainer and every player (`gang_size`).
+        "schedulingPolicy": {"scheduler": "none", "schedulerName": "", "queue": "", "priorityClass": ""},
     }
     for path, (f, kind) in JOB_FIELDS.items():
         _put(out, path, to_spec(f, kind, f.default))
@@ -180,6 +182,42 @@ def validate_name(name: str) -> None:
     """Children are named `<job>-trainer` etc.: the job name must leave room for that."""
     if not _NAME.match(name) or len(name) > MAX_NAME:
         raise ValueError(f"job name {name!r} must be a DNS-1035 label of at most {MAX_NAME} characters")
+
+
+SCHEDULERS = ("none", "coscheduling", "volcano")
+
+
+def gang_size(spec: dict[str, Any]) -> int:
+    """minMember of the job's PodGroup: `spec.schedulingPolicy.minAvailable`, else every trainer and every player
+    (the whole job, all or nothing, as Kubeflow's runPolicy.schedulingPolicy has it)."""
+    trainers = int(spec["trainers"]["replicas"])
+    players = trainers * int(spec["players"]["replicasPerTrainer"])
+    given = (spec.get("schedulingPolicy") or {}).get("minAvailable")
+    return trainers + players if given is None else int(given)
+
+
+def check_scheduling(spec: dict[str, Any]) -> None:
+    """ValueError saying what is wrong with `spec.schedulingPolicy` (the CRD refuses the same at admission; this
+    holds for a job admitted under an older CRD, or rendered from a file)."""
+    policy = spec["schedulingPolicy"]
+    scheduler = policy["scheduler"]
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"spec.schedulingPolicy.scheduler is {scheduler!r}: one of {', '.join(SCHEDULERS)}")
+    given = policy.get("minAvailable")
+    if given is not None:
+        if scheduler == "none":
+            raise ValueError("spec.schedulingPolicy.minAvailable needs a gang scheduler (scheduler: coscheduling "
+                             "or volcano)")
+        if isinstance(given, bool) or not isinstance(given, int):
+            raise ValueError(f"spec.schedulingPolicy.minAvailable must be an integer, not {given!r}")
+        trainers = int(spec["trainers"]["replicas"])
+        total = trainers * (1 + int(spec["players"]["replicasPerTrainer"]))
+        if not trainers <= given <= total:
+            raise ValueError(f"spec.schedulingPolicy.minAvailable is {given}: it must cover every trainer "
+                             f"({trainers}) and cannot exceed the job's pods ({total}: trainers and players)")
+    if policy["queue"] and scheduler != "volcano":
+        raise ValueError("spec.schedulingPolicy.queue names a Volcano queue: it needs scheduler: volcano "
+                         "(for Kueue, label the A2CJob kueue.x-k8s.io/queue-name)")
 
 
 def trainer_address(name: str, namespace: str) -> str:

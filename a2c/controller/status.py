@@ -46,6 +46,7 @@ class JobPod:
     exit_code: int | None = None  # of the container's last termination (state or lastState), if any
     message: str = ""  # that termination's message (terminationMessagePath or the log tail)
     reason: str = ""  # that termination's reason as the kubelet gives it: OOMKilled, Error, Completed
+    gated: bool = False  # held by scheduling gates (Kueue's, until it admits the job): not scheduled yet
 
     def ended(self) -> str:
         """How its container last ended, for a message: `OOMKilled, exit 137`."""
@@ -283,7 +284,18 @@ def _active_seconds(status: dict[str, Any], now: str) -> float:
     suspended starts when resumed). activeDeadlineSeconds is measured against this."""
     if not status.get("startTime"):
         return 0.0
-    return seconds_between(str(status["startTime"]), now) - float(status.get("suspendedSeconds") or 0)
+    queued = seconds_between(str(status["queuedSince"]), now) if status.get("queuedSince") else 0.0
+    return seconds_between(str(status["startTime"]), now) - float(status.get("suspendedSeconds") or 0) - queued
+
+
+def _admitted(status: dict[str, Any], now: str) -> None:
+    """The trainers are no longer held by scheduling gates: the time queued counts as suspended (as Kueue's
+    suspend of a Job does), and the start-up deadline starts now."""
+    since = status.pop("queuedSince", None)
+    if since:
+        status["suspendedSeconds"] = int(status.get("suspendedSeconds") or 0) + max(
+            0, round(seconds_between(str(since), now)))
+        status["groupStartTime"] = now
 
 
 def _suspend(d: Decision, want: int, players: int, template: str, now: str) -> None:
@@ -295,6 +307,7 @@ def _suspend(d: Decision, want: int, players: int, template: str, now: str) -> N
     d.trainers = int(old.get("trainerReplicas") or want)
     if old.get("phase") == SUSPENDED:
         return
+    _admitted(status, now)  # suspended while queued: the time queued so far counts once, as suspended
     if "trainerReplicas" not in old:  # created suspended: its children exist, at zero; nothing has started
         status.update(trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerTemplate=template)
         message = "created suspended: nothing runs until spec.suspend is false"
@@ -368,12 +381,19 @@ def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str
         return
     if not old.get("groupFormed", True):
         ready = _ready(pods, d.trainers)
+        gated = [p.name for p in pods if p.gated and not p.deleting]
+        if gated:  # queued (Kueue admits the pods by removing its gate): no deadline runs until admission
+            status.setdefault("queuedSince", now)
+            status.update(trainerPods=live, reason="Queued",
+                          message=f"waiting for admission: {len(gated)} trainer pods held by scheduling gates")
+            return
+        _admitted(status, now)
         if ready >= d.trainers:  # the group has formed: training runs (a short job may end before a poll)
             status.update(groupFormed=True, trainerPods=live, phase=RUNNING, reason="GroupFormed",
                           message=f"all {d.trainers} trainers ready")
             d.events.append(("Normal", "Running", status["message"]))
             return
-        waited = seconds_between(str(old.get("groupStartTime") or now), now)
+        waited = seconds_between(str(status.get("groupStartTime") or now), now)
         limit = float(spec["trainers"]["startupTimeoutSeconds"])
         if waited > limit:
             status.update(phase=FAILED, reason="StartupTimeout", completionTime=now, trainerPods={},

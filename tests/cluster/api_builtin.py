@@ -299,6 +299,8 @@ def validate(plural: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Er
     old_spec = (old or {}).get("spec") or {}
     if plural == "pods":
         errors += _pod_spec(spec, "spec", template=False)
+        if isinstance(spec, dict) and spec.get("nodeName") and spec.get("schedulingGates"):
+            errors.append(("spec.nodeName", "Forbidden: cannot be set until all schedulingGates have been removed"))
         if old is not None and isinstance(spec, dict):
             errors += _pod_update(spec, old_spec)
     elif plural in ("statefulsets", "deployments"):
@@ -344,8 +346,17 @@ def validate(plural: str, obj: dict[str, Any], old: dict[str, Any] | None) -> Er
 
 
 def _pod_update(spec: dict[str, Any], old_spec: dict[str, Any]) -> Errors:
+    """What a pod update may change: images, activeDeadlineSeconds, tolerations, nodeName once (binding), and
+    scheduling gates, which may only go (Kueue removes its gate on admission; none may be added)."""
+    old_gates = [g.get("name") for g in old_spec.get("schedulingGates") or []]
+    for gate in spec.get("schedulingGates") or []:
+        if gate.get("name") not in old_gates:
+            return [("spec.schedulingGates", f"Forbidden: only deletion is allowed, but found new scheduling gate "
+                                             f"'{gate.get('name')}'")]
+
     def mutable_stripped(s: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in s.items() if k not in ("activeDeadlineSeconds", "tolerations", "nodeName")}
+        out = {k: v for k, v in s.items()
+               if k not in ("activeDeadlineSeconds", "tolerations", "nodeName", "schedulingGates")}
         for group in ("containers", "initContainers"):
             if group in out:
                 out[group] = [{k: v for k, v in c.items() if k != "image"} for c in out[group]]

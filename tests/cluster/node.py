@@ -343,6 +343,9 @@ class Node:
         for pod in self.informers["pods"].list():
             if not self._mine(pod):
                 continue
+            if pod["spec"].get("schedulingGates") and not pod["spec"].get("nodeName"):
+                self._gated(pod)  # not for scheduling yet: no node, no containers (until the gates are removed)
+                continue
             if not pod["spec"].get("nodeName") and not pod["metadata"].get("deletionTimestamp") \
                     and pod["metadata"].get("uid") not in self._unbindable:
                 pod = self._bind(pod)
@@ -363,6 +366,21 @@ class Node:
             for uid, rt in list(self.pods.items()):
                 if uid not in listed and not rt.stopping.is_set():
                     self._terminate(rt, confirm=False)
+
+    def _gated(self, pod: Obj) -> None:
+        """The scheduler's word on a pod with scheduling gates: Pending, PodScheduled False, SchedulingGated
+        (what `kubectl get pod` shows as SchedulingGated). Written once per pod."""
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        if pod["metadata"].get("deletionTimestamp") or any(
+                c.get("type") == "PodScheduled" and c.get("reason") == "SchedulingGated" for c in conditions):
+            return
+        status = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated", "lastProbeTime": None,
+             "lastTransitionTime": node_pod.now(),
+             "message": "Scheduling is blocked due to non-empty scheduling gates"}]}
+        url = node_api.path("v1", "pods", *node_api.key(pod)) + "/status"
+        with contextlib.suppress(node_api.NotFound):  # deleted meanwhile
+            self.informers["pods"].put(self.api.merge_patch(url, {"status": status}))
 
     def _bind(self, pod: Obj) -> Obj:
         """The scheduler's part: this is the only node, so every unbound pod goes here.

@@ -14,9 +14,11 @@ environment; `$$` escapes; an unknown reference stays as written.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,10 +36,23 @@ class ConfigError(Exception):
     """A ConfigMap, Secret or key the container needs is missing (CreateContainerConfigError)."""
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@functools.cache
+def _checkout_path() -> dict[str, str]:
+    """PYTHONPATH=<this checkout> where the venv's `a2c` is another checkout's (a git worktree sharing the main
+    tree's venv, whose editable install points at the main tree): the "image" runs the code under test."""
+    found = subprocess.run([sys.executable, "-c", "import a2c; print(a2c.__file__)"], cwd="/", capture_output=True,
+                           text=True, check=False).stdout.strip()
+    return {} if os.path.realpath(found).startswith(os.path.realpath(REPO) + "/") else {"PYTHONPATH": REPO}
+
+
 def image_env() -> dict[str, str]:
     venv_bin = os.path.dirname(sys.executable)
     return {"PATH": f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib"}
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib",
+            **_checkout_path()}
 
 
 def expand(text: str, env: dict[str, str]) -> str:

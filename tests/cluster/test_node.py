@@ -272,6 +272,43 @@ def test_missing_configmap_waits_then_starts(cluster: Cluster) -> None:
     assert n.logs(NS, "waiter") == "here\n"
 
 
+def test_scheduling_gates_hold_a_pod_until_they_are_removed(cluster: Cluster) -> None:
+    """A gated pod (Kueue's admission gate) is neither bound nor started: Pending, PodScheduled False with reason
+    SchedulingGated. Removing the gates (what Kueue does on admission) starts it; a gate cannot be added back,
+    nor a gated pod be given a node."""
+    api, n, admin = cluster
+    gate = [{"name": "kueue.x-k8s.io/admission"}]
+    sts = statefulset("held", 2, container("import time; time.sleep(60)"))
+    sts["spec"]["template"]["spec"]["schedulingGates"] = gate
+    api.create(sts)
+
+    def scheduled(name: str) -> Obj:
+        return next((c for c in status(api, name).get("conditions") or [] if c["type"] == "PodScheduled"), {})
+
+    n.wait(lambda: all(scheduled(f"held-{i}").get("reason") == "SchedulingGated" for i in range(2)),
+           what="both pods SchedulingGated")
+    for i in range(2):
+        held = get(api, "v1", "Pod", f"held-{i}")
+        assert held["spec"]["schedulingGates"] == gate and not held["spec"].get("nodeName")
+        assert held["status"]["phase"] == "Pending" and scheduled(f"held-{i}")["status"] == "False"
+        assert n.runtime(NS, f"held-{i}") is None  # no sandbox, no process
+    url = node_api.path("v1", "pods", NS, "held-0")
+    with pytest.raises(node_api.client.ApiException) as refused:
+        admin.client.merge_patch(url, {"spec": {"schedulingGates": [*gate, {"name": "another"}]}})
+    assert refused.value.status == 422 and b"only deletion is allowed" in refused.value.body
+    with pytest.raises(node_api.client.ApiException) as refused:
+        admin.client.merge_patch(url, {"spec": {"nodeName": "local"}})
+    assert refused.value.status == 422 and b"schedulingGates" in refused.value.body
+
+    admin.client.merge_patch(url, {"spec": {"schedulingGates": None}})  # admitted: the gate goes
+    n.wait(lambda: condition(api, "held-0", "Ready") == "True", what="held-0 running once ungated")
+    assert get(api, "v1", "Pod", "held-0")["spec"]["nodeName"] == "local" and scheduled("held-0")["status"] == "True"
+    assert scheduled("held-1").get("reason") == "SchedulingGated" and n.runtime(NS, "held-1") is None
+    admin.delete("pods", "held-1")  # an unbound pod goes at once; its replacement is gated again
+    n.wait(lambda: scheduled("held-1").get("reason") == "SchedulingGated"
+           and get(api, "v1", "Pod", "held-1")["metadata"].get("deletionTimestamp") is None, what="held-1 again")
+
+
 def test_restart_backoff_exit_code_and_termination_message(cluster: Cluster) -> None:
     api, n, admin = cluster
     crash = container("""

@@ -101,6 +101,11 @@ BAD = {
     "negative backoff limit": ("runPolicy", "backoffLimit", -1),
     "backoff limit above 100": ("runPolicy", "backoffLimit", 101),
     "suspend as text": ("runPolicy", "suspend", "yes"),
+    "unknown scheduler": ("schedulingPolicy", "scheduler", "kube-batch"),
+    "zero minAvailable": ("schedulingPolicy", "minAvailable", 0),
+    "minAvailable as text": ("schedulingPolicy", "minAvailable", "all"),
+    "priority class not a DNS name": ("schedulingPolicy", "priorityClass", "High_Priority"),
+    "scheduler name not a DNS name": ("schedulingPolicy", "schedulerName", "My Scheduler"),
 }
 
 
@@ -178,6 +183,20 @@ MUTUAL = (".spec.tls", "!self.mutual || self.secretName != ''")
 CLASS_SET = (".spec.checkpoint", "has(self.storageClassName) == has(oldSelf.storageClassName)")
 SUSPEND_AGREES = (".spec", "!has(self.suspend) || !has(self.runPolicy) || !has(self.runPolicy.suspend) "
                            "|| self.suspend == self.runPolicy.suspend")
+GANG = (".spec", "!has(self.schedulingPolicy) || !has(self.schedulingPolicy.minAvailable) || "
+                 "(self.schedulingPolicy.minAvailable >= self.trainers.replicas && self.schedulingPolicy.minAvailable "
+                 "<= self.trainers.replicas * (1 + self.players.replicasPerTrainer))")
+GANG_NEEDS_SCHEDULER = (".spec.schedulingPolicy", "self.scheduler != 'none' || !has(self.minAvailable)")
+QUEUE_IS_VOLCANOS = (".spec.schedulingPolicy", "self.queue == '' || self.scheduler == 'volcano'")
+
+
+def _gang(min_available: int | None, trainers: int = 2, per_trainer: int = 3) -> dict[str, Any]:
+    policy = {"scheduler": "volcano"} if min_available is None else {"scheduler": "volcano",
+                                                                       "minAvailable": min_available}
+    return {"trainers": {"replicas": trainers}, "players": {"replicasPerTrainer": per_trainer},
+            "schedulingPolicy": policy}
+
+
 # (rule, [(self, oldSelf or None)] accepted, [...] refused)
 CEL_CASES: list[tuple[tuple[str, str], list[tuple[Any, Any]], list[tuple[Any, Any]]]] = [
     (NAME_SIZE, [(_meta("a" * 40), None), (_meta("cartpole"), None)], [(_meta("a" * 41), None)]),
@@ -192,6 +211,16 @@ CEL_CASES: list[tuple[tuple[str, str], list[tuple[Any, Any]], list[tuple[Any, An
       ({"suspend": False, "runPolicy": {"suspend": True}}, None)]),
     (CLASS_SET, [({}, {}), ({"storageClassName": "fast"}, {"storageClassName": "fast"})],
      [({"storageClassName": "fast"}, {}), ({}, {"storageClassName": "fast"})]),
+    # 2 trainers x (1 + 3 players each) = 8 pods: minAvailable from 2 (the trainers) to 8 (all)
+    (GANG, [(_gang(None), None), (_gang(2), None), (_gang(5), None), (_gang(8), None), ({"trainers": {}}, None)],
+     [(_gang(1), None), (_gang(9), None), (_gang(1, trainers=4, per_trainer=1), None)]),
+    (GANG_NEEDS_SCHEDULER, [({"scheduler": "none"}, None), ({"scheduler": "coscheduling", "minAvailable": 2}, None)],
+     [({"scheduler": "none", "minAvailable": 2}, None)]),
+    (QUEUE_IS_VOLCANOS, [({"scheduler": "none", "queue": ""}, None), ({"scheduler": "volcano", "queue": "q"}, None)],
+     [({"scheduler": "coscheduling", "queue": "q"}, None), ({"scheduler": "none", "queue": "q"}, None)]),
+    *[((f".spec.schedulingPolicy.{field}", "self == oldSelf"), [(same, same)], [(new, old)])
+      for field, same, new, old in [("scheduler", "volcano", "coscheduling", "volcano"),
+                                    ("schedulerName", "", "my-scheduler", ""), ("queue", "a", "b", "a")]],
     *[((f".spec.checkpoint.{field}", "self == oldSelf"), [(same, same)], [(new, old)])
       for field, same, new, old in [("persistent", True, True, False), ("persistent", False, False, True),
                                     ("size", "1Gi", "2Gi", "1Gi"), ("storageClassName", "fast", "slow", "fast"),

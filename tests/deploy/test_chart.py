@@ -106,6 +106,9 @@ BAD_VALUES = [
     ({"podDisruptionBudget": {"trainers": {"maxUnavailable": "half"}}}, "/podDisruptionBudget/trainers", "pattern"),
     ({"networkPolicy": {"apiServer": {"ports": [70000]}}}, "/networkPolicy/apiServer/ports/0", "maximum"),
     ({"replicaCount": 3}, "additional properties 'replicaCount' not allowed", ""),
+    ({"job": {"schedulingPolicy": {"scheduler": "kube-batch"}}}, "/job/schedulingPolicy/scheduler", "'volcano'"),
+    ({"job": {"schedulingPolicy": {"minAvailable": 0}}}, "/job/schedulingPolicy/minAvailable", "minimum"),
+    ({"job": {"queueName": "team a"}}, "/job/queueName", "does not match pattern"),
 ]
 
 
@@ -136,7 +139,8 @@ def test_values_schema_covers_exactly_the_crd_spec() -> None:
     assert schema is not None
     job_schema = schema["properties"]["job"]["properties"]
     crd_spec = JOB_SCHEMA["properties"]["spec"]["properties"]
-    assert set(job_schema) - {"enabled", "name"} == set(crd_spec) - {"image", "imagePullPolicy"}
+    # queueName is the job's Kueue label, not a spec field
+    assert set(job_schema) - {"enabled", "name", "queueName"} == set(crd_spec) - {"image", "imagePullPolicy"}
     for key, sub in crd_spec.items():
         if sub.get("type") == "object" and "properties" in sub:
             assert set(job_schema[key]["properties"]) == set(sub["properties"]), key
@@ -181,6 +185,18 @@ def test_crd_schema_check_is_not_vacuous(rendered_cases) -> None:
     job["spec"]["algorithm"]["lr"] = 0
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft4Validator(JOB_SCHEMA).validate(job)
+
+
+def test_job_queue_and_scheduling_policy_reach_the_job() -> None:
+    """job.queueName labels the A2CJob for Kueue; job.schedulingPolicy is its spec.schedulingPolicy."""
+    policy = {"scheduler": "volcano", "queue": "research", "minAvailable": 1, "priorityClass": "high"}
+    job = one(chartlib.render({"job": {"queueName": "team-a", "schedulingPolicy": policy}}), "A2CJob")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["schedulingPolicy"] == policy
+    jsonschema.Draft4Validator(JOB_SCHEMA).validate(job)
+    plain = one(chartlib.render({}), "A2CJob")
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
+    assert plain["spec"]["schedulingPolicy"] == {"scheduler": "none"}
 
 
 def test_job_is_a_post_install_hook_so_its_crd_exists_first(rendered_cases) -> None:
@@ -461,6 +477,8 @@ def test_rbac_is_namespaced_and_minimal(rendered_cases) -> None:
         ("", "pods"): {"get", "list", "watch", "delete"},  # pods come from StatefulSets; delete = gang restart
         ("", "events"): {"create", "patch"},
         ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},  # leader election
+        ("scheduling.x-k8s.io", "podgroups"): children,  # spec.schedulingPolicy: coscheduling's PodGroup
+        ("scheduling.volcano.sh", "podgroups"): children,  # ... or Volcano's
     }
     # Every kind the controller's API client addresses is granted (a2c/controller/kube.py).
     for (api_version, _kind), plural in kube.PLURALS.items():
