@@ -25,12 +25,13 @@ from typing import Any
 
 import grpc
 
-from a2c.controller import kube, probe, resources, status
+from a2c.controller import jobstate, kube, probe, resources, status
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
 
 log = logging.getLogger(__name__)
-PHASES = (status.PENDING, status.RUNNING, status.RESTARTING, status.SUSPENDED, status.SUCCEEDED, status.FAILED)
+PHASES = (jobstate.PENDING, jobstate.RUNNING, jobstate.RESTARTING, jobstate.SUSPENDED, jobstate.SUCCEEDED,
+          jobstate.FAILED)
 Key = tuple[str, str]
 
 
@@ -109,13 +110,13 @@ def _last_termination(containers: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def job_pods(items: list[dict[str, Any]]) -> list[status.JobPod]:
+def job_pods(items: list[dict[str, Any]]) -> list[jobstate.JobPod]:
     pods = []
     for pod in items:
         meta, st = pod["metadata"], pod.get("status") or {}
         containers = st.get("containerStatuses") or []
         ended = _last_termination(containers)
-        pods.append(status.JobPod(
+        pods.append(jobstate.JobPod(
             name=meta["name"], uid=meta.get("uid", ""), deleting=bool(meta.get("deletionTimestamp")),
             restarts=sum(int(c.get("restartCount", 0)) for c in containers),
             ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []),
@@ -180,10 +181,10 @@ class Reconciler:
         if self._expired(job, old, jobspec.run_policy(spec).ttl_after_finished_s, now):
             return "expired"
         pods = job_pods(self._own_pods(job, "trainer"))
-        terminal = old.get("phase") in status.TERMINAL
+        terminal = old.get("phase") in jobstate.TERMINAL
         # Nothing runs (or what runs is going) in a finished or suspended job: its players and trainer 0 are not
         # asked about.
-        quiet = terminal or old.get("phase") == status.SUSPENDED or jobspec.run_policy(spec).suspend
+        quiet = terminal or old.get("phase") == jobstate.SUSPENDED or jobspec.run_policy(spec).suspend
         players = [] if quiet else job_pods(self._own_pods(job, "player"))  # their restarts, in status
         report = self._probe(job, spec) if poll and not quiet else None
         decision = status.decide(job, pods, report, now, resources.trainer_template_hash(job, spec), polled=poll,
@@ -257,7 +258,7 @@ class Reconciler:
     def _invalid(self, job: dict[str, Any], why: str, now: str) -> str:
         old = job.get("status") or {}
         ttl = _raw_ttl(job)
-        if old.get("phase") == status.FAILED and old.get("reason") == "InvalidSpec":
+        if old.get("phase") == jobstate.FAILED and old.get("reason") == "InvalidSpec":
             return "expired" if self._expired(job, old, ttl, now) else "unchanged"
         new = status.invalid(job, why, now)
         self.kube.patch_status(job, new)
@@ -275,7 +276,7 @@ class Reconciler:
         if ttl is None or finished is None:
             return False
         meta = job["metadata"]
-        left = ttl - status.seconds_between(finished, now)
+        left = ttl - jobstate.seconds_between(finished, now)
         if left > 0:
             self.due[(meta["namespace"], meta["name"])] = left
             return False
@@ -289,7 +290,7 @@ class Reconciler:
 def finished_at(st: dict[str, Any]) -> str | None:
     """When a finished job finished: its completionTime, else when its Succeeded or Failed condition turned True
     (an InvalidSpec failure has no completionTime); None for a job that has not finished."""
-    if st.get("phase") not in status.TERMINAL:
+    if st.get("phase") not in jobstate.TERMINAL:
         return None
     if st.get("completionTime"):
         return str(st["completionTime"])
@@ -311,9 +312,9 @@ def _count(namespace: str, old: dict[str, Any], new: dict[str, Any]) -> None:
     if "trainerReplicas" not in old and "trainerReplicas" in new:
         metrics.labels(metrics.CONTROLLER_JOBS_CREATED, namespace=namespace).inc()
     phase = new.get("phase")
-    if phase != old.get("phase") and phase == status.SUCCEEDED:
+    if phase != old.get("phase") and phase == jobstate.SUCCEEDED:
         metrics.labels(metrics.CONTROLLER_JOBS_SUCCEEDED, namespace=namespace).inc()
-    if phase != old.get("phase") and phase == status.FAILED:
+    if phase != old.get("phase") and phase == jobstate.FAILED:
         metrics.labels(metrics.CONTROLLER_JOBS_FAILED, namespace=namespace, reason=str(new.get("reason") or "")).inc()
     restarts = int(new.get("gangRestarts") or 0) - int(old.get("gangRestarts") or 0)
     if restarts > 0:  # a gang restart after a lost rank; a re-form for a spec change or a suspend is not one

@@ -13,89 +13,36 @@ by `spec.trainers.startupTimeoutSeconds`; a final report (SUCCEEDED / FINISHED) 
 the same pass; a trainer that exited with `termination.EXIT_CANNOT_START` fails the job at once; no
 non-finite number ever goes into status (JSON has none).
 
-The run policy (`spec.run_policy`): a suspended job is scaled to zero and watched for nothing (`_suspend`), a
-resumed one starts a new group (`_resume`); activeDeadlineSeconds fails a job active that long (time suspended
-left out); backoffLimit, where given, is the gang restart limit instead of maxGangRestarts.
+The run policy (`spec.run_policy`): a suspended job is scaled to zero and watched for nothing
+(`runpolicy.suspend`), a resumed one starts a new group (`runpolicy.resume`); activeDeadlineSeconds fails
+a job active that long (time suspended left out); backoffLimit, where given, is the gang restart limit
+instead of maxGangRestarts.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
-from a2c import termination
+from a2c.controller import runpolicy
 from a2c.controller import spec as jobspec
-
-PENDING, RUNNING, RESTARTING, SUCCEEDED, FAILED = "Pending", "Running", "Restarting", "Succeeded", "Failed"
-SUSPENDED = "Suspended"
-TERMINAL = (SUCCEEDED, FAILED)
-
-
-@dataclass(frozen=True)
-class JobPod:
-    """A trainer or player pod of the job, as its status shows it."""
-
-    name: str
-    uid: str
-    restarts: int
-    ready: bool
-    deleting: bool = False
-    exit_code: int | None = None  # of the container's last termination (state or lastState), if any
-    message: str = ""  # that termination's message (terminationMessagePath or the log tail)
-    reason: str = ""  # that termination's reason as the kubelet gives it: OOMKilled, Error, Completed
-    gated: bool = False  # held by scheduling gates (Kueue's, until it admits the job): not scheduled yet
-
-    def ended(self) -> str:
-        """How its container last ended, for a message: `OOMKilled, exit 137`."""
-        return ", ".join(x for x in (self.reason, "" if self.exit_code is None else f"exit {self.exit_code}") if x)
-
-    @property
-    def ordinal(self) -> int:
-        suffix = self.name.rsplit("-", 1)[-1]
-        return int(suffix) if suffix.isdigit() else -1
-
-
-@dataclass
-class Decision:
-    status: dict[str, Any]
-    trainers: int  # trainer replicas to render
-    stopped: bool = False  # scale both StatefulSets to zero (keep Service, ConfigMap, checkpoints)
-    restart_gang: bool = False  # delete every trainer pod so the group re-forms from the checkpoint
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
-    requeue_s: float | None = None  # come back to this job after this long (its deadline), whatever happens
-
-
-def set_condition(
-    conditions: list[dict[str, Any]], type_: str, status: bool, reason: str, message: str, now: str, generation: int
-) -> None:
-    """Upsert one condition (API convention); lastTransitionTime moves only when the status flips."""
-    value = "True" if status else "False"
-    for cond in conditions:
-        if cond["type"] == type_:
-            if cond["status"] != value:
-                cond["lastTransitionTime"] = now
-            cond.update(status=value, reason=reason, message=message, observedGeneration=generation)
-            return
-    conditions.append({"type": type_, "status": value, "reason": reason, "message": message,
-                       "lastTransitionTime": now, "observedGeneration": generation})
-
-
-def lost_trainers(seen: dict[str, dict[str, Any]], pods: list[JobPod]) -> list[str]:
-    """Why the gang is broken: a trainer pod we saw is gone, was replaced (new uid) or restarted."""
-    now = {p.name: p for p in pods if not p.deleting}
-    why = []
-    for name, before in sorted(seen.items()):
-        pod = now.get(name)
-        if pod is None:
-            why.append(f"{name} vanished")
-        elif pod.uid != before.get("uid"):
-            why.append(f"{name} was replaced")
-        elif pod.restarts > int(before.get("restarts", 0)):
-            why.append(f"{name} restarted" + (f" ({pod.ended()})" if pod.ended() else ""))
-    return why
+from a2c.controller.jobstate import (
+    FAILED,
+    PENDING,
+    RESTARTING,
+    RUNNING,
+    SUCCEEDED,
+    SUSPENDED,
+    TERMINAL,
+    Decision,
+    JobPod,
+    cannot_start,
+    lost_trainers,
+    ready_count,
+    seconds_between,
+    set_condition,
+)
 
 
 def _progress(status: dict[str, Any], report: dict[str, Any], now: str) -> None:
@@ -128,20 +75,6 @@ def resumed_note(status: dict[str, Any]) -> str:
     return f" (resumed from the checkpoint at iteration {back['iteration']}, was {back['previousIteration']})"
 
 
-def seconds_between(start: str, now: str) -> float:
-    parse = datetime.datetime.fromisoformat
-    return (parse(now.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
-
-
-def cannot_start(pods: list[JobPod]) -> JobPod | None:
-    """A trainer whose last run ended with EXIT_CANNOT_START: its configuration can never run."""
-    return next((p for p in pods if p.exit_code == termination.EXIT_CANNOT_START), None)
-
-
-def _ready(pods: list[JobPod], trainers: int) -> int:
-    return len([p for p in pods if p.ready and not p.deleting and 0 <= p.ordinal < trainers])
-
-
 NOT_ANSWERING = "TrainerNotAnswering"
 
 
@@ -155,13 +88,13 @@ def _conditions(d: Decision, pods: list[JobPod], report: dict[str, Any] | None, 
     phase, reason, message = status["phase"], status.get("reason", ""), status.get("message", "")
     before = next((c for c in conds if c["type"] == "Ready"), None)
     answering = report is not None if polled else not (before and before.get("reason") == NOT_ANSWERING)
-    counted = f"{_ready(pods, d.trainers)}/{d.trainers} trainers ready"
+    counted = f"{ready_count(pods, d.trainers)}/{d.trainers} trainers ready"
     if phase in TERMINAL:
         set_condition(conds, "Ready", False, f"Job{phase}", f"the job has {phase.lower()}: its trainers are stopped",
                       now, gen)
     elif phase == SUSPENDED:
         set_condition(conds, "Ready", False, "JobSuspended", "the job is suspended: no trainer runs", now, gen)
-    elif phase == RUNNING and answering and _ready(pods, d.trainers) >= d.trainers:
+    elif phase == RUNNING and answering and ready_count(pods, d.trainers) >= d.trainers:
         set_condition(conds, "Ready", True, "TrainersReady", counted, now, gen)
     elif not answering:
         set_condition(conds, "Ready", False, NOT_ANSWERING, f"{counted}; trainer 0 not answering", now, gen)
@@ -215,7 +148,7 @@ def decide(
         return d
     policy = jobspec.run_policy(spec)
     if policy.suspend:
-        _suspend(d, want, players, template, now)
+        runpolicy.suspend(d, want, players, template, now)
         _conditions(d, pods, None, polled, now, gen)
         return d
 
@@ -226,11 +159,11 @@ def decide(
         d.trainers = want
         d.events.append(("Normal", "Created", f"created {want} trainers and {players} players"))
     elif old.get("phase") == SUSPENDED:
-        _resume(d, want, players, template, now)
+        runpolicy.resume(d, want, players, template, now)
         report, final = None, False  # whatever answers now is not the resumed group
-    elif not final and _active_seconds(status, now) >= (policy.active_deadline_s or math.inf):
+    elif not final and runpolicy.active_seconds(status, now) >= (policy.active_deadline_s or math.inf):
         status.update(phase=FAILED, reason="DeadlineExceeded", completionTime=now, trainerPods={},
-                      message=f"the job was active for {_active_seconds(status, now):.0f} s, over its "
+                      message=f"the job was active for {runpolicy.active_seconds(status, now):.0f} s, over its "
                               f"activeDeadlineSeconds {policy.active_deadline_s}; checkpoints kept")
         d.stopped = True
         d.events.append(("Warning", "DeadlineExceeded", status["message"]))
@@ -274,70 +207,9 @@ def decide(
     if status.get("phase") not in TERMINAL:
         _watch_players(d, player_pods or [], now)
         if policy.active_deadline_s is not None:  # the loop comes back at the deadline, not the next resync
-            d.requeue_s = max(0.0, policy.active_deadline_s - _active_seconds(status, now))
+            d.requeue_s = max(0.0, policy.active_deadline_s - runpolicy.active_seconds(status, now))
     _conditions(d, pods, report, polled, now, gen)
     return d
-
-
-def _active_seconds(status: dict[str, Any], now: str) -> float:
-    """How long the job has run: since its first start, less the time it spent suspended (a job created
-    suspended starts when resumed). activeDeadlineSeconds is measured against this."""
-    if not status.get("startTime"):
-        return 0.0
-    queued = seconds_between(str(status["queuedSince"]), now) if status.get("queuedSince") else 0.0
-    return seconds_between(str(status["startTime"]), now) - float(status.get("suspendedSeconds") or 0) - queued
-
-
-def _admitted(status: dict[str, Any], now: str) -> None:
-    """The trainers are no longer held by scheduling gates: the time queued counts as suspended (as Kueue's
-    suspend of a Job does), and the start-up deadline starts now."""
-    since = status.pop("queuedSince", None)
-    if since:
-        status["suspendedSeconds"] = int(status.get("suspendedSeconds") or 0) + max(
-            0, round(seconds_between(str(since), now)))
-        status["groupStartTime"] = now
-
-
-def _suspend(d: Decision, want: int, players: int, template: str, now: str) -> None:
-    """spec.suspend: both StatefulSets at zero (their pods get SIGTERM; trainers write a final checkpoint), the
-    children, checkpoints and status kept. Not a gang restart: nothing is counted, and no lost rank is looked for
-    (`trainerPods` empty, the group unformed) until the job resumes."""
-    status, old = d.status, dict(d.status)
-    d.stopped = True
-    d.trainers = int(old.get("trainerReplicas") or want)
-    if old.get("phase") == SUSPENDED:
-        return
-    _admitted(status, now)  # suspended while queued: the time queued so far counts once, as suspended
-    if "trainerReplicas" not in old:  # created suspended: its children exist, at zero; nothing has started
-        status.update(trainerReplicas=want, playerReplicas=players, gangRestarts=0, trainerTemplate=template)
-        message = "created suspended: nothing runs until spec.suspend is false"
-        d.events.append(("Normal", "Created", f"created {want} trainers and {players} players, suspended"))
-    else:
-        message = "suspended: pods removed (trainers write a final checkpoint), checkpoints and status kept"
-        d.events.append(("Normal", "Suspended", message))
-    status.update(phase=SUSPENDED, reason="Suspended", message=message, trainerPods={}, groupFormed=False,
-                  suspendTime=now)
-
-
-def _resume(d: Decision, want: int, players: int, template: str, now: str) -> None:
-    """spec.suspend back to false: a new group from the newest checkpoint, as at creation (the start-up deadline
-    counts from now; `resumedFrom` is written from trainer 0's first report once the group has formed). A job
-    created suspended starts here: no checkpoint, no resumeTime, and its startTime is now."""
-    status = d.status
-    started = "startTime" in status
-    if started:  # time suspended does not count towards activeDeadlineSeconds; there is a checkpoint to resume from
-        status["suspendedSeconds"] = int(status.get("suspendedSeconds") or 0) + max(
-            0, round(seconds_between(str(status.get("suspendTime") or now), now)))
-        status.pop("resumedFrom", None)
-        status["resumeTime"] = now
-    status.pop("suspendTime", None)
-    status.setdefault("startTime", now)
-    status.update(phase=PENDING, reason="Resuming", trainerReplicas=want, playerReplicas=players,
-                  trainerTemplate=template, trainerPods={}, groupFormed=False, groupStartTime=now,
-                  message=("resuming from the newest checkpoint" if started else "starting")
-                  + f": waiting for trainers (0/{want} ready)")
-    d.trainers = want
-    d.events.append(("Normal", "Resumed", "resumed: a new trainer group starts from the newest checkpoint"))
 
 
 def _watch_players(d: Decision, players: list[JobPod], now: str) -> None:
@@ -380,14 +252,14 @@ def _watch_group(d: Decision, spec: dict[str, Any], pods: list[JobPod], now: str
         d.events.append(("Warning", "TrainerCannotStart", status["message"]))
         return
     if not old.get("groupFormed", True):
-        ready = _ready(pods, d.trainers)
+        ready = ready_count(pods, d.trainers)
         gated = [p.name for p in pods if p.gated and not p.deleting]
         if gated:  # queued (Kueue admits the pods by removing its gate): no deadline runs until admission
             status.setdefault("queuedSince", now)
             status.update(trainerPods=live, reason="Queued",
                           message=f"waiting for admission: {len(gated)} trainer pods held by scheduling gates")
             return
-        _admitted(status, now)
+        runpolicy.admitted(status, now)
         if ready >= d.trainers:  # the group has formed: training runs (a short job may end before a poll)
             status.update(groupFormed=True, trainerPods=live, phase=RUNNING, reason="GroupFormed",
                           message=f"all {d.trainers} trainers ready")

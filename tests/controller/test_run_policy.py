@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from a2c.controller import commands, handlers, kube, loop, status
+from a2c.controller import commands, handlers, jobstate, kube, loop, status
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
 from tests.cluster.apiserver import APIServer
@@ -42,8 +42,8 @@ def job(old: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> 
             "spec": {"trainers": {"replicas": 2}, **spec}, "status": old or {}}
 
 
-def pod(i: int, uid: str = "", ready: bool = True) -> status.JobPod:
-    return status.JobPod(name=f"cp-trainer-{i}", uid=uid or f"uid-{i}", restarts=0, ready=ready)
+def pod(i: int, uid: str = "", ready: bool = True) -> jobstate.JobPod:
+    return jobstate.JobPod(name=f"cp-trainer-{i}", uid=uid or f"uid-{i}", restarts=0, ready=ready)
 
 
 def report(phase: str = "TRAINING", **kw: Any) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def running(**kw: Any) -> dict[str, Any]:
     """The status of a job started at T0 whose trainers 0 and 1 were seen running."""
     d = status.decide(job(), [], None, T0, "h1")
     d = status.decide(job(d.status), [pod(0), pod(1)], report(), T0, "h1")
-    assert d.status["phase"] == status.RUNNING
+    assert d.status["phase"] == jobstate.RUNNING
     d.status.update(kw)
     return d.status
 
@@ -84,7 +84,7 @@ def test_suspend_stops_everything_keeps_status_and_counts_no_restart() -> None:
     st = running(iteration=40, gangRestarts=1)
     d = status.decide(job(st, generation=2, suspend=True), [pod(0), pod(1)], report(iteration=45), T1, "h1")
     assert d.stopped and not d.restart_gang and d.trainers == 2
-    assert d.status["phase"] == status.SUSPENDED and d.status["reason"] == "Suspended"
+    assert d.status["phase"] == jobstate.SUSPENDED and d.status["reason"] == "Suspended"
     assert d.status["gangRestarts"] == 1 and d.status["iteration"] == 40  # kept; nothing counted, nothing polled
     assert d.status["trainerPods"] == {} and d.status["suspendTime"] == T1
     assert [e[1] for e in d.events] == ["Suspended"]
@@ -99,14 +99,14 @@ def test_suspend_stops_everything_keeps_status_and_counts_no_restart() -> None:
 
 def test_runpolicy_suspend_says_the_same() -> None:
     d = status.decide(job(running(), runPolicy={"suspend": True}), [pod(0), pod(1)], None, T1, "h1")
-    assert d.stopped and d.status["phase"] == status.SUSPENDED
+    assert d.stopped and d.status["phase"] == jobstate.SUSPENDED
 
 
 def test_resume_starts_a_new_group_and_says_where_it_resumed_from() -> None:
     suspended = status.decide(job(running(iteration=40), suspend=True), [], None, T1, "h1").status
     d = status.decide(job(suspended, generation=3, suspend=False), [], report(iteration=40), T3, "h1")
     assert not d.stopped and not d.restart_gang and d.trainers == 2
-    assert d.status["phase"] == status.PENDING and d.status["reason"] == "Resuming"
+    assert d.status["phase"] == jobstate.PENDING and d.status["reason"] == "Resuming"
     assert d.status["suspendedSeconds"] == 120 and "suspendTime" not in d.status and d.status["resumeTime"] == T3
     assert d.status["groupFormed"] is False and d.status["groupStartTime"] == T3 and d.status["gangRestarts"] == 0
     assert [e[1] for e in d.events] == ["Resumed"]
@@ -117,7 +117,7 @@ def test_resume_starts_a_new_group_and_says_where_it_resumed_from() -> None:
     assert "resumedFrom" not in forming.status and forming.status["iteration"] == 40
     formed = status.decide(job(forming.status, generation=3), [pod(0, uid="n0"), pod(1, uid="n1")],
                            report(iteration=44), T3, "h1")
-    assert formed.status["phase"] == status.RUNNING
+    assert formed.status["phase"] == jobstate.RUNNING
     assert formed.status["resumedFrom"] == {"iteration": 44, "envSteps": 1280, "previousIteration": 40, "time": T3}
     later = status.decide(job(formed.status, generation=3), [pod(0, uid="n0"), pod(1, uid="n1")],
                           report(iteration=50), T3, "h1")
@@ -126,13 +126,13 @@ def test_resume_starts_a_new_group_and_says_where_it_resumed_from() -> None:
 
 def test_a_job_created_suspended_starts_nothing_until_resumed() -> None:
     d = status.decide(job(suspend=True), [], None, T0, "h1")
-    assert d.stopped and d.status["phase"] == status.SUSPENDED and "startTime" not in d.status
+    assert d.stopped and d.status["phase"] == jobstate.SUSPENDED and "startTime" not in d.status
     assert d.status["trainerReplicas"] == 2 and [e[1] for e in d.events] == ["Created"]
     resumed = status.decide(job(d.status, generation=2), [], None, T2, "h1")
     assert not resumed.stopped and resumed.status["startTime"] == T2 and "suspendedSeconds" not in resumed.status
     assert "resumeTime" not in resumed.status  # nothing to resume from: its first report is no resumedFrom
     formed = status.decide(job(resumed.status, generation=2), [pod(0), pod(1)], report(iteration=3), T2, "h1")
-    assert formed.status["phase"] == status.RUNNING and "resumedFrom" not in formed.status
+    assert formed.status["phase"] == jobstate.RUNNING and "resumedFrom" not in formed.status
     assert resumed.status["message"].startswith("starting: waiting for trainers")
 
 
@@ -140,9 +140,9 @@ def test_the_deadline_fails_the_job_and_time_suspended_does_not_count() -> None:
     policy = {"runPolicy": {"activeDeadlineSeconds": 90}}
     st = running()  # started at T0
     d = status.decide(job(st, **policy), [pod(0), pod(1)], report(), T1, "h1")
-    assert d.status["phase"] == status.RUNNING and d.requeue_s == 30.0  # the loop comes back at the deadline
+    assert d.status["phase"] == jobstate.RUNNING and d.requeue_s == 30.0  # the loop comes back at the deadline
     d = status.decide(job(st, **policy), [pod(0), pod(1)], report(), "2026-01-01T00:01:30Z", "h1")
-    assert d.status["phase"] == status.FAILED and d.status["reason"] == "DeadlineExceeded" and d.stopped
+    assert d.status["phase"] == jobstate.FAILED and d.status["reason"] == "DeadlineExceeded" and d.stopped
     assert d.status["completionTime"] == "2026-01-01T00:01:30Z" and "checkpoints kept" in d.status["message"]
     assert d.events[0][:2] == ("Warning", "DeadlineExceeded") and d.requeue_s is None
     # suspended from T1 to T3: at T3 + 20 s it has been active 80 s
@@ -150,7 +150,7 @@ def test_the_deadline_fails_the_job_and_time_suspended_does_not_count() -> None:
     assert status.decide(job(suspended, suspend=True, **policy), [], None, T3, "h1").status["phase"] == "Suspended"
     resumed = status.decide(job(suspended, **policy), [], None, T3, "h1").status
     d = status.decide(job(resumed, **policy), [pod(0), pod(1)], None, "2026-01-01T00:03:20Z", "h1")
-    assert d.status["phase"] != status.FAILED and d.requeue_s == 10.0
+    assert d.status["phase"] != jobstate.FAILED and d.requeue_s == 10.0
     d = status.decide(job(resumed, **policy), [pod(0), pod(1)], None, "2026-01-01T00:03:30Z", "h1")
     assert d.status["reason"] == "DeadlineExceeded"
 
@@ -158,13 +158,13 @@ def test_the_deadline_fails_the_job_and_time_suspended_does_not_count() -> None:
 def test_a_final_report_beats_the_deadline() -> None:
     d = status.decide(job(running(), runPolicy={"activeDeadlineSeconds": 1}), [pod(0), pod(1)], report("SUCCEEDED"),
                       T1, "h1")
-    assert d.status["phase"] == status.SUCCEEDED
+    assert d.status["phase"] == jobstate.SUCCEEDED
 
 
 def test_backoff_limit_wins_over_max_gang_restarts() -> None:
     j = job(running(gangRestarts=1), maxGangRestarts=5, runPolicy={"backoffLimit": 1})
     d = status.decide(j, [pod(0)], None, T1, "h1")
-    assert d.status["phase"] == status.FAILED and "exceeds runPolicy.backoffLimit 1" in d.status["message"]
+    assert d.status["phase"] == jobstate.FAILED and "exceeds runPolicy.backoffLimit 1" in d.status["message"]
     d = status.decide(job(running(gangRestarts=1), maxGangRestarts=1), [pod(0)], None, T1, "h1")
     assert "exceeds maxGangRestarts 1" in d.status["message"]
     j = job(running(gangRestarts=1), maxGangRestarts=1, runPolicy={"backoffLimit": 4})

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiException
 
-from a2c.controller import handlers, kube, resources, status
+from a2c.controller import handlers, jobstate, kube, resources, status
 from a2c.controller import spec as jobspec
 from tests.cluster import api_schema
 from tests.controller import jobs
@@ -233,8 +233,8 @@ def test_good_scheduling_policies_pass() -> None:
                                                     "players": {"replicasPerTrainer": 8}})) == 36
 
 
-def _trainer(i: int, gated: bool = False, ready: bool = False) -> status.JobPod:
-    return status.JobPod(name=f"cp-trainer-{i}", uid=f"uid-{i}", restarts=0, ready=ready, gated=gated)
+def _trainer(i: int, gated: bool = False, ready: bool = False) -> jobstate.JobPod:
+    return jobstate.JobPod(name=f"cp-trainer-{i}", uid=f"uid-{i}", restarts=0, ready=ready, gated=gated)
 
 
 def test_a_queued_job_waits_without_a_deadline_and_its_startup_clock_starts_at_admission() -> None:
@@ -246,24 +246,24 @@ def test_a_queued_job_waits_without_a_deadline_and_its_startup_clock_starts_at_a
     queued_ = job(**spec)
     queued_["status"] = first.status
     later = status.decide(queued_, held, None, "2026-01-01T03:00:00Z", "h1")  # three hours in the queue
-    assert (later.status["phase"], later.status["reason"]) == (status.PENDING, "Queued") and not later.stopped
+    assert (later.status["phase"], later.status["reason"]) == (jobstate.PENDING, "Queued") and not later.stopped
     assert "held by scheduling gates" in later.status["message"]
     admitted_ = job(**spec)
     admitted_["status"] = later.status
     start = status.decide(admitted_, [_trainer(0), _trainer(1)], None, "2026-01-01T03:00:10Z", "h1")
-    assert start.status["phase"] == status.PENDING and start.status["groupStartTime"] == "2026-01-01T03:00:10Z"
+    assert start.status["phase"] == jobstate.PENDING and start.status["groupStartTime"] == "2026-01-01T03:00:10Z"
     waiting = job(**spec)
     waiting["status"] = start.status
-    assert status.decide(waiting, [_trainer(0)], None, "2026-01-01T03:00:30Z", "h1").status["phase"] == status.PENDING
+    assert status.decide(waiting, [_trainer(0)], None, "2026-01-01T03:00:30Z", "h1").status["phase"] == jobstate.PENDING
     late = status.decide(waiting, [_trainer(0)], None, "2026-01-01T03:00:50Z", "h1")
-    assert (late.status["phase"], late.status["reason"]) == (status.FAILED, "StartupTimeout")
+    assert (late.status["phase"], late.status["reason"]) == (jobstate.FAILED, "StartupTimeout")
 
 
 def test_time_queued_does_not_count_towards_the_active_deadline() -> None:
     """As a Kueue-suspended Job's: queued from 00:00 to 03:00, then 50 s active of a 60 s activeDeadlineSeconds."""
     spec: dict[str, Any] = {"trainers": {"replicas": 2}, "runPolicy": {"activeDeadlineSeconds": 60}}
 
-    def at(old: dict[str, Any], pods: list[status.JobPod], now: str) -> dict[str, Any]:
+    def at(old: dict[str, Any], pods: list[jobstate.JobPod], now: str) -> dict[str, Any]:
         queued_ = job(**spec)
         queued_["status"] = old
         return status.decide(queued_, pods, None, now, "h1").status
@@ -272,13 +272,13 @@ def test_time_queued_does_not_count_towards_the_active_deadline() -> None:
     st = at(at({}, [], "2026-01-01T00:00:00Z"), held, "2026-01-01T00:00:05Z")
     assert st["reason"] == "Queued" and st["queuedSince"] == "2026-01-01T00:00:05Z"
     st = at(st, held, "2026-01-01T03:00:00Z")
-    assert (st["phase"], st["reason"], st["queuedSince"]) == (status.PENDING, "Queued", "2026-01-01T00:00:05Z")
+    assert (st["phase"], st["reason"], st["queuedSince"]) == (jobstate.PENDING, "Queued", "2026-01-01T00:00:05Z")
     st = at(st, [_trainer(0, ready=True), _trainer(1, ready=True)], "2026-01-01T03:00:05Z")  # admitted, formed
-    assert st["phase"] == status.RUNNING and "queuedSince" not in st and st["suspendedSeconds"] == 3 * 3600
+    assert st["phase"] == jobstate.RUNNING and "queuedSince" not in st and st["suspendedSeconds"] == 3 * 3600
     assert at(st, [_trainer(0, ready=True), _trainer(1, ready=True)], "2026-01-01T03:00:50Z")["phase"] == \
-        status.RUNNING  # 50 s active
+        jobstate.RUNNING  # 50 s active
     failed = at(st, [_trainer(0, ready=True), _trainer(1, ready=True)], "2026-01-01T03:01:05Z")
-    assert (failed["phase"], failed["reason"]) == (status.FAILED, "DeadlineExceeded")  # 65 s active
+    assert (failed["phase"], failed["reason"]) == (jobstate.FAILED, "DeadlineExceeded")  # 65 s active
 
 
 def test_the_controller_sees_which_pods_are_gated() -> None:

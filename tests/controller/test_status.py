@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from a2c.controller import status
+from a2c.controller import jobstate, status
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
 
@@ -19,8 +19,8 @@ def job(old: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> 
             "spec": {"trainers": {"replicas": 2}, **spec}, "status": old or {}}
 
 
-def pod(i: int, uid: str = "", restarts: int = 0, ready: bool = True) -> status.JobPod:
-    return status.JobPod(name=f"cp-trainer-{i}", uid=uid or f"uid-{i}", restarts=restarts, ready=ready)
+def pod(i: int, uid: str = "", restarts: int = 0, ready: bool = True) -> jobstate.JobPod:
+    return jobstate.JobPod(name=f"cp-trainer-{i}", uid=uid or f"uid-{i}", restarts=restarts, ready=ready)
 
 
 def report(phase: str = "TRAINING", **kw: Any) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def running(**kw: Any) -> dict[str, Any]:
     """The status after pods 0 and 1 were seen running."""
     d = status.decide(job(), [], None, T0, "h1")
     d = status.decide(job(d.status), [pod(0), pod(1)], report(), T0, "h1")
-    assert d.status["phase"] == status.RUNNING and set(d.status["trainerPods"]) == {"cp-trainer-0", "cp-trainer-1"}
+    assert d.status["phase"] == jobstate.RUNNING and set(d.status["trainerPods"]) == {"cp-trainer-0", "cp-trainer-1"}
     d.status.update(kw)
     return d.status
 
@@ -43,7 +43,7 @@ def cond(st: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def test_first_reconcile_creates_and_is_pending() -> None:
     d = status.decide(job(), [], None, T0, "h1")
-    assert d.status["phase"] == status.PENDING and d.trainers == 2 and not d.stopped and not d.restart_gang
+    assert d.status["phase"] == jobstate.PENDING and d.trainers == 2 and not d.stopped and not d.restart_gang
     assert d.status["trainerReplicas"] == 2 and d.status["playerReplicas"] == 2 and d.status["observedGeneration"] == 1
     assert [e[1] for e in d.events] == ["Created"]
     assert cond(d.status, "Ready")["status"] == "False" and cond(d.status, "Progressing")["status"] == "True"
@@ -66,7 +66,7 @@ def test_conditions_move_their_transition_time_only_when_they_flip() -> None:
 
 def test_a_restarted_trainer_restarts_the_gang() -> None:
     d = status.decide(job(running()), [pod(0), pod(1, restarts=1)], report(), T1, "h1")
-    assert d.restart_gang and d.status["phase"] == status.RESTARTING and d.status["gangRestarts"] == 1
+    assert d.restart_gang and d.status["phase"] == jobstate.RESTARTING and d.status["gangRestarts"] == 1
     assert d.status["trainerPods"] == {} and "cp-trainer-1 restarted" in d.status["message"]
     assert d.events[0][:2] == ("Warning", "GangRestart")
 
@@ -78,31 +78,31 @@ def test_a_vanished_or_replaced_trainer_restarts_the_gang() -> None:
 
 
 def test_a_pod_being_deleted_counts_as_gone() -> None:
-    gone = status.JobPod("cp-trainer-1", "uid-1", 0, False, deleting=True)
+    gone = jobstate.JobPod("cp-trainer-1", "uid-1", 0, False, deleting=True)
     assert status.decide(job(running()), [pod(0), gone], None, T1, "h1").restart_gang
 
 
 def test_repeated_gang_failures_fail_the_job() -> None:
     d = status.decide(job(running(gangRestarts=3)), [pod(0)], None, T1, "h1")
-    assert d.status["phase"] == status.FAILED and d.status["reason"] == "TooManyGangRestarts"
+    assert d.status["phase"] == jobstate.FAILED and d.status["reason"] == "TooManyGangRestarts"
     assert d.stopped and not d.restart_gang and cond(d.status, "Failed")["status"] == "True"
     assert cond(d.status, "Progressing")["status"] == "False"
     j = job(running(gangRestarts=1), maxGangRestarts=1)
-    assert status.decide(j, [pod(0)], None, T1, "h1").status["phase"] == status.FAILED
+    assert status.decide(j, [pod(0)], None, T1, "h1").status["phase"] == jobstate.FAILED
 
 
 def test_target_reached_succeeds_and_stops() -> None:
     d = status.decide(job(running()), [pod(0), pod(1)], report("SUCCEEDED", mean_return=480.0), T1, "h1")
-    assert d.status["phase"] == status.SUCCEEDED and d.status["reason"] == "TargetReached" and d.stopped
+    assert d.status["phase"] == jobstate.SUCCEEDED and d.status["reason"] == "TargetReached" and d.stopped
     assert d.status["meanReturn"] == 480.0 and d.status["completionTime"] == T1
     assert cond(d.status, "Succeeded")["status"] == "True" and cond(d.status, "Ready")["status"] == "False"
     again = status.decide(job(d.status), [], None, T1, "h1")
-    assert again.stopped and again.status["phase"] == status.SUCCEEDED and again.events == []
+    assert again.stopped and again.status["phase"] == jobstate.SUCCEEDED and again.events == []
 
 
 def test_spent_budget_also_completes_and_says_so() -> None:
     d = status.decide(job(running()), [pod(0), pod(1)], report("FINISHED"), T1, "h1")
-    assert d.status["phase"] == status.SUCCEEDED and d.status["reason"] == "StepBudgetSpent"
+    assert d.status["phase"] == jobstate.SUCCEEDED and d.status["reason"] == "StepBudgetSpent"
 
 
 def test_a_new_trainer_count_reforms_the_group_without_counting_a_failure() -> None:
@@ -166,10 +166,10 @@ def test_every_status_field_written_survives_the_crd_schema() -> None:
 def test_a_final_report_beats_a_restart_seen_in_the_same_pass() -> None:
     """A trainer that finished may exit and be restarted by its StatefulSet before we look: success stands."""
     d = status.decide(job(running()), [pod(0), pod(1, restarts=1)], report("SUCCEEDED", mean_return=480.0), T1, "h1")
-    assert d.status["phase"] == status.SUCCEEDED and not d.restart_gang and d.stopped
+    assert d.status["phase"] == jobstate.SUCCEEDED and not d.restart_gang and d.stopped
     assert d.status["gangRestarts"] == 0 and [e[1] for e in d.events] == ["Succeeded"]
     later = status.decide(job(d.status), [pod(0, restarts=2), pod(1, restarts=3)], None, T1, "h1")
-    assert later.status["phase"] == status.SUCCEEDED and not later.restart_gang and later.events == []
+    assert later.status["phase"] == jobstate.SUCCEEDED and not later.restart_gang and later.events == []
 
 
 def test_no_non_finite_number_reaches_status() -> None:
@@ -192,7 +192,7 @@ def test_progress_never_goes_backwards_but_to_the_checkpoint_resumed_from() -> N
     the checkpoint the group resumed from, and status says so."""
     before = running(iteration=1902, envSteps=486_912, episodes=900, meanReturn=180.5)
     lost = status.decide(job(before), [pod(0), pod(1, restarts=1)], None, T1, "h1")
-    assert lost.restart_gang and lost.status["phase"] == status.RESTARTING
+    assert lost.restart_gang and lost.status["phase"] == jobstate.RESTARTING
     seen = [lost.status]
     for r in (report("STARTING", iteration=0, env_steps=0, episodes=0, mean_return=math.nan),
               report("STARTING", iteration=1880, env_steps=481_280, episodes=880, mean_return=math.nan),
@@ -203,7 +203,8 @@ def test_progress_never_goes_backwards_but_to_the_checkpoint_resumed_from() -> N
     assert [s["envSteps"] for s in seen] == [486_912, 486_912, 481_280, 483_840, 488_960]
     assert [s.get("meanReturn") for s in seen] == [180.5, 180.5, 180.5, 170.0, 181.0]
     assert seen[2]["resumedFrom"] == {"iteration": 1880, "envSteps": 481_280, "previousIteration": 1902, "time": T1}
-    assert seen[3]["phase"] == status.RUNNING and "resumed from the checkpoint at iteration 1880" in seen[3]["message"]
+    assert seen[3]["phase"] == jobstate.RUNNING
+    assert "resumed from the checkpoint at iteration 1880" in seen[3]["message"]
     assert "resumed" not in seen[4]["message"] and seen[4]["resumedFrom"]["iteration"] == 1880
     assert _unknown(SCHEMA, seen[2]) == []
 
@@ -215,7 +216,7 @@ def test_at_the_end_no_condition_contradicts_the_phase() -> None:
     assert "trainers ready" not in ready["message"] and "succeeded" in ready["message"]
     assert cond(d.status, "Progressing")["status"] == "False" and cond(d.status, "Succeeded")["status"] == "True"
     bad = status.invalid(job(running()), "spec.trainers.replicas: must be >= 1", T1)
-    assert bad["phase"] == status.FAILED and bad["reason"] == "InvalidSpec"
+    assert bad["phase"] == jobstate.FAILED and bad["reason"] == "InvalidSpec"
     assert [(c["type"], c["status"]) for c in bad["conditions"]] == [
         ("Ready", "False"), ("Progressing", "False"), ("Succeeded", "False"), ("Failed", "True")]
     assert cond(bad, "Ready")["reason"] == "JobFailed" and cond(bad, "Failed")["reason"] == "InvalidSpec"
@@ -253,10 +254,10 @@ def test_restarts_while_the_group_forms_are_waiting_not_failures() -> None:
     for restarts in range(1, 6):  # more than maxGangRestarts, and never counted
         d = status.decide(job(d.status), [pod(0, ready=False), pod(1, restarts=restarts, ready=False)],
                           report("STARTING"), T1, "h1")
-        assert not d.restart_gang and d.status["gangRestarts"] == 0 and d.status["phase"] == status.PENDING
+        assert not d.restart_gang and d.status["gangRestarts"] == 0 and d.status["phase"] == jobstate.PENDING
     assert d.status["message"] == "waiting for trainers (0/2 ready)" and d.status["reason"] == "WaitingForTrainers"
     d = status.decide(job(d.status), [pod(0), pod(1, restarts=5)], report(), T1, "h1")
-    assert d.status["groupFormed"] is True and d.status["phase"] == status.RUNNING
+    assert d.status["groupFormed"] is True and d.status["phase"] == jobstate.RUNNING
     d = status.decide(job(d.status), [pod(0), pod(1, restarts=6)], report(), T1, "h1")
     assert d.restart_gang and d.status["gangRestarts"] == 1 and d.status["groupFormed"] is False
 
@@ -266,13 +267,13 @@ def test_a_formed_group_is_running_before_trainer_0_is_asked() -> None:
     resync polls still shows Pending -> Running -> Succeeded, as `kubectl get a2cj -w` watches it."""
     d = status.decide(job(), [], None, T0, "h1")
     d = status.decide(job(d.status), [pod(0), pod(1)], None, T1, "h1")
-    assert (d.status["phase"], d.status["reason"], d.status["groupFormed"]) == (status.RUNNING, "GroupFormed", True)
+    assert (d.status["phase"], d.status["reason"], d.status["groupFormed"]) == (jobstate.RUNNING, "GroupFormed", True)
     assert d.status["message"] == "all 2 trainers ready"
     assert ("Normal", "Running", "all 2 trainers ready") in d.events
     again = status.decide(job(d.status), [pod(0), pod(1)], report("TRAINING"), T1, "h1")
-    assert again.status["phase"] == status.RUNNING and not any(e[1] == "Running" for e in again.events)
+    assert again.status["phase"] == jobstate.RUNNING and not any(e[1] == "Running" for e in again.events)
     done = status.decide(job(again.status), [pod(0), pod(1)], report("SUCCEEDED"), T1, "h1")
-    assert done.status["phase"] == status.SUCCEEDED
+    assert done.status["phase"] == jobstate.SUCCEEDED
 
 
 def test_a_group_that_never_forms_fails_at_its_startup_deadline() -> None:
@@ -280,28 +281,28 @@ def test_a_group_that_never_forms_fails_at_its_startup_deadline() -> None:
     pods = [pod(0), pod(1, ready=False)]
     early = status.decide(job(d.status, trainers={"replicas": 2, "startupTimeoutSeconds": 30}), pods, None,
                           "2026-01-01T00:00:20Z", "h1")
-    assert early.status["phase"] == status.PENDING and "1/2 ready" in early.status["message"]
+    assert early.status["phase"] == jobstate.PENDING and "1/2 ready" in early.status["message"]
     late = status.decide(job(d.status, trainers={"replicas": 2, "startupTimeoutSeconds": 30}), pods, None, T1, "h1")
-    assert late.status["phase"] == status.FAILED and late.status["reason"] == "StartupTimeout" and late.stopped
+    assert late.status["phase"] == jobstate.FAILED and late.status["reason"] == "StartupTimeout" and late.stopped
     assert "1/2 trainers ready after 60 s" in late.status["message"]
 
 
 def test_a_trainer_that_cannot_start_fails_the_job_with_its_message() -> None:
     """Exit code 3 (termination.EXIT_CANNOT_START): the same error on every restart, so no restart loop."""
-    broken = status.JobPod("cp-trainer-0", "uid-0", 1, False, exit_code=3,
+    broken = jobstate.JobPod("cp-trainer-0", "uid-0", 1, False, exit_code=3,
                                message="trainer cannot start: NameNotFound: Environment `Nope` doesn't exist.")
     d = status.decide(job(status.decide(job(), [], None, T0, "h1").status), [broken, pod(1, ready=False)], None,
                       T1, "h1")
-    assert d.status["phase"] == status.FAILED and d.status["reason"] == "TrainerCannotStart" and d.stopped
+    assert d.status["phase"] == jobstate.FAILED and d.status["reason"] == "TrainerCannotStart" and d.stopped
     assert "Environment `Nope` doesn't exist" in d.status["message"]
     assert d.events[0][:2] == ("Warning", "TrainerCannotStart")
-    crashed = status.JobPod("cp-trainer-1", "uid-1", 1, True, exit_code=1, message="lost peer")
+    crashed = jobstate.JobPod("cp-trainer-1", "uid-1", 1, True, exit_code=1, message="lost peer")
     other = status.decide(job(running()), [pod(0), crashed], None, T1, "h1")
-    assert other.restart_gang and other.status["phase"] == status.RESTARTING  # any other crash: a gang restart
+    assert other.restart_gang and other.status["phase"] == jobstate.RESTARTING  # any other crash: a gang restart
 
 
-def player(i: int, restarts: int = 0, reason: str = "", exit_code: int | None = None) -> status.JobPod:
-    return status.JobPod(name=f"cp-player-{i}", uid=f"p-{i}", restarts=restarts, ready=True, reason=reason,
+def player(i: int, restarts: int = 0, reason: str = "", exit_code: int | None = None) -> jobstate.JobPod:
+    return jobstate.JobPod(name=f"cp-player-{i}", uid=f"p-{i}", restarts=restarts, ready=True, reason=reason,
                          exit_code=exit_code)
 
 
@@ -313,7 +314,7 @@ def test_an_oom_killed_player_is_named_in_status_and_a_warning_once_and_the_job_
 
     killed = [player(0), player(1, restarts=1, reason="OOMKilled", exit_code=137)]
     d = status.decide(job(d.status), trainers, report(), T1, "h1", player_pods=killed)
-    assert d.status["phase"] == status.RUNNING and not d.restart_gang and d.status["gangRestarts"] == 0
+    assert d.status["phase"] == jobstate.RUNNING and not d.restart_gang and d.status["gangRestarts"] == 0
     assert d.status["playerRestarts"] == 1
     assert d.status["lastPlayerFailure"] == {"pod": "cp-player-1", "reason": "OOMKilled", "exitCode": 137,
                                              "restarts": 1, "time": T1}
@@ -341,7 +342,7 @@ def test_a_player_that_exits_with_an_error_is_a_restart_not_an_oom_kill() -> Non
 
 
 def test_a_trainer_killed_for_memory_says_so_in_the_gang_restart() -> None:
-    oom = status.JobPod("cp-trainer-1", "uid-1", 1, True, exit_code=137, reason="OOMKilled")
+    oom = jobstate.JobPod("cp-trainer-1", "uid-1", 1, True, exit_code=137, reason="OOMKilled")
     d = status.decide(job(running()), [pod(0), oom], report(), T1, "h1")
     assert d.restart_gang and "cp-trainer-1 restarted (OOMKilled, exit 137)" in d.status["message"]
 
