@@ -14,10 +14,7 @@ controller hands in the spec it filled once for its pass), builds the role confi
     PodGroup    <job>               with spec.schedulingPolicy.scheduler coscheduling (scheduling.x-k8s.io) or
                                     volcano (scheduling.volcano.sh): the gang, minMember = `spec.gang_size`
 
-Queues and gangs (`scheduling`): a job labelled `kueue.x-k8s.io/queue-name` carries the label to both
-StatefulSets, whose pods are created behind Kueue's scheduling gate as one Kueue pod group per StatefulSet (the
-trainers are admitted all at once); a gang scheduler gets its schedulerName, its group label or annotation on
-every pod, and the PodGroup. `priorityClassName` goes on every pod.
+Queues and gangs (Kueue's labels and gate, a gang scheduler's PodGroup and pod fields): `scheduling`.
 
 No I/O here: tests check these objects against Kubernetes' published schemas and parse the rendered
 commands and environment with the real `a2c` CLI.
@@ -32,6 +29,7 @@ import json
 from typing import Any
 
 from a2c import config, flags
+from a2c.controller import scheduling
 from a2c.controller import spec as jobspec
 
 POD_INDEX = "metadata.labels['apps.kubernetes.io/pod-index']"
@@ -42,20 +40,6 @@ TLS_ENV = {"A2C_TLS_CERT", "A2C_TLS_KEY", "A2C_TLS_CA"}
 POD_ENV |= TLS_ENV
 # Players can be rescaled without touching the trainers: this one change must not roll the trainer pods.
 TRAINER_HASH_EXCLUDES = {"A2C_PLAYERS_PER_TRAINER"}
-# Kueue (kueue.x-k8s.io): what its StatefulSet integration's webhook writes into a queued StatefulSet's pod
-# template (pkg/controller/jobs/statefulset/statefulset_webhook.go), written here too, with the same values, so
-# that the webhook and the controller's drift repair agree and the gate holds where no webhook runs.
-KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
-KUEUE_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
-KUEUE_SERVING = "kueue.x-k8s.io/pod-group-serving"
-KUEUE_GATE = "kueue.x-k8s.io/admission"
-# Gang schedulers: the PodGroup's apiVersion, how a pod names its group (label or annotation), the usual
-# schedulerName (the scheduler-plugins chart's second scheduler; Volcano's).
-COSCHEDULING_API, COSCHEDULING_LABEL = "scheduling.x-k8s.io/v1alpha1", "scheduling.x-k8s.io/pod-group"
-VOLCANO_API, VOLCANO_ANNOTATION = "scheduling.volcano.sh/v1beta1", "scheduling.k8s.io/group-name"
-VOLCANO_TASK = "volcano.sh/task-spec"  # the pod's task, for the PodGroup's minTaskMember (as Kubeflow sets it)
-SCHEDULER_NAMES = {"coscheduling": "scheduler-plugins-scheduler", "volcano": "volcano"}
 CHECKPOINTS = "checkpoints"  # the trainers' checkpoint volume (and volumeClaimTemplate) name
 GRACE_AFTER_ROUND_S = 60  # SIGTERM -> the group agrees to stop after this round, writes its checkpoint, exits
 
@@ -170,73 +154,9 @@ def trainer_service(job: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": svc_spec}
 
 
-def queue_name(job: dict[str, Any]) -> str:
-    """The Kueue LocalQueue the job is submitted to: its `kueue.x-k8s.io/queue-name` label ("" = none)."""
-    return str((job["metadata"].get("labels") or {}).get(KUEUE_QUEUE) or "")
-
-
-def kueue_group_name(statefulset: str) -> str:
-    """The Kueue workload (and pod group) name of a StatefulSet, as Kueue derives it from its owner
-    (jobframework.GetWorkloadNameForOwnerWithGVK, no uid: "statefulset-<name>-<sha1 of kind, group, name>[:5]"),
-    with the prefix cut to keep it a label value (63 characters), as Kueue's ShortWorkloadNames does."""
-    digest = hashlib.sha1(f"StatefulSet\napps\n{statefulset}\n".encode()).hexdigest()[:5]  # noqa: S324 (Kueue's)
-    return f"statefulset-{statefulset}"[:57] + f"-{digest}"
-
-
-def group_name(job: dict[str, Any]) -> str:
-    """The gang scheduler's PodGroup: named after the job."""
-    return str(job["metadata"]["name"])
-
-
-def scheduling(job: dict[str, Any], spec: dict[str, Any], component: str, replicas: int
-               ) -> tuple[dict[str, str], dict[str, str], dict[str, Any]]:
-    """(labels, annotations, pod spec fields) that put a `component` pod in its queue and its gang."""
-    labels_: dict[str, str] = {}
-    notes: dict[str, str] = {}
-    pod: dict[str, Any] = {}
-    queue = queue_name(job)
-    if queue:
-        labels_[KUEUE_QUEUE] = queue
-        labels_[KUEUE_GROUP] = kueue_group_name(f"{job['metadata']['name']}-{component}")
-        notes[KUEUE_TOTAL] = str(replicas)
-        notes[KUEUE_SERVING] = "true"  # long-running: the StatefulSet replaces pods that go
-        pod["schedulingGates"] = [{"name": KUEUE_GATE}]
-    policy = spec["schedulingPolicy"]
-    scheduler = policy["scheduler"]
-    if scheduler != "none":
-        pod["schedulerName"] = policy["schedulerName"] or SCHEDULER_NAMES[scheduler]
-        if scheduler == "coscheduling":
-            labels_[COSCHEDULING_LABEL] = group_name(job)
-        else:
-            notes[VOLCANO_ANNOTATION] = group_name(job)
-            notes[VOLCANO_TASK] = component
-    elif policy["schedulerName"]:
-        pod["schedulerName"] = policy["schedulerName"]
-    if policy["priorityClass"]:
-        pod["priorityClassName"] = policy["priorityClass"]
-    return labels_, notes, pod
-
-
 def pod_group(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
-    """The gang scheduler's PodGroup (None without one): minMember `spec.gang_size` (every trainer, and every
-    player unless minAvailable says fewer); Volcano also gets the trainers as a task minimum, so the gang it
-    places always holds all of them, its queue and the job's priority."""
-    policy = spec["schedulingPolicy"]
-    scheduler = policy["scheduler"]
-    if scheduler == "none":
-        return None
-    size = jobspec.gang_size(spec)
-    meta = _meta(job, group_name(job), None)
-    if scheduler == "coscheduling":
-        return {"apiVersion": COSCHEDULING_API, "kind": "PodGroup", "metadata": meta, "spec": {"minMember": size}}
-    trainers = int(spec["trainers"]["replicas"])
-    tasks = {"trainer": trainers, **({"player": size - trainers} if size > trainers else {})}
-    pg_spec: dict[str, Any] = {"minMember": size, "minTaskMember": tasks}
-    if policy["queue"]:
-        pg_spec["queue"] = policy["queue"]
-    if policy["priorityClass"]:
-        pg_spec["priorityClassName"] = policy["priorityClass"]
-    return {"apiVersion": VOLCANO_API, "kind": "PodGroup", "metadata": meta, "spec": pg_spec}
+    """The gang scheduler's PodGroup, owned by the job (None without one: `scheduling.pod_group`)."""
+    return scheduling.pod_group(job, spec, _meta(job, scheduling.group_name(job), None))
 
 
 def _statefulset(
@@ -244,7 +164,7 @@ def _statefulset(
     strategy: str,
 ) -> dict[str, Any]:
     name = job["metadata"]["name"]
-    extra_labels, notes, pod_fields = scheduling(job, spec, component, replicas)
+    extra_labels, notes, pod_fields = scheduling.scheduling(job, spec, component, replicas)
     template = {
         "metadata": {"labels": {**labels(name, component), **extra_labels},
                      "annotations": {"a2c.dev/config-hash": digest, **notes}},
@@ -256,8 +176,8 @@ def _statefulset(
         "updateStrategy": {"type": strategy},
     }
     meta = _meta(job, f"{name}-{component}", component)
-    if queue_name(job):  # what Kueue's StatefulSet integration looks for
-        meta["labels"][KUEUE_QUEUE] = queue_name(job)
+    if scheduling.queue_name(job):  # what Kueue's StatefulSet integration looks for
+        meta["labels"][scheduling.KUEUE_QUEUE] = scheduling.queue_name(job)
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta, "spec": sts_spec}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from a2c.controller import resources
+from a2c.controller import scheduling
 from tests.cluster.conftest import NS, Chart, Cluster
 from tests.cluster.journeys import JOB, phase, values
 
@@ -30,7 +30,7 @@ def _scheduled(pod: dict[str, Any]) -> dict[str, Any]:
 def _held(cluster: Cluster, pods: list[dict[str, Any]]) -> bool:
     """Every pod is behind Kueue's gate: Pending, SchedulingGated, not bound, nothing running on the node."""
     return bool(pods) and all(
-        p["spec"].get("schedulingGates") == [{"name": resources.KUEUE_GATE}] and not p["spec"].get("nodeName")
+        p["spec"].get("schedulingGates") == [{"name": scheduling.KUEUE_GATE}] and not p["spec"].get("nodeName")
         and (p.get("status") or {}).get("phase") == "Pending" and _scheduled(p).get("reason") == "SchedulingGated"
         and cluster.node.runtime(NS, p["metadata"]["name"]) is None for p in pods)
 
@@ -54,7 +54,7 @@ def test_a_queued_gang_waits_behind_the_gate_then_runs_as_one_podgroup(cluster: 
     # Queued: both StatefulSets carry the queue; their pods exist, held behind Kueue's gate.
     cluster.wait(lambda: len(cluster.pods("trainer")) == 2 and len(cluster.pods("player")) == 2, 120, "4 pods")
     for sts in cluster.api.objects("apps/v1", "StatefulSet", NS):
-        assert sts["metadata"]["labels"][resources.KUEUE_QUEUE] == QUEUE
+        assert sts["metadata"]["labels"][scheduling.KUEUE_QUEUE] == QUEUE
     cluster.wait(lambda: _held(cluster, cluster.pods("trainer") + cluster.pods("player")), 60, "gated pods")
     cluster.wait(lambda: cluster.status(JOB).get("reason") == "Queued", 60, "the job to say it is queued")
     kept = time.monotonic() + 5  # ...and they stay held: nothing admits them but Kueue
@@ -65,10 +65,10 @@ def test_a_queued_gang_waits_behind_the_gate_then_runs_as_one_podgroup(cluster: 
     for pod in cluster.pods("trainer") + cluster.pods("player"):
         component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
         labels, notes = pod["metadata"]["labels"], pod["metadata"].get("annotations") or {}
-        assert labels[resources.KUEUE_QUEUE] == QUEUE
-        assert labels[resources.KUEUE_GROUP] == resources.kueue_group_name(f"{JOB}-{component}")
-        assert notes[resources.KUEUE_TOTAL] == "2"
-        assert labels[resources.COSCHEDULING_LABEL] == JOB
+        assert labels[scheduling.KUEUE_QUEUE] == QUEUE
+        assert labels[scheduling.KUEUE_GROUP] == scheduling.kueue_group_name(f"{JOB}-{component}")
+        assert notes[scheduling.KUEUE_TOTAL] == "2"
+        assert labels[scheduling.COSCHEDULING_LABEL] == JOB
         assert pod["spec"]["schedulerName"] == "scheduler-plugins-scheduler"
 
     # Kueue admits the workloads: it removes its gate from each pod; the pods start and the job runs.

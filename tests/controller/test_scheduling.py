@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiException
 
-from a2c.controller import handlers, jobstate, kube, resources, status
+from a2c.controller import handlers, jobstate, kube, resources, scheduling, status
 from a2c.controller import spec as jobspec
 from tests.cluster import api_schema
 from tests.controller import jobs
@@ -56,7 +56,7 @@ def admitted(obj: dict[str, Any], crd: str) -> dict[str, Any]:
 
 def queued(name: str = "cp", queue: str = "team-a", **spec: Any) -> dict[str, Any]:
     out = job(name, **spec)
-    out["metadata"]["labels"] = {resources.KUEUE_QUEUE: queue}
+    out["metadata"]["labels"] = {scheduling.KUEUE_QUEUE: queue}
     return out
 
 
@@ -153,32 +153,32 @@ def test_scheduling_changes_re_form_the_trainer_group() -> None:
 def test_kueue_queue_label_goes_to_both_statefulsets_and_gates_their_pods() -> None:
     objs = resources.render(queued(trainers={"replicas": 3}, players={"replicasPerTrainer": 2}))
     sets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "StatefulSet"}
-    assert {n: s["metadata"]["labels"][resources.KUEUE_QUEUE] for n, s in sets.items()} == {
+    assert {n: s["metadata"]["labels"][scheduling.KUEUE_QUEUE] for n, s in sets.items()} == {
         "cp-trainer": "team-a", "cp-player": "team-a"}
     groups = {}
     for component, replicas in (("trainer", 3), ("player", 6)):
         template = pods(objs)[component]
         labels, notes = template["metadata"]["labels"], template["metadata"]["annotations"]
-        assert labels[resources.KUEUE_QUEUE] == "team-a"
+        assert labels[scheduling.KUEUE_QUEUE] == "team-a"
         # One Kueue pod group per StatefulSet, of all its pods: the trainers are admitted together.
         assert notes["kueue.x-k8s.io/pod-group-total-count"] == str(replicas)
         assert notes["kueue.x-k8s.io/pod-group-serving"] == "true"
         assert template["spec"]["schedulingGates"] == [{"name": "kueue.x-k8s.io/admission"}]
         groups[component] = labels["kueue.x-k8s.io/pod-group-name"]
-        assert groups[component] == resources.kueue_group_name(f"cp-{component}")
+        assert groups[component] == scheduling.kueue_group_name(f"cp-{component}")
     assert groups["trainer"] != groups["player"]
     # The selector is untouched: the queue label may not be there on pods made before it was set.
-    assert resources.KUEUE_QUEUE not in sets["cp-trainer"]["spec"]["selector"]["matchLabels"]
+    assert scheduling.KUEUE_QUEUE not in sets["cp-trainer"]["spec"]["selector"]["matchLabels"]
     stopped = pods(resources.render(queued(), stopped=True))["trainer"]
     assert stopped["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "0"  # as Kueue writes it
 
 
 def test_kueue_group_name_is_kueues_workload_name() -> None:
     """statefulset-<name>-<5 hex of sha1("StatefulSet\\napps\\n<name>\\n")>, cut to a label value's 63."""
-    name = resources.kueue_group_name("cp-trainer")
+    name = scheduling.kueue_group_name("cp-trainer")
     assert re.fullmatch(r"statefulset-cp-trainer-[0-9a-f]{5}", name)
-    assert name == resources.kueue_group_name("cp-trainer") != resources.kueue_group_name("cp-player")
-    longest = resources.kueue_group_name("a" * jobspec.MAX_NAME + "-trainer")
+    assert name == scheduling.kueue_group_name("cp-trainer") != scheduling.kueue_group_name("cp-player")
+    longest = scheduling.kueue_group_name("a" * jobspec.MAX_NAME + "-trainer")
     assert len(longest) == 63 and LABEL_VALUE.match(longest)
 
 
@@ -284,7 +284,7 @@ def test_time_queued_does_not_count_towards_the_active_deadline() -> None:
 def test_the_controller_sees_which_pods_are_gated() -> None:
     def raw(name: str, gates: list[dict[str, str]]) -> dict[str, Any]:
         return {"metadata": {"name": name, "uid": name}, "spec": {"schedulingGates": gates}, "status": {}}
-    seen = handlers.job_pods([raw("cp-trainer-0", [{"name": resources.KUEUE_GATE}]), raw("cp-trainer-1", [])])
+    seen = handlers.job_pods([raw("cp-trainer-0", [{"name": scheduling.KUEUE_GATE}]), raw("cp-trainer-1", [])])
     assert [p.gated for p in seen] == [True, False]
 
 
@@ -307,9 +307,9 @@ def test_the_controller_creates_the_podgroup_the_crd_admits_under_the_charts_rol
     assert group["spec"] == stored
     assert group["metadata"]["ownerReferences"][0]["uid"] == jobs.get_job(api)["metadata"]["uid"]
     template = jobs.sts(api, "cp-trainer")["spec"]["template"]
-    assert template["spec"]["schedulerName"] == resources.SCHEDULER_NAMES[scheduler]
+    assert template["spec"]["schedulerName"] == scheduling.SCHEDULER_NAMES[scheduler]
     assert {**template["metadata"]["labels"], **template["metadata"]["annotations"]}[
-        resources.COSCHEDULING_LABEL if scheduler == "coscheduling" else resources.VOLCANO_ANNOTATION] == "cp"
+        scheduling.COSCHEDULING_LABEL if scheduler == "coscheduling" else scheduling.VOLCANO_ANNOTATION] == "cp"
     assert reconciler.reconcile(jobs.NS, "cp") == "unchanged"  # the PodGroup as applied (and defaulted) stays
 
 
@@ -347,7 +347,7 @@ def test_what_kueues_statefulset_webhook_writes_is_not_set_back(
     """Kueue's webhook writes the same group labels and annotations as the controller renders, and a few more;
     the controller's drift repair (it sets back hand edits of what it renders) leaves them all alone."""
     body = {"apiVersion": jobs.API, "kind": jobs.KIND,
-            "metadata": {"name": "cp", "namespace": jobs.NS, "labels": {resources.KUEUE_QUEUE: "team-a"}},
+            "metadata": {"name": "cp", "namespace": jobs.NS, "labels": {scheduling.KUEUE_QUEUE: "team-a"}},
             "spec": {"trainers": {"replicas": 2}}}
     admin.request("POST", kube.path(jobs.API, jobs.KIND, jobs.NS), body=body)
     reconciler.reconcile(jobs.NS, "cp")
@@ -355,12 +355,12 @@ def test_what_kueues_statefulset_webhook_writes_is_not_set_back(
         name = f"cp-{component}"
         webhook = {"kueue.x-k8s.io/pod-suspending-parent": "statefulset", "kueue.x-k8s.io/pod-group-fast-admission":
                    "true", "kueue.x-k8s.io/pod-group-pod-index-label": "apps.kubernetes.io/pod-index",
-                   resources.KUEUE_TOTAL: "2", resources.KUEUE_SERVING: "true"}
+                   scheduling.KUEUE_TOTAL: "2", scheduling.KUEUE_SERVING: "true"}
         admin.request("PATCH", kube.path("apps/v1", "StatefulSet", jobs.NS, name),
                       content_type="application/merge-patch+json",
                       body={"spec": {"template": {"metadata": {"annotations": webhook, "labels": {
-                          resources.KUEUE_QUEUE: "team-a",
-                          resources.KUEUE_GROUP: resources.kueue_group_name(name)}}}}})
+                          scheduling.KUEUE_QUEUE: "team-a",
+                          scheduling.KUEUE_GROUP: scheduling.kueue_group_name(name)}}}}})
     writes = jobs.writes(apiserver)
     assert reconciler.reconcile(jobs.NS, "cp") == "unchanged" and jobs.writes(apiserver) == writes
     notes = jobs.sts(api, "cp-trainer")["spec"]["template"]["metadata"]["annotations"]
