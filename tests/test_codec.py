@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from a2c.model import weights
-from a2c.service import codec, rollout, status
+from a2c.service import codec, protowire, rollout, status
 from a2c.v1 import rollout_pb2, trainer_pb2, weights_pb2
 from tests.support.rollouts import cartpole_rollout
 
@@ -173,7 +173,7 @@ def test_data_chunks_are_the_messages_protobuf_would_serialize() -> None:
 def test_weights_are_encoded_once_per_version_whoever_asks() -> None:
     """Every reply of one version (Fetch and Exchange, every player) sends the chunks encoded for it once."""
     encoded: list[int] = []
-    real = codec._data_message
+    real = protowire.data_message
 
     def counting(seq: int, pieces: list[memoryview]) -> bytes:
         encoded.append(seq)
@@ -181,7 +181,7 @@ def test_weights_are_encoded_once_per_version_whoever_asks() -> None:
 
     snap = weights.WeightSnapshot(version=4, tensors={"w": np.ones(700_000, np.float32)})  # 2.8 MB: 3 chunks
     import unittest.mock
-    with unittest.mock.patch.object(codec, "_data_message", counting):
+    with unittest.mock.patch.object(protowire, "data_message", counting):
         replies = [codec.weight_reply(snap, waited_s=0.1 * i) for i in range(5)]
     assert encoded == [1, 2, 3]
     assert all(r[1:] == replies[0][1:] and r[1] is replies[0][1] for r in replies)

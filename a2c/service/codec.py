@@ -15,7 +15,7 @@ where it lies (`_blobs`: no `tobytes`); the payload is cut into chunks from thos
 payload to slice again); a snapshot's data chunks are serialized messages (`bytes`) made once per version and
 sent as they are (`serialize`, the server's response serializer for Exchange and Fetch: no protobuf message of
 megabytes is built, copied or serialized per reply); one array object under two names travels once. A client
-reads those replies as the bytes that came, takes each chunk's data where it lies in them (`_data_of`; any
+reads those replies as the bytes that came, takes each chunk's data where it lies in them (`protowire.data_of`; any
 other form of the message is parsed by protobuf), joins them once into a writable buffer, and the decoded
 tensors are views into it (no copy per tensor). Before, the trainer's gRPC thread spent 23 ms a round encoding
 and serializing Breakout's weights (5 copies of 13.5 MB; 714 us per env step of the trainers' other threads
@@ -32,7 +32,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from a2c.model import weights
-from a2c.service import rollout, status
+from a2c.service import protowire, rollout, status
 from a2c.v1 import rollout_pb2, tensor_pb2, trainer_pb2, weights_pb2
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: far below any message limit
@@ -78,54 +78,6 @@ def _pieces(blobs: list[memoryview], chunk_bytes: int) -> Iterator[list[memoryvi
                 chunk, room = [], chunk_bytes
     if chunk:
         yield chunk
-
-
-def _varint(n: int) -> bytes:
-    """Protobuf's base-128 varint of n >= 0."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    """(value, position after it) of the varint at pos; (-1, pos) if there is none (truncated, over 10 bytes)."""
-    value = shift = 0
-    for i in range(pos, min(pos + 10, len(buf))):
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i + 1
-        shift += 7
-    return -1, pos
-
-
-# WeightChunk's fields as its message puts them (weights.proto): seq = 1 (varint), data = 3 (length-delimited)
-_SEQ_TAG = bytes([1 << 3 | 0])
-_DATA_TAG = bytes([3 << 3 | 2])
-
-
-def _data_message(seq: int, pieces: list[memoryview]) -> bytes:
-    """The serialized WeightChunk(seq=seq, data=the pieces joined), in one copy of the pieces."""
-    size = sum(len(p) for p in pieces)
-    return b"".join([_SEQ_TAG + _varint(seq) + _DATA_TAG + _varint(size), *pieces])
-
-
-def _data_of(message: bytes) -> tuple[int, memoryview] | None:
-    """(seq, data as a view into message) of a serialized WeightChunk holding data in the form `_data_message`
-    writes (seq 1 or more, then data, nothing else); None for any other message (protobuf parses it)."""
-    buf = memoryview(message)
-    if len(buf) < 2 or buf[0] != _SEQ_TAG[0]:
-        return None
-    seq, pos = _read_varint(buf, 1)
-    if seq < 1 or seq >= 1 << 63 or pos >= len(buf) or buf[pos] != _DATA_TAG[0]:
-        return None
-    size, start = _read_varint(buf, pos + 1)
-    if size < 0 or start + size != len(buf):
-        return None
-    return seq, buf[start:]
 
 
 def serialize(message: weights_pb2.WeightChunk | bytes) -> bytes:
@@ -174,7 +126,7 @@ def _weight_part(chunk: weights_pb2.WeightChunk | bytes) -> Part:
     """A weight reply's message, parsed or serialized (as a client reads it raw): data where it lies, if it can."""
     if not isinstance(chunk, bytes):
         return _part(chunk)
-    data = _data_of(chunk)
+    data = protowire.data_of(chunk)
     if data is not None:
         return data[0], "data", data[1]
     try:
@@ -265,7 +217,7 @@ def _rollout(header: rollout_pb2.RolloutHeader, payload: bytes | bytearray) -> r
 def weight_chunks(snap: weights.WeightSnapshot,
                   chunk_bytes: int = CHUNK_BYTES) -> list[weights_pb2.WeightChunk | bytes]:
     """The wire form of a snapshot, made once and cached on the snapshot (every reply of its version sends it):
-    the header as a message, then the data chunks already serialized (`_data_message`: one copy of the tensors'
+    the header as a message, then the data chunks already serialized (`protowire.data_message`: one copy of the tensors'
     bytes, an array shared under two names once). `serialize` sends either; `weight_reply_from_chunks` reads
     either."""
     if snap.encoded is None:
@@ -273,7 +225,7 @@ def weight_chunks(snap: weights.WeightSnapshot,
         header = weights_pb2.WeightHeader(version=snap.version, done=snap.done, tensors=specs,
                                           payload_bytes=sum(len(b) for b in blobs), generation=snap.generation)
         out: list[weights_pb2.WeightChunk | bytes] = [weights_pb2.WeightChunk(seq=0, header=header)]
-        out += [_data_message(i, pieces) for i, pieces in enumerate(_pieces(blobs, chunk_bytes), start=1)]
+        out += [protowire.data_message(i, pieces) for i, pieces in enumerate(_pieces(blobs, chunk_bytes), start=1)]
         snap.encoded = out
     return snap.encoded  # type: ignore[no-any-return]
 
