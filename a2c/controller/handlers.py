@@ -9,10 +9,10 @@ Running it twice in a row changes nothing the second time. A finished job whose 
 has passed is deleted here; one with a deadline or a TTL ahead is put in `due`, for the loop to come back then.
 The operator's job counters move here, at the transitions the status write records (`_count`).
 
-What fails how: a spec the controller cannot run (`InvalidSpecError`, from `checked_spec`) fails the job, with the
-reason in its status and an Event; anything else that goes wrong (the API server refuses us, a bug of ours)
-raises, and the loop logs it with its traceback and retries the job with back-off: the user's job is not
-marked Failed for our mistake. The spec's defaults are filled once per pass and handed down.
+What fails how: a spec the controller cannot run (`validation.InvalidSpecError`, from `validation.checked_spec`)
+fails the job, with the reason in its status and an Event; anything else that goes wrong (the API server refuses
+us, a bug of ours) raises, and the loop logs it with its traceback and retries the job with back-off: the user's
+job is not marked Failed for our mistake. The spec's defaults are filled once per pass and handed down.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from a2c.controller import jobstate, kube, probe, resources, status
+from a2c.controller import jobstate, kube, probe, resources, status, validation
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
 
@@ -33,67 +33,6 @@ log = logging.getLogger(__name__)
 PHASES = (jobstate.PENDING, jobstate.RUNNING, jobstate.RESTARTING, jobstate.SUSPENDED, jobstate.SUCCEEDED,
           jobstate.FAILED)
 Key = tuple[str, str]
-
-
-class InvalidSpecError(ValueError):
-    """The job's spec (or name) is one the controller cannot run: the user's to fix, not ours."""
-
-
-def _check_types(value: Any, default: Any, where: str) -> None:
-    """`value` has the JSON type of `default` (the filled spec against `spec.defaults()`), recursively.
-
-    The CRD's schema says the same at admission; this holds for a job admitted under an older CRD (or none),
-    so that the role configs built next meet only the types they expect, and a KeyError or TypeError after
-    this point is ours. An empty object or list by default (resources, tolerations) may also be null."""
-    if isinstance(default, (dict, list)) and not default and value is None:
-        return
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise InvalidSpecError(f"{where} must be an object, not {json_type(value)}")
-        for key, sub in default.items():
-            _check_types(value.get(key), sub, f"{where}.{key}")
-    elif isinstance(default, list):
-        if not isinstance(value, list):
-            raise InvalidSpecError(f"{where} must be a list, not {json_type(value)}")
-        for i, item in enumerate(value if default else []):
-            _check_types(item, default[0], f"{where}[{i}]")
-    elif default is not None and json_type(value) != json_type(default):
-        raise InvalidSpecError(f"{where} must be {json_type(default)}, not {json_type(value)} ({value!r})")
-
-
-def json_type(value: Any) -> str:
-    """What JSON calls `value`'s type (an int and a float are both numbers)."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    names = {dict: "an object", list: "a list", str: "a string", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def checked_spec(job: dict[str, Any]) -> dict[str, Any]:
-    """The job's spec with its defaults filled in, or InvalidSpecError saying what is wrong with it.
-
-    Only what the user wrote raises InvalidSpecError: a bad name, a field of the wrong type, or a value `spec`'s
-    role configs refuse (they raise ValueError for those: TLS mutual without a Secret, more than one GPU per
-    trainer). A KeyError or TypeError from our own code is not the user's: it propagates."""
-    meta = job["metadata"]
-    try:
-        jobspec.validate_name(meta["name"])
-        raw = job.get("spec")
-        if raw is not None and not isinstance(raw, dict):
-            raise InvalidSpecError(f"spec must be an object, not {json_type(raw)}")
-        spec = jobspec.with_defaults(raw)
-        _check_types(spec, jobspec.defaults(), "spec")
-        jobspec.trainer_config(meta["name"], meta["namespace"], spec)
-        jobspec.player_config(meta["name"], meta["namespace"], spec)
-        jobspec.run_policy(spec)
-        jobspec.check_scheduling(spec)
-    except InvalidSpecError:
-        raise
-    except ValueError as exc:  # spec.py's word for a value the user gave that cannot run
-        raise InvalidSpecError(str(exc)) from exc
-    return spec
 
 
 def now_iso() -> str:
@@ -171,8 +110,8 @@ class Reconciler:
     def _reconcile(self, job: dict[str, Any], poll: bool) -> str:
         meta, now = job["metadata"], self.clock()
         try:
-            spec = checked_spec(job)  # the defaults, filled once for this pass
-        except InvalidSpecError as exc:
+            spec = validation.checked_spec(job)  # the defaults, filled once for this pass
+        except validation.InvalidSpecError as exc:
             return self._invalid(job, str(exc), now)
         if meta.get("deletionTimestamp"):
             # Being deleted (a foreground delete waits for the children to go): create, patch, restart nothing.

@@ -13,7 +13,7 @@ import pytest
 import urllib3
 from kubernetes.client import ApiException
 
-from a2c.controller import handlers, loop
+from a2c.controller import handlers, loop, validation
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
 
@@ -32,20 +32,20 @@ def job(name: str = "cp", **spec: Any) -> dict[str, Any]:
     ({"trainers": {"gpus": 2}}, "a trainer pod runs one rank on one GPU"),
 ])
 def test_spec_errors_are_invalid_spec(spec: dict[str, Any], said: str) -> None:
-    with pytest.raises(handlers.InvalidSpecError, match=None) as caught:
-        handlers.checked_spec(job(**spec))
+    with pytest.raises(validation.InvalidSpecError, match=None) as caught:
+        validation.checked_spec(job(**spec))
     assert said in str(caught.value)
 
 
 def test_names_and_specs_that_are_not_objects_are_invalid() -> None:
-    with pytest.raises(handlers.InvalidSpecError, match="DNS-1035"):
-        handlers.checked_spec(job("Not_A_Name"))
-    with pytest.raises(handlers.InvalidSpecError, match="spec must be an object, not a list"):
-        handlers.checked_spec({"metadata": {"name": "cp", "namespace": "ml"}, "spec": [1]})
+    with pytest.raises(validation.InvalidSpecError, match="DNS-1035"):
+        validation.checked_spec(job("Not_A_Name"))
+    with pytest.raises(validation.InvalidSpecError, match="spec must be an object, not a list"):
+        validation.checked_spec({"metadata": {"name": "cp", "namespace": "ml"}, "spec": [1]})
 
 
 def test_a_valid_spec_comes_back_filled_and_empty_placement_may_be_null() -> None:
-    spec = handlers.checked_spec(job(players={"tolerations": None, "resources": None}, trainers={"replicas": 2}))
+    spec = validation.checked_spec(job(players={"tolerations": None, "resources": None}, trainers={"replicas": 2}))
     assert spec["trainers"]["replicas"] == 2 and spec["algorithm"] == jobspec.defaults()["algorithm"]
 
 
@@ -55,7 +55,7 @@ def test_a_bug_in_our_code_is_not_an_invalid_spec(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(jobspec, "player_config", broken)
     with pytest.raises(TypeError):
-        handlers.checked_spec(job())
+        validation.checked_spec(job())
 
 
 def test_the_jobs_gauge_has_a_series_per_job_and_forgets_deleted_jobs() -> None:

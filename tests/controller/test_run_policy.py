@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from a2c.controller import commands, handlers, jobstate, kube, loop, status
+from a2c.controller import commands, handlers, jobstate, kube, loop, status, validation
 from a2c.controller import spec as jobspec
 from a2c.observe import metrics
 from tests.cluster.apiserver import APIServer
@@ -190,8 +190,8 @@ def test_new_status_fields_fit_the_crd_schema() -> None:
     ({"runPolicy": []}, "spec.runPolicy must be an object"),
 ])
 def test_a_bad_run_policy_is_an_invalid_spec_with_the_reason(spec: dict[str, Any], why: str) -> None:
-    with pytest.raises(handlers.InvalidSpecError, match=why):
-        handlers.checked_spec({"metadata": {"name": "cp", "namespace": NS}, "spec": spec})
+    with pytest.raises(validation.InvalidSpecError, match=why):
+        validation.checked_spec({"metadata": {"name": "cp", "namespace": NS}, "spec": spec})
 
 
 def test_run_policy_defaults() -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiException
 
-from a2c.controller import handlers, jobstate, kube, resources, scheduling, status
+from a2c.controller import handlers, jobstate, kube, resources, scheduling, status, validation
 from a2c.controller import spec as jobspec
 from tests.cluster import api_schema
 from tests.controller import jobs
@@ -215,8 +215,8 @@ BAD_POLICIES = {
 @pytest.mark.parametrize("case", list(BAD_POLICIES))
 def test_a_bad_scheduling_policy_is_invalid_spec_with_the_reason(case: str) -> None:
     policy, why = BAD_POLICIES[case]
-    with pytest.raises(handlers.InvalidSpecError, match=re.escape(why)):
-        handlers.checked_spec(job(trainers={"replicas": 2}, schedulingPolicy=policy))
+    with pytest.raises(validation.InvalidSpecError, match=re.escape(why)):
+        validation.checked_spec(job(trainers={"replicas": 2}, schedulingPolicy=policy))
 
 
 def test_a_file_rendered_offline_is_checked_too() -> None:
@@ -228,7 +228,7 @@ def test_a_file_rendered_offline_is_checked_too() -> None:
 def test_good_scheduling_policies_pass() -> None:
     for policy in ({}, {"scheduler": "coscheduling", "minAvailable": 2}, {"scheduler": "volcano", "minAvailable": 4,
                                                                           "queue": "q"}):
-        handlers.checked_spec(job(trainers={"replicas": 2}, schedulingPolicy=policy))
+        validation.checked_spec(job(trainers={"replicas": 2}, schedulingPolicy=policy))
     assert jobspec.gang_size(jobspec.with_defaults({"trainers": {"replicas": 4},
                                                     "players": {"replicasPerTrainer": 8}})) == 36
 
