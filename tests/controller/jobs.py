@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from a2c.controller import kube, resources
+from a2c.controller import spec as jobspec
 from a2c.v1 import trainer_pb2
 from tests.cluster.apiserver import APIServer
 from tests.controller.conftest import CONTROLLER, NS
@@ -79,3 +80,14 @@ def cond(job: dict[str, Any], type_: str) -> str:
 def writes(server: APIServer) -> int:
     counts = server.counts(CONTROLLER)
     return sum(counts[v] for v in ("create", "update", "patch", "delete"))
+
+
+def job(name: str = "cp", namespace: str = "ml", **spec: Any) -> dict[str, Any]:
+    """An A2CJob object as the API server would hand it over (a fixed uid), for rendering without a server."""
+    return {"apiVersion": jobspec.API_VERSION, "kind": jobspec.KIND,
+            "metadata": {"name": name, "namespace": namespace, "uid": "0c0ffee0-0000-4000-8000-000000000001"},
+            "spec": spec}
+
+
+def by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objs}

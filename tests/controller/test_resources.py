@@ -13,21 +13,13 @@ import pytest
 from a2c import cli, config, flags
 from a2c.controller import commands, resources
 from a2c.controller import spec as jobspec
+from tests.controller.jobs import by_kind, job
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 VERSIONS = sorted({kv.major_minor(v) for v in kv.all_versions() if tuple(map(int, v.split(".")[:2])) >= (1, 28)},
                   key=lambda v: tuple(map(int, v.split("."))))
 
-
-def job(name: str = "cp", namespace: str = "ml", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": jobspec.API_VERSION, "kind": jobspec.KIND,
-            "metadata": {"name": name, "namespace": namespace, "uid": "0c0ffee0-0000-4000-8000-000000000001"},
-            "spec": spec}
-
-
-def by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objs}
 
 
 def example_jobs() -> list[dict[str, Any]]:

@@ -19,20 +19,12 @@ from a2c.controller import handlers, jobstate, kube, resources, scheduling, stat
 from a2c.controller import spec as jobspec
 from tests.cluster import api_schema
 from tests.controller import jobs
+from tests.controller.jobs import by_kind, job
 
 CRDS = pathlib.Path(__file__).resolve().parents[1] / "support" / "crds"
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 VERSIONS = ("1.28", kv.major_minor(kubernetes_validate.latest_version()))  # the oldest supported, the newest
 
-
-def job(name: str = "cp", namespace: str = "ml", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": jobspec.API_VERSION, "kind": jobspec.KIND,
-            "metadata": {"name": name, "namespace": namespace, "uid": "0c0ffee0-0000-4000-8000-000000000001"},
-            "spec": spec}
-
-
-def by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {f"{o['kind']}/{o['metadata']['name']}": o for o in objs}
 
 
 def crd_schema(name: str) -> tuple[str, dict[str, Any]]:
