@@ -300,3 +300,39 @@ def test_update_on_cuda_matches_cpu() -> None:
         lrn.update(batch, batch.samples)
     for a, b in zip(_params(cpu), _params(gpu), strict=True):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_pixel_learner_trains_channels_last_and_takes_the_same_step_as_the_default_layout() -> None:
+    """On CPU the trainer's NatureCNN is channels-last (its update is the faster one there, docs/atari.md): the
+    same step as torch's default layout (to float rounding), and its snapshot loads into a player's model."""
+    obs, act = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4)
+    algo = config.AlgoConfig(optimizer="rmsprop_tf", optim_eps=1e-5)
+    rng = np.random.default_rng(0)
+    t, e = 5, 2
+    r = rollout.Rollout(
+        player_id=0, policy_version=0, obs=rng.integers(0, 256, (t + 1, e, 4, 84, 84), dtype=np.uint8),
+        actions=rng.integers(0, 4, (t, e)), rewards=rng.normal(size=(t, e)).astype(np.float32),
+        terminated=np.zeros((t, e), bool), truncated=np.zeros((t, e), bool), valid=np.ones((t, e), bool),
+        logprobs=np.zeros((t, e), np.float32), values=np.zeros((t, e), np.float32),
+        final_obs=np.zeros((0, 4, 84, 84), np.uint8), final_index=np.zeros(0, np.int64))
+    torch.manual_seed(0)
+    plain = agent.Agent(obs, act, algo)
+    torch.manual_seed(0)
+    lrn = learner.Learner(agent.Agent(obs, act, algo), algo, torch.device("cpu"))
+    convs = [p for p in lrn.model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
+    assert all(p.is_contiguous() for p in plain.parameters())
+    reference = learner.Learner.__new__(learner.Learner)  # the same learner without the layout change
+    reference.model, reference.algo, reference.device = plain, algo, torch.device("cpu")
+    reference.optimizer, reference._ddp = agent.make_optimizer(plain, algo), None
+    for lr in (lrn, reference):
+        batch = lr.batch([r], None)
+        assert lr.update(batch, batch.samples) is not None
+    for a, b in zip(lrn.model.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    snap = agent.snapshot(lrn.model, 1)
+    assert all(v.flags.c_contiguous for v in snap.tensors.values())
+    player = agent.Agent(obs, act, algo)
+    agent.load_snapshot(player, snap)
+    for a, b in zip(player.parameters(), lrn.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -95,6 +95,12 @@ class Learner:
                  reduction: Reduction | None = None) -> None:
         """In a process group, `reduction` (a `distributed.GradientSum`) sums the gradients across trainers."""
         self.model = model.to(device)
+        if device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            # NatureCNN's update on a trainer's batch (Breakout, 40 frames, one thread): 740-763 us a sample with
+            # the weights channels-last, 833-952 without; the players keep torch's default layout, in which their
+            # acting forward is the faster (262-276 against 281-345 us). Weights and numerics are the same
+            # tensors; only the order of the sums inside a convolution differs.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.algo = algo
         self.device = device
         self.optimizer = agent_mod.make_optimizer(self.model, algo)
