@@ -13,8 +13,9 @@ are measured at the same budget. The zoo column is what rl-baselines3-zoo's `ben
     python bench/learning_suite.py --tasks CartPole-v1 Acrobot-v1 --sb3
     python bench/learning_suite.py --budget-scale 0.1   # a quick pass (scores will be lower)
 
-With a GPU, the trainers run on it, the Atari budgets grow (`Task.gpu_budget`) and GPU-only tasks run
-(`Task.gpu_only`: Pong at 10M steps). Prints one line
+With a GPU, the trainers run on it, the Atari budgets grow (`Task.gpu_budget`: Pong at 10M steps) and GPU-only
+tasks run (`Task.gpu_only`). On CPU a task with `Task.cpu_seconds` (Pong: an hour) trains for that wall time, then
+is interrupted as Ctrl-C does (a final checkpoint), and `--sb3` gets the env steps a2c took. Prints one line
 per run and a Markdown table at the end; `--json PATH` also writes every figure.
 """
 
@@ -25,6 +26,7 @@ import importlib.util
 import json
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,7 @@ class Task:
     needs: str = ""                 # a module that must import (ale_py, mujoco, Box2D)
     gpu_budget: int = 0             # budget where a GPU is present (0: the CPU budget)
     gpu_only: bool = False          # too long for a CPU run: only where a GPU is present
+    cpu_seconds: float = 0.0        # on a CPU machine: train for this wall time (SIGINT: a final checkpoint), not budget
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,11 +99,13 @@ TASKS: dict[str, Task] = {t.env_id: t for t in [
           "--optimizer", "rmsprop_tf", "--vectorization", "async", *ZOO_ATARI],
          {"atari": True, "n_envs": 16, "ent_coef": 0.01, "vf_coef": 0.25, "rmsprop_tf": True},
          needs="ale_py", gpu_budget=10_000_000),
+    # on CPU: an hour of wall time (issue 24), the zoo's flags, the environments stepped in the player's process
+    # (--vectorization async, a process per copy, only costs CPU where the player has no core to spare)
     Task("PongNoFrameskip-v4", 10_000_000, (17.292, 3.214, "10M"), "PongNoFrameskip-v4",
          ["--num-envs", "8", "--n-steps", "5", "--lr", "7e-4", "--ent-coef", "0.01", "--vf-coef", "0.25",
-          "--optimizer", "rmsprop_tf", "--vectorization", "async", *ZOO_ATARI],
+          "--optimizer", "rmsprop_tf", *ZOO_ATARI],
          {"atari": True, "n_envs": 16, "ent_coef": 0.01, "vf_coef": 0.25, "rmsprop_tf": True},
-         needs="ale_py", gpu_only=True),
+         needs="ale_py", cpu_seconds=3600.0),
 ]}
 
 SB3_SCRIPT = r"""
@@ -159,18 +164,39 @@ def _score(run_dir: str, seed: int, episodes: int, best: bool = False) -> dict[s
     return json.loads(ev.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def _train(cmd: list[str], seconds: float) -> tuple[int, str]:
+    """Run `a2c local` to its end, or (seconds > 0) interrupt it after that wall time as a user's Ctrl-C does (its
+    trainers write a final checkpoint); its exit status (0 for that interrupt: `a2c local` says 130) and the end
+    of its stderr."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        try:
+            proc.wait(timeout=seconds or None)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                if proc.wait(timeout=300) == 130:
+                    err.seek(0)
+                    return 0, err.read()[-3000:]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        return proc.returncode, err.read()[-3000:]
+
+
 def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extra: list[str],
-            keep: Path | None = None) -> dict[str, Any]:
+            keep: Path | None = None, seconds: float = 0.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = str(keep / f"{task.env_id}-seed{seed}") if keep else scratch
         cmd = [sys.executable, "-m", "a2c", "local", "--env-id", task.env_id, "--run-dir", tmp, "--seed", str(seed),
                "--max-env-steps", str(budget), "--target-return", "inf", "--progress", "false", "--plot", "false",
                "--device", device, *task.a2c, *extra]
         start = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        code, stderr = _train(cmd, seconds)
         wall = time.perf_counter() - start
-        if out.returncode != 0:
-            raise RuntimeError(f"a2c local failed (exit {out.returncode}): {shlex.join(cmd)}\n{out.stderr[-3000:]}")
+        if code != 0:
+            raise RuntimeError(f"a2c local failed (exit {code}): {shlex.join(cmd)}\n{stderr}")
         rows = journal.read(Path(tmp) / "metrics.jsonl")
         train = [r for r in journal.training(rows) if r.get("mean_return") is not None]
         score = _score(tmp, seed, episodes)
@@ -187,7 +213,9 @@ def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extr
             # periodic evaluations (greedy, the run's seed) as (env steps, mean) pairs
             "train_best": max(means, default=None),
             "train_min_after_best": min(means[means.index(max(means)):], default=None) if means else None,
-            "evals": [(r["env_steps"], r["eval_mean_return"]) for r in journal.evaluations(rows)]}
+            "evals": [(r["env_steps"], r["eval_mean_return"]) for r in journal.evaluations(rows)],
+            # the curve against wall time: (seconds since the start, env steps, training mean) every ~5 %
+            "curve": [(round(r["time_s"]), r["env_steps"], r["mean_return"]) for r in train[::max(1, len(train) // 20)]]}
 
 
 def run_sb3(task: Task, budget: int, seed: int, episodes: int) -> dict[str, Any]:
@@ -218,7 +246,7 @@ def table(results: list[dict[str, Any]], sb3: bool) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         a, z = r["a2c"], r["zoo"]
-        cells = [r["task"], f"{r['budget']:,}", fmt(a["eval_mean"], a["eval_std"]),
+        cells = [r["task"], r["budget"] if isinstance(r["budget"], str) else f"{r['budget']:,}", fmt(a["eval_mean"], a["eval_std"]),
                  fmt(a.get("best_eval_mean"), a.get("best_eval_std")), fmt(a["train_return"]),
                  f"{a['wall_s']:.0f} s", f"{a['env_steps'] / a['wall_s']:,.0f}"]
         if sb3:
@@ -267,11 +295,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: skipped (a GPU-only task: {task.budget:,} env steps)", flush=True)
             continue
         budget = max(1, int((task.gpu_budget if gpu and task.gpu_budget else task.budget) * args.budget_scale))
+        seconds = 0.0 if gpu else task.cpu_seconds * args.budget_scale  # a wall-time budget on CPU
         row: dict[str, Any] = {"task": name, "budget": budget, "zoo": task.zoo, "zoo_env": task.zoo_env}
         # one GPU: one trainer (NCCL wants a GPU per rank) fed by two players
         topology = ["--trainers", "1", "--players-per-trainer", "2"] if gpu else []
         row["a2c"] = run_a2c(task, budget, args.seed, args.episodes, "cuda" if gpu else "cpu",
-                             topology + shlex.split(args.a2c_args), args.keep_runs)
+                             topology + shlex.split(args.a2c_args), args.keep_runs, seconds)
+        if seconds:
+            row["budget"] = f"{seconds / 60:g} min ({row['a2c']['env_steps']:,} steps)"
+        if args.sb3 and seconds:
+            budget = row["a2c"]["env_steps"]  # SB3 gets the env steps a2c took in that time
         print(f"{name} a2c: {json.dumps(row['a2c'])}", flush=True)
         if args.sb3:
             row["sb3"] = run_sb3(task, budget, args.seed, args.episodes)
