@@ -130,6 +130,10 @@ class ProcessConfig:
     hold_when_done: bool = opt(False, "when training has ended, keep running (a trainer keeps serving its final "
                                "status) until SIGTERM instead of exiting: a StatefulSet restarts any process that "
                                "exits")
+    weights_dir: str = opt("", "a directory on a memory filesystem shared by a trainer and its players on one "
+                           "machine: the trainer writes each version of the weights there once, and players that "
+                           "have it read them from there rather than over gRPC ('' = off; a2c local makes one "
+                           "under /dev/shm)")
 
 
 @dataclass
@@ -229,6 +233,9 @@ class LocalConfig(TrainingConfig):
     max_trainer_restarts: int = opt(2, "times the trainer group is restarted from its checkpoint after a failure")
     pin_cores: bool = opt(True, "when the processes outnumber the cores, run each trainer and its players on one "
                           "core (they take turns at lag 0; a2c/cores.py)")
+    shared_weights: bool = opt(True, "hand the players their weights through files in a fresh directory under "
+                               "/dev/shm (--weights-dir of every trainer and player), not over gRPC: a tenth of a "
+                               "pixel round's CPU (docs/atari.md)")
     # one machine rarely has one GPU per trainer (NCCL needs that): its trainers train on the CPU unless asked
     device: str = same_as(TrainingConfig, "device", "cpu", "trainers' device (NCCL needs one GPU per trainer)")
 

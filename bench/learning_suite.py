@@ -49,7 +49,7 @@ class Task:
     needs: str = ""                 # a module that must import (ale_py, mujoco, Box2D)
     gpu_budget: int = 0             # budget where a GPU is present (0: the CPU budget)
     gpu_only: bool = False          # too long for a CPU run: only where a GPU is present
-    cpu_seconds: float = 0.0        # on a CPU machine: train for this wall time (SIGINT: a final checkpoint), not budget
+    cpu_seconds: float = 0.0        # on a CPU machine: train this wall time (then SIGINT: a final checkpoint)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -215,7 +215,8 @@ def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extr
             "train_min_after_best": min(means[means.index(max(means)):], default=None) if means else None,
             "evals": [(r["env_steps"], r["eval_mean_return"]) for r in journal.evaluations(rows)],
             # the curve against wall time: (seconds since the start, env steps, training mean) every ~5 %
-            "curve": [(round(r["time_s"]), r["env_steps"], r["mean_return"]) for r in train[::max(1, len(train) // 20)]]}
+            "curve": [(round(r["time_s"]), r["env_steps"], r["mean_return"])
+                      for r in train[::max(1, len(train) // 20)]]}
 
 
 def run_sb3(task: Task, budget: int, seed: int, episodes: int) -> dict[str, Any]:
@@ -246,7 +247,8 @@ def table(results: list[dict[str, Any]], sb3: bool) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         a, z = r["a2c"], r["zoo"]
-        cells = [r["task"], r["budget"] if isinstance(r["budget"], str) else f"{r['budget']:,}", fmt(a["eval_mean"], a["eval_std"]),
+        budget = r["budget"] if isinstance(r["budget"], str) else f"{r['budget']:,}"  # a wall-time budget says so
+        cells = [r["task"], budget, fmt(a["eval_mean"], a["eval_std"]),
                  fmt(a.get("best_eval_mean"), a.get("best_eval_std")), fmt(a["train_return"]),
                  f"{a['wall_s']:.0f} s", f"{a['env_steps'] / a['wall_s']:,.0f}"]
         if sb3:

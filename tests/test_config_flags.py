@@ -10,7 +10,8 @@ import pytest
 
 from a2c import cli
 
-# field name -> default, per role, as of commit 0f78644 (generated from that commit's config.py)
+# field name -> default, per role, as of commit 0f78644 (generated from that commit's config.py), and the flags
+# added since, marked
 TODAY = {
     'local': {
         'players_per_trainer': 1,
@@ -31,6 +32,7 @@ TODAY = {
         'max_player_restarts': 3,
         'max_trainer_restarts': 2,
         'pin_cores': True,
+        'shared_weights': True,  # added since (issue 24)
         'env_id': 'CartPole-v1',
         'env_kwargs': '{}',
         'num_envs': 64,
@@ -77,6 +79,7 @@ TODAY = {
         'tls_key': '',
         'tls_ca': '',
         'hold_when_done': False,
+        'weights_dir': '',  # added since (issue 24: weights through /dev/shm)
         'rank': -1,
         'world_size': 1,
         'master_addr': '127.0.0.1',
@@ -125,6 +128,7 @@ TODAY = {
         'tls_key': '',
         'tls_ca': '',
         'hold_when_done': False,
+        'weights_dir': '',  # added since (issue 24: weights through /dev/shm)
         'player_index': -1,
         'num_trainers': 1,
         'trainer_address': '127.0.0.1:50051',

@@ -100,7 +100,8 @@ def test_every_config_field_of_the_job_roles_is_read_or_set_by_the_controller() 
                       "hold_when_done", "job", "tls_cert", "tls_key", "tls_ca", "player_index", "num_trainers",
                       "trainer_address"}
     left_default = {"torch_threads", "keep_best", "tensorboard", "host", "max_message_mb", "max_queue",
-                    "start_timeout_s", "linger_s", "connect_timeout_s"}
+                    "start_timeout_s", "linger_s", "connect_timeout_s",
+                    "weights_dir"}  # pods share no /dev/shm: the weights go over gRPC
     for cls in (config.TrainerConfig, config.PlayerConfig):
         for f in flags.leaves(cls):
             assert "crd" in f.metadata or f.name in controller_set | left_default, (cls.__name__, f.name)

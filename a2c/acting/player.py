@@ -107,7 +107,8 @@ def run(cfg: config.PlayerConfig) -> int:
     except Exception as exc:
         return termination.cannot_start("player", exc)
     model.eval()
-    client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop)
+    client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop,
+                                      weights_dir=cfg.weights_dir)
     log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,
              address, port)
     with contextlib.suppress(ValueError):  # a gRPC target URI is left to gRPC

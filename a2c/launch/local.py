@@ -1,6 +1,7 @@
 """`a2c local`: the embedded default. The cluster's topology on one machine: N trainer processes (DDP over
 gloo on 127.0.0.1) and N*P player processes talking gRPC on loopback, started and watched by this
-launcher, which plays the controller's part.
+launcher, which plays the controller's part. The weights go to the players through files in a directory under
+/dev/shm the launcher makes and removes (`shared_weights_dir`; --shared-weights false: over gRPC, as between pods).
 
 Data flow: launcher -> processes (forked, each running `trainer.run` / `player.run`, logs in
 <run_dir>/logs; every trainer gets this run's `config.TrainingConfig` as it is) -> trainer 0 writes
@@ -16,7 +17,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +85,9 @@ class Child:
             return "(no log)"
 
 
-def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
-    """The trainer and player processes of this run, with their configs and free ports."""
+def plan(cfg: config.LocalConfig, run_dir: Path, weights_dir: str = "") -> list[Child]:
+    """The trainer and player processes of this run, with their configs and free ports (and `weights_dir`, the
+    directory the trainers hand their players the weights through: `shared_weights_dir`)."""
     n, p = cfg.trainers, cfg.players_per_trainer
     master_port = free_port()
     grpc_ports = [free_port() for _ in range(n)]
@@ -100,17 +104,34 @@ def plan(cfg: config.LocalConfig, run_dir: Path) -> list[Child]:
         tc = config.TrainerConfig(
             **training, rank=rank, world_size=n, master_addr="127.0.0.1", master_port=master_port,
             host="127.0.0.1", port=grpc_ports[rank], metrics_port=free_port(), run_dir=str(run_dir), linger_s=5.0,
+            weights_dir=weights_dir,
         )
         children.append(Child(f"trainer-{rank}", "trainer", tc, logs / f"trainer-{rank}.log", tc.metrics_port,
                               core("trainer", rank)))
     for j in range(n * p):
         pc = config.PlayerConfig(
             player_index=j, num_trainers=n, trainer_address=f"127.0.0.1:{grpc_ports[j % n]}",
-            metrics_port=free_port(), job=cfg.job, env=cfg.env, algo=cfg.algo,
+            metrics_port=free_port(), job=cfg.job, env=cfg.env, algo=cfg.algo, weights_dir=weights_dir,
         )
         children.append(Child(f"player-{j}", "player", pc, logs / f"player-{j}.log", pc.metrics_port,
                               core("player", j)))
     return children
+
+
+SHM = Path("/dev/shm")
+
+
+def shared_weights_dir(cfg: config.LocalConfig) -> str:
+    """A fresh directory on the machine's memory filesystem for the weights (--shared-weights; the caller removes
+    it), or "" where there is none to write to: then they go over gRPC, as between pods. Directories that a
+    launcher no longer alive left behind (killed with SIGKILL) are removed first."""
+    if not cfg.shared_weights or not SHM.is_dir() or not os.access(SHM, os.W_OK):
+        return ""
+    for old in SHM.glob("a2c-weights-*-*"):
+        owner = old.name.split("-")[2]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"a2c-weights-{os.getpid()}-", dir=SHM)
 
 
 def write_targets(run_dir: Path, children: list[Child], job: str) -> Path:
@@ -199,7 +220,15 @@ def _best_line(run_dir: Path) -> str:
 def _run(cfg: config.LocalConfig, run_dir: Path, painter: curve.Painter | None) -> int:
     with imports.without_gc():  # once here, inherited by every forked child: torch, and torch._dynamo (learner)
         from a2c.acting import player  # noqa: F401
-    children = plan(cfg, run_dir)
+    weights_dir = shared_weights_dir(cfg)
+    try:
+        return _supervised(cfg, run_dir, painter, plan(cfg, run_dir, weights_dir))
+    finally:
+        if weights_dir:
+            shutil.rmtree(weights_dir, ignore_errors=True)
+
+
+def _supervised(cfg: config.LocalConfig, run_dir: Path, painter: curve.Painter | None, children: list[Child]) -> int:
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     start = time.monotonic()
     for c in sorted(children, key=lambda c: c.role != "trainer"):  # trainers first: players connect at once

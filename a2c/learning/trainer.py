@@ -29,7 +29,7 @@ from a2c.learning import distributed, learner, progress, recorder
 from a2c.model import agent as agent_mod
 from a2c.model import checkpoint, weights
 from a2c.observe import journal, metrics
-from a2c.service import codec, inbox, rollout, server, tls
+from a2c.service import codec, inbox, rollout, server, shared_weights, tls
 from a2c.service import status as status_mod
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,10 @@ class Trainer:
     def run(self) -> int:
         cfg = self.cfg
         credentials = tls.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)  # None: plaintext
+        shared = shared_weights.Writer(cfg.weights_dir) if cfg.weights_dir else None
         running = server.start(self.inbox, self.board, lambda: codec.status_message(self.status()), cfg.host,
                                cfg.port, cfg.max_message_mb << 20, workers=16 + 4 * cfg.players_per_trainer,
-                               tls=credentials)
+                               tls=credentials, shared=shared)
         mode = "plaintext" if credentials is None else "mutual TLS" if cfg.tls_ca else "TLS"
         log.info("trainer %d: gRPC on port %d (%s)", self.rank, running.port, mode)
         group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
@@ -135,6 +136,8 @@ class Trainer:
                     log.warning("trainer 0: the last periodic evaluation did not end within %.0f s: abandoned",
                                 EVAL_DRAIN_S)
             running.stop(grace_s=1.0)
+            if shared is not None:
+                shared.close()
             made = getattr(self, "learner", None)  # made once the group has formed
             if made is not None:
                 made.release()  # DDP before its process group

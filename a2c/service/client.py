@@ -30,7 +30,7 @@ import grpc
 import grpc.experimental
 
 from a2c.model import weights
-from a2c.service import codec, rollout, server
+from a2c.service import codec, rollout, server, shared_weights
 from a2c.service import tls as tls_mod
 from a2c.v1 import rollout_pb2, rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
 
@@ -62,11 +62,15 @@ class Stopped(Exception):
 class TrainerClient:
     def __init__(self, address: str, max_message_bytes: int = 64 << 20, retry_for_s: float = 300.0,
                  tls: grpc.ChannelCredentials | None = None, server_name: str = "",
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, weights_dir: str = "") -> None:
         """`tls` (see `tls.channel_credentials`) makes the channel TLS; `server_name` overrides the name
         the trainer's certificate is checked against (default: the host of `address`). Setting `stop`
-        ends a call's retries at once with `Stopped` (a SIGTERM must not wait out `retry_for_s`)."""
+        ends a call's retries at once with `Stopped` (a SIGTERM must not wait out `retry_for_s`). With
+        `weights_dir` (the trainer's --weights-dir, same machine) the weights may come as a file of it."""
         self.address = address
+        self.weights_dir = weights_dir
+        self.shared_reads = 0  # weight replies read from a file of weights_dir
+        self.shared_gone = 0   # ... that named a file already replaced, so asked again over gRPC
         self.stop = stop or threading.Event()
         options = [*server.channel_options(max_message_bytes),
                    (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
@@ -192,15 +196,19 @@ class TrainerClient:
         rollout's version, waiting up to wait_s for them; else the trainer's version). Returns the reply
         and the bytes sent. A rollout too large for one message goes as Upload (chunks) then Fetch.
         Raises Refused for a permanent refusal (invalid, stale), as `upload`."""
-        request = codec.exchange_request(r, wait_s)
+        request = codec.exchange_request(r, wait_s, shared_ok=bool(self.weights_dir))
         size = request.ByteSize()
         if size > self.max_message_bytes // 2:  # headroom below the message limit
             result = self.upload(r)
             if result.done or not result.accepted:
                 return codec.WeightReply(None, result.trainer_version, result.done, 0.0), result.bytes
             return self._fetch(r.policy_version, wait_s, r.player_id, r.generation), result.bytes
-        reply = self._refusing("exchange", lambda: codec.weight_reply_from_chunks(
-            self.rollouts.Exchange(request, timeout=wait_s + 60.0), self.max_bytes))
+        try:
+            reply = self._refusing("exchange", lambda: codec.weight_reply_from_chunks(
+                self.rollouts.Exchange(request, timeout=wait_s + 60.0), self.max_bytes, self._shared))
+        except shared_weights.Gone:  # the rollout is queued: only the weights are asked for again
+            self.shared_gone += 1
+            return self._fetch(r.policy_version, 0.0, r.player_id, r.generation, shared_ok=False), size
         return reply, size
 
     def fetch(self, since_version: int, wait_s: float, player_id: int = -1,
@@ -210,11 +218,25 @@ class TrainerClient:
         reply = self._fetch(since_version, wait_s, player_id, since_generation)
         return reply.snapshot, reply.done
 
-    def _fetch(self, since_version: int, wait_s: float, player_id: int, since_generation: int = 0) -> codec.WeightReply:
+    def _fetch(self, since_version: int, wait_s: float, player_id: int, since_generation: int = 0,
+               shared_ok: bool = True) -> codec.WeightReply:
+        shared_ok = shared_ok and bool(self.weights_dir)
         request = weights_pb2.FetchRequest(since_version=since_version, wait_s=wait_s, player_id=player_id,
-                                           since_generation=since_generation)
-        return self._retry("fetch", lambda: codec.weight_reply_from_chunks(  # type: ignore[no-any-return]
-            self.weights.Fetch(request, timeout=wait_s + 30.0), self.max_bytes))
+                                           since_generation=since_generation, shared_ok=shared_ok)
+        try:
+            return self._retry("fetch", lambda: codec.weight_reply_from_chunks(  # type: ignore[no-any-return]
+                self.weights.Fetch(request, timeout=wait_s + 30.0), self.max_bytes, self._shared))
+        except shared_weights.Gone:
+            self.shared_gone += 1
+            return self._fetch(since_version, 0.0, player_id, since_generation, shared_ok=False)
+
+    def _shared(self, header: weights_pb2.WeightHeader) -> bytearray:
+        """The payload of a reply that names a file of the trainer's --weights-dir (asked for with shared_ok)."""
+        if not self.weights_dir:
+            raise ValueError(f"the weights came as file {header.shared_file!r}, which this client did not ask for")
+        payload = shared_weights.read_payload(self.weights_dir, header.shared_file, header.payload_bytes)
+        self.shared_reads += 1
+        return payload
 
     def status(self, timeout_s: float = 5.0) -> trainer_pb2.TrainerStatus:
         return self.trainer.Status(trainer_pb2.StatusRequest(), timeout=timeout_s)  # type: ignore[no-any-return]

@@ -11,7 +11,7 @@ header describes them, payload chunks of at most CHUNK_BYTES follow, numbered fr
 Pixels make these bytes the bulk of the CPU a round spends on the wire (a Breakout rollout is 1.4 MB, the
 weights with NatureCNN 6.7 MB, 13.5 MB while `agent.snapshot` lists the extractor shared by actor and critic
 under both names), so they are copied as few times as the wire allows: a contiguous little-endian array is read
-where it lies (`_blobs`: no `tobytes`); the payload is cut into chunks from those views (one copy, no joined
+where it lies (`blobs`: no `tobytes`); the payload is cut into chunks from those views (one copy, no joined
 payload to slice again); a snapshot's data chunks are serialized messages (`bytes`) made once per version and
 sent as they are (`serialize`, the server's response serializer for Exchange and Fetch: no protobuf message of
 megabytes is built, copied or serialized per reply); one array object under two names travels once. A client
@@ -25,7 +25,7 @@ in `bench/atari_throughput.py`, 199 after); `bench/wire_codec.py` times each ste
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +43,7 @@ class CodecError(ValueError):
     """Malformed chunks: the message says what is wrong."""
 
 
-def _blobs(arrays: dict[str, np.ndarray]) -> tuple[list[tensor_pb2.TensorSpec], list[memoryview]]:
+def blobs(arrays: dict[str, np.ndarray]) -> tuple[list[tensor_pb2.TensorSpec], list[memoryview]]:
     """The specs of `arrays` and the little-endian bytes of each, in payload order: views of the arrays
     themselves where they are contiguous and little-endian (no copy). One array object under two names (a
     feature extractor shared by actor and critic) is laid out once; both specs point at it."""
@@ -135,13 +135,19 @@ def _weight_part(chunk: weights_pb2.WeightChunk | bytes) -> Part:
         raise CodecError(f"weights chunk of {len(chunk)} bytes is not a WeightChunk: {exc}") from None
 
 
-def _collect(parts: Iterable[Part], max_bytes: int, what: str,
-             writable: bool = False) -> tuple[object, bytes | bytearray]:
-    """The header and the payload (joined once; a bytearray with `writable`) of a chunk stream, checked."""
+# Reads the payload a weights header names in a file (`shared_weights`) instead of sending it: the client's.
+External = Callable[[weights_pb2.WeightHeader], bytearray]
+
+
+def _collect(parts: Iterable[Part], max_bytes: int, what: str, writable: bool = False,
+             external: External | None = None) -> tuple[object, bytes | bytearray]:
+    """The header and the payload (joined once; a bytearray with `writable`) of a chunk stream, checked; a weights
+    header with `shared_file` has its payload read by `external` (no data chunks may follow it)."""
     header = None
     data: list[bytes | memoryview] = []
     size = 0
     expected = 0
+    elsewhere: bytearray | None = None
     for seq, (chunk_seq, kind, value) in enumerate(parts):
         if chunk_seq != seq:
             raise CodecError(f"{what} chunk {chunk_seq} arrived where chunk {seq} was expected")
@@ -152,6 +158,14 @@ def _collect(parts: Iterable[Part], max_bytes: int, what: str,
             expected = header.payload_bytes  # type: ignore[attr-defined]
             if expected < 0 or expected > max_bytes:
                 raise CodecError(f"{what} payload of {expected} bytes exceeds the limit of {max_bytes}")
+            if getattr(header, "shared_file", ""):
+                if external is None:
+                    raise CodecError(f"{what} came as file {header.shared_file!r}, which was not asked for")  # type: ignore[attr-defined]
+                try:
+                    elsewhere = external(header)  # type: ignore[arg-type]
+                except ValueError as exc:
+                    raise CodecError(str(exc)) from None
+                expected = 0  # the payload is there, not in chunks
             continue
         if kind != "data":
             raise CodecError(f"{what} has a second header at chunk {seq}")
@@ -164,30 +178,33 @@ def _collect(parts: Iterable[Part], max_bytes: int, what: str,
         raise CodecError(f"empty {what} stream")
     if size != expected:
         raise CodecError(f"{what} payload is truncated: {size} of {expected} bytes arrived")
+    if elsewhere is not None:
+        return header, elsewhere
     return header, bytearray().join(data) if writable else b"".join(data)
 
 
 def _rollout_header(r: rollout.Rollout) -> tuple[rollout_pb2.RolloutHeader, list[memoryview]]:
-    specs, blobs = _blobs(r.arrays())
+    specs, views = blobs(r.arrays())
     header = rollout_pb2.RolloutHeader(
         player_id=r.player_id, policy_version=r.policy_version, num_steps=r.num_steps, num_envs=r.num_envs,
         episode_returns=r.episode_returns, episode_lengths=r.episode_lengths, tensors=specs,
-        payload_bytes=sum(len(b) for b in blobs), generation=r.generation,
+        payload_bytes=sum(len(b) for b in views), generation=r.generation,
     )
-    return header, blobs
+    return header, views
 
 
 def rollout_chunks(r: rollout.Rollout, chunk_bytes: int = CHUNK_BYTES) -> Iterator[rollout_pb2.RolloutChunk]:
-    header, blobs = _rollout_header(r)
+    header, views = _rollout_header(r)
     yield rollout_pb2.RolloutChunk(seq=0, header=header)
-    for i, pieces in enumerate(_pieces(blobs, chunk_bytes), start=1):
+    for i, pieces in enumerate(_pieces(views, chunk_bytes), start=1):
         yield rollout_pb2.RolloutChunk(seq=i, data=b"".join(pieces))
 
 
-def exchange_request(r: rollout.Rollout, wait_s: float) -> rollout_pb2.ExchangeRequest:
-    """The whole rollout in one message (Exchange), asking for weights newer than it within wait_s."""
-    header, blobs = _rollout_header(r)
-    return rollout_pb2.ExchangeRequest(header=header, payload=b"".join(blobs), wait_s=wait_s)
+def exchange_request(r: rollout.Rollout, wait_s: float, shared_ok: bool = False) -> rollout_pb2.ExchangeRequest:
+    """The whole rollout in one message (Exchange), asking for weights newer than it within wait_s (with
+    `shared_ok`, as a file of the trainer's --weights-dir if it has one)."""
+    header, data = _rollout_header(r)
+    return rollout_pb2.ExchangeRequest(header=header, payload=b"".join(data), wait_s=wait_s, shared_ok=shared_ok)
 
 
 def rollout_from_chunks(chunks: Iterable[rollout_pb2.RolloutChunk], max_bytes: int) -> rollout.Rollout:
@@ -221,11 +238,11 @@ def weight_chunks(snap: weights.WeightSnapshot,
     bytes, an array shared under two names once). `serialize` sends either; `weight_reply_from_chunks` reads
     either."""
     if snap.encoded is None:
-        specs, blobs = _blobs(snap.tensors)
+        specs, views = blobs(snap.tensors)
         header = weights_pb2.WeightHeader(version=snap.version, done=snap.done, tensors=specs,
-                                          payload_bytes=sum(len(b) for b in blobs), generation=snap.generation)
+                                          payload_bytes=sum(len(b) for b in views), generation=snap.generation)
         out: list[weights_pb2.WeightChunk | bytes] = [weights_pb2.WeightChunk(seq=0, header=header)]
-        out += [protowire.data_message(i, pieces) for i, pieces in enumerate(_pieces(blobs, chunk_bytes), start=1)]
+        out += [protowire.data_message(i, pieces) for i, pieces in enumerate(_pieces(views, chunk_bytes), start=1)]
         snap.encoded = out
     return snap.encoded  # type: ignore[no-any-return]
 
@@ -253,11 +270,13 @@ class WeightReply:
     waited_s: float                           # how long the trainer held the call waiting for it
 
 
-def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk | bytes], max_bytes: int) -> WeightReply:
+def weight_reply_from_chunks(chunks: Iterable[weights_pb2.WeightChunk | bytes], max_bytes: int,
+                             external: External | None = None) -> WeightReply:
     """A weight reply from its messages, parsed or as serialized bytes (a client's raw stream, `client.py`): the
     tensors are views into one buffer that holds the payload (the one copy of it here), names that share bytes
-    on the wire share them here."""
-    header, payload = _collect(map(_weight_part, chunks), max_bytes, "weights", writable=True)
+    on the wire share them here. A header that names a file has its payload read by `external` (a client that
+    asked with shared_ok; ValueError from it becomes CodecError)."""
+    header, payload = _collect(map(_weight_part, chunks), max_bytes, "weights", writable=True, external=external)
     assert isinstance(header, weights_pb2.WeightHeader)
     snap = None if header.unchanged else weights.WeightSnapshot(
         version=header.version, tensors=_decode(header.tensors, payload, None, views=True), done=header.done,

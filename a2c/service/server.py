@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from a2c.model import weights
-from a2c.service import codec, inbox, servicers
+from a2c.service import codec, inbox, servicers, shared_weights
 from a2c.v1 import rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2_grpc
 
 SERVICES = ("a2c.v1.RolloutService", "a2c.v1.WeightService", "a2c.v1.TrainerService")
@@ -94,16 +94,17 @@ class Running:
 
 def start(box: inbox.Inbox, board: weights.WeightBoard, status: Callable[[], trainer_pb2.TrainerStatus],
           host: str, port: int, max_message_bytes: int, workers: int,
-          tls: grpc.ServerCredentials | None = None) -> Running:
+          tls: grpc.ServerCredentials | None = None, shared: shared_weights.Writer | None = None) -> Running:
     """A trainer's services over its inbox, weight board and status, on host:port (0 picks a free port);
-    with `tls` (see `tls.server_credentials`) only over TLS. Health says NOT_SERVING until `set_serving`."""
+    with `tls` (see `tls.server_credentials`) only over TLS; with `shared` (--weights-dir) players that ask get
+    the weights as a file of it. Health says NOT_SERVING until `set_serving`."""
     # No SO_REUSEPORT: a second trainer on a port in use must fail, not share its connections.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
                          options=[*channel_options(max_message_bytes), ("grpc.so_reuseport", 0)])
-    rollouts = servicers.RolloutServicer(box, board, max_message_bytes * ROLLOUT_MESSAGES)
+    rollouts = servicers.RolloutServicer(box, board, max_message_bytes * ROLLOUT_MESSAGES, shared)
     _add_sending_serialized(rollout_pb2_grpc.add_RolloutServiceServicer_to_server, rollouts, server, "Exchange")
-    _add_sending_serialized(weights_pb2_grpc.add_WeightServiceServicer_to_server, servicers.WeightServicer(board),
-                            server, "Fetch")
+    _add_sending_serialized(weights_pb2_grpc.add_WeightServiceServicer_to_server,
+                            servicers.WeightServicer(board, shared), server, "Fetch")
     trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicers.TrainerServicer(status), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -19,7 +19,7 @@ import grpc
 
 from a2c.model import weights
 from a2c.observe import metrics
-from a2c.service import codec, inbox, rollout
+from a2c.service import codec, inbox, rollout, shared_weights
 from a2c.v1 import rollout_pb2, rollout_pb2_grpc, trainer_pb2, trainer_pb2_grpc, weights_pb2, weights_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ def _observed(method: str) -> Callable[[F], F]:
 
 
 class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
-    def __init__(self, box: inbox.Inbox, board: weights.WeightBoard, max_bytes: int) -> None:
-        self.box, self.board, self.max_bytes = box, board, max_bytes
+    def __init__(self, box: inbox.Inbox, board: weights.WeightBoard, max_bytes: int,
+                 shared: shared_weights.Writer | None = None) -> None:
+        self.box, self.board, self.max_bytes, self.shared = box, board, max_bytes, shared
 
     def _queue(self, decode: Callable[[], rollout.Rollout],
                context: grpc.ServicerContext) -> tuple[rollout.Rollout, int]:
@@ -87,15 +88,17 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
         if self.board.tell_done(request.header.player_id):
             return iter([codec.unchanged_chunk(self.board.version, True)])
         r, _ = self._queue(lambda: codec.rollout_from_request(request, self.max_bytes), context)
-        return _newer_weights(self.board, r.policy_version, request.wait_s, r.player_id, context, r.generation)
+        return _newer_weights(self.board, r.policy_version, request.wait_s, r.player_id, context, r.generation,
+                              self.shared if request.shared_ok else None)
 
 
 def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float, player_id: int,
-                   context: grpc.ServicerContext,
-                   since_generation: int = 0) -> Iterator[weights_pb2.WeightChunk | bytes]:
+                   context: grpc.ServicerContext, since_generation: int = 0,
+                   shared: shared_weights.Writer | None = None) -> Iterator[weights_pb2.WeightChunk | bytes]:
     """Fetch's answer (and Exchange's): weights other than since_version's (of since_generation), waiting up to
     wait_s (capped, and within the call's deadline) for them; else the unchanged header with the current version
-    and done."""
+    and done. With `shared` (the trainer has a --weights-dir and the caller asked with shared_ok) the weights
+    are a header naming the file that holds them."""
     wait = min(max(wait_s, 0.0), MAX_WAIT_S)
     remaining = context.time_remaining()
     if remaining is not None:
@@ -106,18 +109,20 @@ def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float
     done = board.tell_done(player_id)
     if snap is None or done:
         return iter([codec.unchanged_chunk(board.version, done, waited)])
+    if shared is not None:
+        return iter(shared.reply(snap, waited))
     return iter(codec.weight_reply(snap, waited))
 
 
 class WeightServicer(weights_pb2_grpc.WeightServiceServicer):
-    def __init__(self, board: weights.WeightBoard) -> None:
-        self.board = board
+    def __init__(self, board: weights.WeightBoard, shared: shared_weights.Writer | None = None) -> None:
+        self.board, self.shared = board, shared
 
     @_observed("Fetch")
     def Fetch(self, request: weights_pb2.FetchRequest,  # noqa: N802 - gRPC's name
               context: grpc.ServicerContext) -> Iterator[weights_pb2.WeightChunk | bytes]:
         return _newer_weights(self.board, request.since_version, request.wait_s, request.player_id, context,
-                              request.since_generation)
+                              request.since_generation, self.shared if request.shared_ok else None)
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):

@@ -51,11 +51,13 @@ class UploadReply(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., trainer_version: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class ExchangeRequest(_message.Message):
-    __slots__ = ("header", "payload", "wait_s")
+    __slots__ = ("header", "payload", "wait_s", "shared_ok")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    SHARED_OK_FIELD_NUMBER: _ClassVar[int]
     header: RolloutHeader
     payload: bytes
     wait_s: float
-    def __init__(self, header: _Optional[_Union[RolloutHeader, _Mapping]] = ..., payload: _Optional[bytes] = ..., wait_s: _Optional[float] = ...) -> None: ...
+    shared_ok: bool
+    def __init__(self, header: _Optional[_Union[RolloutHeader, _Mapping]] = ..., payload: _Optional[bytes] = ..., wait_s: _Optional[float] = ..., shared_ok: _Optional[bool] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from a2c.v1 import tensor_pb2 as a2c_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x32\x63/v1/weights.proto\x12\x06\x61\x32\x63.v1\x1a\x13\x61\x32\x63/v1/tensor.proto\"b\n\x0c\x46\x65tchRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\x12\x11\n\tplayer_id\x18\x03 \x01(\x03\x12\x18\n\x10since_generation\x18\x04 \x01(\x03\"\xa2\x01\n\x0cWeightHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12#\n\x07tensors\x18\x04 \x03(\x0b\x32\x12.a2c.v1.TensorSpec\x12\x15\n\rpayload_bytes\x18\x05 \x01(\x03\x12\x10\n\x08waited_s\x18\x06 \x01(\x01\x12\x12\n\ngeneration\x18\x07 \x01(\x03\"Z\n\x0bWeightChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x06header\x18\x02 \x01(\x0b\x32\x14.a2c.v1.WeightHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part2E\n\rWeightService\x12\x34\n\x05\x46\x65tch\x12\x14.a2c.v1.FetchRequest\x1a\x13.a2c.v1.WeightChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x61\x32\x63/v1/weights.proto\x12\x06\x61\x32\x63.v1\x1a\x13\x61\x32\x63/v1/tensor.proto\"u\n\x0c\x46\x65tchRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\x12\x11\n\tplayer_id\x18\x03 \x01(\x03\x12\x18\n\x10since_generation\x18\x04 \x01(\x03\x12\x11\n\tshared_ok\x18\x05 \x01(\x08\"\xb7\x01\n\x0cWeightHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tunchanged\x18\x02 \x01(\x08\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12#\n\x07tensors\x18\x04 \x03(\x0b\x32\x12.a2c.v1.TensorSpec\x12\x15\n\rpayload_bytes\x18\x05 \x01(\x03\x12\x10\n\x08waited_s\x18\x06 \x01(\x01\x12\x12\n\ngeneration\x18\x07 \x01(\x03\x12\x13\n\x0bshared_file\x18\x08 \x01(\t\"Z\n\x0bWeightChunk\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x06header\x18\x02 \x01(\x0b\x32\x14.a2c.v1.WeightHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part2E\n\rWeightService\x12\x34\n\x05\x46\x65tch\x12\x14.a2c.v1.FetchRequest\x1a\x13.a2c.v1.WeightChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'a2c.v1.weights_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FETCHREQUEST']._serialized_start=53
-  _globals['_FETCHREQUEST']._serialized_end=151
-  _globals['_WEIGHTHEADER']._serialized_start=154
-  _globals['_WEIGHTHEADER']._serialized_end=316
-  _globals['_WEIGHTCHUNK']._serialized_start=318
-  _globals['_WEIGHTCHUNK']._serialized_end=408
-  _globals['_WEIGHTSERVICE']._serialized_start=410
-  _globals['_WEIGHTSERVICE']._serialized_end=479
+  _globals['_FETCHREQUEST']._serialized_end=170
+  _globals['_WEIGHTHEADER']._serialized_start=173
+  _globals['_WEIGHTHEADER']._serialized_end=356
+  _globals['_WEIGHTCHUNK']._serialized_start=358
+  _globals['_WEIGHTCHUNK']._serialized_end=448
+  _globals['_WEIGHTSERVICE']._serialized_start=450
+  _globals['_WEIGHTSERVICE']._serialized_end=519
 # @@protoc_insertion_point(module_scope)

@@ -8,19 +8,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FetchRequest(_message.Message):
-    __slots__ = ("since_version", "wait_s", "player_id", "since_generation")
+    __slots__ = ("since_version", "wait_s", "player_id", "since_generation", "shared_ok")
     SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     WAIT_S_FIELD_NUMBER: _ClassVar[int]
     PLAYER_ID_FIELD_NUMBER: _ClassVar[int]
     SINCE_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    SHARED_OK_FIELD_NUMBER: _ClassVar[int]
     since_version: int
     wait_s: float
     player_id: int
     since_generation: int
-    def __init__(self, since_version: _Optional[int] = ..., wait_s: _Optional[float] = ..., player_id: _Optional[int] = ..., since_generation: _Optional[int] = ...) -> None: ...
+    shared_ok: bool
+    def __init__(self, since_version: _Optional[int] = ..., wait_s: _Optional[float] = ..., player_id: _Optional[int] = ..., since_generation: _Optional[int] = ..., shared_ok: _Optional[bool] = ...) -> None: ...
 
 class WeightHeader(_message.Message):
-    __slots__ = ("version", "unchanged", "done", "tensors", "payload_bytes", "waited_s", "generation")
+    __slots__ = ("version", "unchanged", "done", "tensors", "payload_bytes", "waited_s", "generation", "shared_file")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +30,7 @@ class WeightHeader(_message.Message):
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     WAITED_S_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FILE_FIELD_NUMBER: _ClassVar[int]
     version: int
     unchanged: bool
     done: bool
@@ -35,7 +38,8 @@ class WeightHeader(_message.Message):
     payload_bytes: int
     waited_s: float
     generation: int
-    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., done: _Optional[bool] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., waited_s: _Optional[float] = ..., generation: _Optional[int] = ...) -> None: ...
+    shared_file: str
+    def __init__(self, version: _Optional[int] = ..., unchanged: _Optional[bool] = ..., done: _Optional[bool] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.TensorSpec, _Mapping]]] = ..., payload_bytes: _Optional[int] = ..., waited_s: _Optional[float] = ..., generation: _Optional[int] = ..., shared_file: _Optional[str] = ...) -> None: ...
 
 class WeightChunk(_message.Message):
     __slots__ = ("seq", "header", "data")

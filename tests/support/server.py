@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from a2c.model import weights
-from a2c.service import client, inbox, server
+from a2c.service import client, inbox, server, shared_weights
 from a2c.v1 import trainer_pb2
 from tests.support.rollouts import SPEC
 
@@ -54,9 +54,9 @@ class Served:
 
 def start(world_size: int = 2, expected_players: int = 2, max_policy_lag: int = 1, max_queue: int = 4,
           workers: int = 8, tls: grpc.ServerCredentials | None = None, port: int = 0,
-          over: Served | None = None) -> Served:
+          over: Served | None = None, shared: shared_weights.Writer | None = None) -> Served:
     """Rank 0 of `world_size` (status TRAINING) on `port` (0: a free one), with `tls` only over TLS.
-    `over`: another server over that one's inbox, board and version."""
+    `over`: another server over that one's inbox, board and version. `shared`: its --weights-dir's writer."""
     version = over.version if over is not None else [0]
     box = over.box if over is not None else inbox.Inbox(
         SPEC, rank=0, world_size=world_size, expected_players=expected_players, max_policy_lag=max_policy_lag,
@@ -69,7 +69,8 @@ def start(world_size: int = 2, expected_players: int = 2, max_policy_lag: int = 
         return trainer_pb2.TrainerStatus(iteration=version[0], world_size=world_size, rank=0,
                                          phase=trainer_pb2.TrainerStatus.TRAINING)
 
-    running = server.start(box, board, status, "127.0.0.1", port, MAX_MESSAGE, workers=workers, tls=tls)
+    running = server.start(box, board, status, "127.0.0.1", port, MAX_MESSAGE, workers=workers, tls=tls,
+                           shared=shared)
     address = f"127.0.0.1:{running.port}"
     plaintext = client.TrainerClient(address, max_message_bytes=MAX_MESSAGE, retry_for_s=2.0)
     return Served(plaintext, address, running, box, board, version, called, owns=over is None)
