@@ -3,9 +3,12 @@ client that asks, never sent to one that does not; a file that is gone or wrong 
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -159,3 +162,32 @@ def test_a2c_local_makes_the_directory_hands_it_to_every_process_and_can_do_with
     assert not dead.exists() and alive.exists()
     monkeypatch.setattr(local, "SHM", tmp_path / "missing")
     assert local.shared_weights_dir(cfg) == ""
+
+
+def test_a_file_that_cannot_be_written_leaves_nothing_and_the_weights_go_over_grpc(
+        served: tuple[live.Served, shared_weights.Writer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory removed under the trainer, or a full /dev/shm (ENOSPC): the player still gets its weights."""
+    trainer, writer, directory = served
+    reader = client.TrainerClient(trainer.address, max_message_bytes=live.MAX_MESSAGE, retry_for_s=2.0,
+                                  weights_dir=str(directory))
+    try:
+        directory.rmdir()
+        sent = snapshot(5)
+        trainer.board.publish(sent)
+        for _ in range(2):
+            got, _ = reader.fetch(-1, wait_s=5.0)
+            assert got is not None and same(got, sent)
+        assert writer.failures == 2 and reader.shared_reads == 0 and reader.shared_gone == 0
+        directory.mkdir()
+
+        class Full(io.FileIO):
+            def write(self, b: Any) -> int:
+                super().write(bytes(memoryview(b)[:100]))  # part of it went in, then the filesystem was full
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(shared_weights, "open", lambda path, mode: Full(path, mode), raising=False)
+        got, _ = reader.fetch(4, wait_s=5.0)
+        assert got is not None and same(got, sent) and writer.failures == 3
+        assert not list(directory.iterdir())  # the partial file went with the failure
+    finally:
+        reader.close()

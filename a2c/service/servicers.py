@@ -110,7 +110,12 @@ def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float
     if snap is None or done:
         return iter([codec.unchanged_chunk(board.version, done, waited)])
     if shared is not None:
-        return iter(shared.reply(snap, waited))
+        try:
+            return iter(shared.reply(snap, waited))
+        except OSError as exc:  # a full /dev/shm (a container's is 64 MiB), a directory removed: gRPC instead
+            if shared.failures == 0:
+                log.warning("weights over gRPC: writing them to --weights-dir failed (%s)", exc)
+            shared.failures += 1
     return iter(codec.weight_reply(snap, waited))
 
 

@@ -14,7 +14,9 @@ asks again over gRPC (`client.py`).
 
 The files: `<pid>-<generation>-<version>.weights` in the directory; the newest KEEP versions stay (a player may
 still be opening one the trainer has just replaced; POSIX lets a reader that has it open finish after the
-unlink). `Writer.close` removes the trainer's own; `a2c local` removes the directory.
+unlink). `Writer.close` removes the trainer's own; `a2c local` removes the directory. A file that cannot be
+written (a full /dev/shm: a container's is 64 MiB) leaves no partial file, and the reply goes over gRPC
+(`servicers.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from a2c.model import weights
 from a2c.v1 import weights_pb2
 
-KEEP = 4
+KEEP = 3  # Breakout: 3 x 6.7 MB a trainer, within a container's 64 MiB /dev/shm for 2 trainers
 
 
 class Gone(Exception):
@@ -41,6 +43,7 @@ class Writer:
         if not self.directory.is_dir():
             raise ValueError(f"--weights-dir {directory!r} is not a directory")
         self._lock = threading.Lock()
+        self.failures = 0  # replies that could not write their file (OSError): the server sent chunks instead
         self._written: list[tuple[weights.WeightSnapshot, Path, weights_pb2.WeightHeader]] = []
 
     def reply(self, snap: weights.WeightSnapshot, waited_s: float) -> list[weights_pb2.WeightChunk]:
@@ -53,10 +56,14 @@ class Writer:
                 specs, blobs = codec.blobs(snap.tensors)
                 path = self.directory / f"{os.getpid()}-{snap.generation:x}-{snap.version}.weights"
                 tmp = path.with_suffix(".tmp")
-                with open(tmp, "wb") as f:
-                    for blob in blobs:
-                        f.write(blob)
-                os.replace(tmp, path)
+                try:
+                    with open(tmp, "wb") as f:
+                        for blob in blobs:
+                            f.write(blob)
+                    os.replace(tmp, path)
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # no partial file stays (ENOSPC)
+                    raise
                 found = weights_pb2.WeightHeader(
                     version=snap.version, done=snap.done, tensors=specs, payload_bytes=sum(len(b) for b in blobs),
                     generation=snap.generation, shared_file=path.name)
