@@ -59,7 +59,7 @@ def test_a_client_that_asks_reads_the_file_written_once_per_version(
         assert reader.shared_reads == 2
         files = sorted(p.name for p in directory.iterdir())
         assert files == [f"{os.getpid()}-7-3.weights"]
-        assert (directory / files[0]).stat().st_size == 300 * 1000 * 4 + 5 * 8  # the shared array once
+        assert (directory / files[0]).stat().st_size == 16 + 300 * 1000 * 4 + 5 * 8  # a tag, the shared array once
         assert got is not None and got.tensors["a.w"].flags.writeable
         assert np.shares_memory(got.tensors["a.w"], got.tensors["b.w"])
         # the round trip: a rollout up, the next version down as a file
@@ -76,19 +76,52 @@ def test_a_client_that_asks_reads_the_file_written_once_per_version(
         reader.close()
 
 
-def test_only_the_newest_versions_stay_and_close_removes_them(tmp_path: Path) -> None:
+def test_the_newest_versions_stay_the_one_before_is_written_over_and_close_removes_them(tmp_path: Path) -> None:
     writer = shared_weights.Writer(str(tmp_path))
     snaps = [snapshot(v) for v in range(shared_weights.KEEP + 3)]
+    inodes = {}
     for s in snaps:
         (header,) = writer.reply(s, 0.25)
         assert header.header.shared_file == f"{os.getpid()}-7-{s.version}.weights" and header.header.waited_s == 0.25
+        inodes[s.version] = (tmp_path / header.header.shared_file).stat().st_ino
+    # the newest KEEP, and the one before them (the next version is written over it)
     kept = sorted(int(p.stem.rsplit("-", 1)[1]) for p in tmp_path.iterdir())
-    assert kept == [s.version for s in snaps[-shared_weights.KEEP:]]
+    assert kept == [s.version for s in snaps[-shared_weights.KEEP - 1:]]
+    assert inodes[shared_weights.KEEP + 1] == inodes[0] and inodes[shared_weights.KEEP + 2] == inodes[1]  # in place
     assert not list(tmp_path.glob("*.tmp"))
+    for s in snaps[-shared_weights.KEEP:]:  # what every kept file holds is its own version, read back bit-exact
+        (header,) = writer.reply(s, 0.0)
+        payload = shared_weights.read_payload(str(tmp_path), header.header.shared_file, header.header.payload_bytes,
+                                              s.version, s.generation)
+        decoded = codec.weight_reply_from_chunks([header], 64 << 20, lambda _: payload).snapshot  # noqa: B023
+        assert decoded is not None and same(decoded, s)
     writer.close()
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="is not a directory"):
         shared_weights.Writer(str(tmp_path / "missing"))
+
+
+def test_a_file_written_over_while_it_is_read_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader holding the file of an old version while the trainer writes the next one over it: the tag it
+    checks before and after the payload differs, so it asks again (never a torn mix of two versions)."""
+    writer = shared_weights.Writer(str(tmp_path))
+    (header,) = writer.reply(snapshot(1), 0.0)
+    name, nbytes = header.header.shared_file, header.header.payload_bytes
+    assert shared_weights.read_payload(str(tmp_path), name, nbytes, 1, 7)
+    with pytest.raises(shared_weights.Gone, match="another version"):
+        shared_weights.read_payload(str(tmp_path), name, nbytes, 2, 7)
+    with pytest.raises(shared_weights.Gone, match="another version"):
+        shared_weights.read_payload(str(tmp_path), name, nbytes, 1, 8)  # same version, another generation
+    real_pread = os.pread
+
+    def overwritten_meanwhile(fd: int, n: int, offset: int) -> bytes:  # the trainer starts on it meanwhile
+        with open(tmp_path / name, "r+b") as f:
+            f.write(shared_weights.WRITING)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(shared_weights.os, "pread", overwritten_meanwhile)
+    with pytest.raises(shared_weights.Gone, match="written over while it was read"):
+        shared_weights.read_payload(str(tmp_path), name, nbytes, 1, 7)
 
 
 def test_a_file_that_is_gone_is_asked_for_again_over_grpc(
@@ -128,7 +161,8 @@ def test_a_file_reference_nobody_asked_for_or_a_wrong_file_is_refused(tmp_path: 
         bad.shared_file, bad.payload_bytes = name, nbytes
         return codec.weight_reply_from_chunks([weights_pb2.WeightChunk(seq=0, header=bad)], 64 << 20,
                                               lambda h: shared_weights.read_payload(str(tmp_path), h.shared_file,
-                                                                                    h.payload_bytes))
+                                                                                    h.payload_bytes, h.version,
+                                                                                    h.generation))
 
     assert same(read(header.shared_file, header.payload_bytes).snapshot, snapshot(1))  # type: ignore[arg-type]
     for name in ("../etc/passwd", "a/b", ".."):

@@ -234,7 +234,8 @@ class TrainerClient:
         """The payload of a reply that names a file of the trainer's --weights-dir (asked for with shared_ok)."""
         if not self.weights_dir:
             raise ValueError(f"the weights came as file {header.shared_file!r}, which this client did not ask for")
-        payload = shared_weights.read_payload(self.weights_dir, header.shared_file, header.payload_bytes)
+        payload = shared_weights.read_payload(self.weights_dir, header.shared_file, header.payload_bytes,
+                                              header.version, header.generation)
         self.shared_reads += 1
         return payload
 
