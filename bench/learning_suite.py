@@ -169,7 +169,10 @@ def _train(cmd: list[str], seconds: float) -> tuple[int, str]:
     trainers write a final checkpoint); its exit status (0 for that interrupt: `a2c local` says 130) and the end
     of its stderr."""
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        # SIGINT as a terminal's Ctrl-C: a shell's background job starts with it ignored, which Python and its
+        # children inherit (then `a2c local` never hears the interrupt: seen in the first Pong runs)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             proc.wait(timeout=seconds or None)
         except subprocess.TimeoutExpired:
