@@ -160,16 +160,22 @@ def _children_running(parent: int, module: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path, how: str) -> None:
     """Every child ends: the trainers and players, and the learning curve's process (in a session of its own,
-    out of Ctrl-C's reach: the launcher ends it)."""
+    out of Ctrl-C's reach: the launcher ends it). SIGTERM to the launcher alone (`timeout`, a service manager)
+    does the same, and the run's summary is still printed."""
     proc = _launch(tmp_path, "--max-env-steps", "10000000", "--target-return", "10000")
     wait_for(lambda: _iteration(tmp_path) >= 10, 120, "training to start")
     pids = json.loads((tmp_path / "processes.json").read_text())
     (painter,) = _children_running(proc.pid, "a2c.observe.curve")
-    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole process group
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole process group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
     out = _finish(proc, 60)
-    assert proc.returncode == 130, out
+    assert proc.returncode == (130 if how == "ctrl-c" else 143), out
+    assert "stopped: CartPole-v1 mean return" in out
     wait_for(lambda: not any(_alive(pid) for pid in [*pids.values(), painter]), 20, "every child to exit")
     final = max(int(p.name[5:14]) for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
     assert final == _iteration(tmp_path), "the final checkpoint holds the last iteration"

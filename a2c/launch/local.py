@@ -18,6 +18,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 def _child(role: str, cfg: Any, log_path: str, core: int | None = None) -> None:
     """Entry of a child process: own log file, die with the parent, its core (if pinned), run the role."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the launcher's (`supervisor`): the role installs its own
     processes.die_with_parent()
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)

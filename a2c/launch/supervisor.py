@@ -1,4 +1,4 @@
-"""The local launcher's watch loop: progress bar, restarts of lost players, failure and Ctrl-C handling.
+"""The local launcher's watch loop: progress bar, restarts of lost players, failure, Ctrl-C and SIGTERM handling.
 
 Data flow: follows trainer 0's metrics.jsonl as it grows (`journal.Follower`: iteration, env steps, mean
 return; the newest evaluation row's greedy return) for the bar; polls the child processes; ends when the
@@ -8,6 +8,7 @@ trainers end (or one fails, or the user interrupts).
 from __future__ import annotations
 
 import multiprocessing.connection
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,14 @@ from a2c import config
 from a2c.observe import journal
 
 STOP_GRACE_S = 15.0
+
+
+class Terminated(Exception):
+    """SIGTERM reached the launcher (`timeout 1h a2c local`, a service manager): handled as Ctrl-C is, exit 143."""
+
+
+def _terminated(*_: object) -> None:
+    raise Terminated
 
 
 def stop_all(children: list[Any], grace_s: float = STOP_GRACE_S) -> None:
@@ -51,6 +60,7 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
     )
     task = bar.add_task(cfg.env.env_id, total=cfg.stop.max_env_steps, info="starting")
     outcome = 0
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         with bar:
             while True:
@@ -100,8 +110,14 @@ def supervise(cfg: config.LocalConfig, run_dir: Path, children: list[Any], resta
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping every process (trainers write a final checkpoint)[/yellow]")
         outcome = 130
+    except Terminated:
+        console.print("[yellow]terminated (SIGTERM): stopping every process (trainers write a final checkpoint)"
+                      "[/yellow]")
+        outcome = 143
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stopping short
         stop_all(children)
+        signal.signal(signal.SIGTERM, previous)
     row = follow.poll()
     elapsed = time.monotonic() - start
     if row is not None:
