@@ -29,6 +29,13 @@ def snapshot(version: int, generation: int = 7) -> weights.WeightSnapshot:
         "a.w": shared, "b.w": shared, "bias": np.arange(5, dtype=np.int64)})
 
 
+def file_reply(writer: shared_weights.Writer, snap: weights.WeightSnapshot, waited_s: float) -> weights_pb2.WeightChunk:
+    """The writer's answer, which must be the one header that names the file."""
+    (chunk,) = writer.reply(snap, waited_s)
+    assert isinstance(chunk, weights_pb2.WeightChunk) and chunk.header.shared_file
+    return chunk
+
+
 def same(got: weights.WeightSnapshot, sent: weights.WeightSnapshot) -> bool:
     return set(got.tensors) == set(sent.tensors) and all(
         np.array_equal(got.tensors[k], v) and got.tensors[k].dtype == v.dtype for k, v in sent.tensors.items())
@@ -81,7 +88,7 @@ def test_the_newest_versions_stay_the_one_before_is_written_over_and_close_remov
     snaps = [snapshot(v) for v in range(shared_weights.KEEP + 3)]
     inodes = {}
     for s in snaps:
-        (header,) = writer.reply(s, 0.25)
+        header = file_reply(writer, s, 0.25)
         assert header.header.shared_file == f"{os.getpid()}-7-{s.version}.weights" and header.header.waited_s == 0.25
         inodes[s.version] = (tmp_path / header.header.shared_file).stat().st_ino
     # the newest KEEP, and the one before them (the next version is written over it)
@@ -90,7 +97,7 @@ def test_the_newest_versions_stay_the_one_before_is_written_over_and_close_remov
     assert inodes[shared_weights.KEEP + 1] == inodes[0] and inodes[shared_weights.KEEP + 2] == inodes[1]  # in place
     assert not list(tmp_path.glob("*.tmp"))
     for s in snaps[-shared_weights.KEEP:]:  # what every kept file holds is its own version, read back bit-exact
-        (header,) = writer.reply(s, 0.0)
+        header = file_reply(writer, s, 0.0)
         payload = shared_weights.read_payload(str(tmp_path), header.header.shared_file, header.header.payload_bytes,
                                               s.version, s.generation)
         decoded = codec.weight_reply_from_chunks([header], 64 << 20, lambda _: payload).snapshot  # noqa: B023
@@ -105,7 +112,7 @@ def test_a_file_written_over_while_it_is_read_is_gone(tmp_path: Path, monkeypatc
     """A reader holding the file of an old version while the trainer writes the next one over it: the tag it
     checks before and after the payload differs, so it asks again (never a torn mix of two versions)."""
     writer = shared_weights.Writer(str(tmp_path))
-    (header,) = writer.reply(snapshot(1), 0.0)
+    header = file_reply(writer, snapshot(1), 0.0)
     name, nbytes = header.header.shared_file, header.header.payload_bytes
     assert shared_weights.read_payload(str(tmp_path), name, nbytes, 1, 7)
     with pytest.raises(shared_weights.Gone, match="another version"):
@@ -150,7 +157,7 @@ def test_a_file_that_is_gone_is_asked_for_again_over_grpc(
 
 def test_a_file_reference_nobody_asked_for_or_a_wrong_file_is_refused(tmp_path: Path) -> None:
     writer = shared_weights.Writer(str(tmp_path))
-    chunks = writer.reply(snapshot(1), 0.0)
+    chunks = [file_reply(writer, snapshot(1), 0.0)]
     with pytest.raises(codec.CodecError, match="not asked for"):
         codec.weight_reply_from_chunks(chunks, 64 << 20)
     header = chunks[0].header

@@ -238,13 +238,27 @@ def weight_chunks(snap: weights.WeightSnapshot,
     bytes, an array shared under two names once). `serialize` sends either; `weight_reply_from_chunks` reads
     either."""
     if snap.encoded is None:
-        specs, views = blobs(snap.tensors)
-        header = weights_pb2.WeightHeader(version=snap.version, done=snap.done, tensors=specs,
-                                          payload_bytes=sum(len(b) for b in views), generation=snap.generation)
+        header, views = weight_header(snap)
         out: list[weights_pb2.WeightChunk | bytes] = [weights_pb2.WeightChunk(seq=0, header=header)]
         out += [protowire.data_message(i, pieces) for i, pieces in enumerate(_pieces(views, chunk_bytes), start=1)]
         snap.encoded = out
     return snap.encoded  # type: ignore[no-any-return]
+
+
+def weight_header(snap: weights.WeightSnapshot) -> tuple[weights_pb2.WeightHeader, list[memoryview]]:
+    """A snapshot's header and its payload's bytes in order (`blobs`), for the chunks or a file
+    (`shared_weights`)."""
+    specs, views = blobs(snap.tensors)
+    return weights_pb2.WeightHeader(version=snap.version, done=snap.done, tensors=specs,
+                                    payload_bytes=sum(len(b) for b in views), generation=snap.generation), views
+
+
+def with_wait(first: weights_pb2.WeightChunk, waited_s: float) -> weights_pb2.WeightChunk:
+    """A copy of a reply's header message with this call's wait in it (the cached one stays as it is)."""
+    out = weights_pb2.WeightChunk()
+    out.CopyFrom(first)
+    out.header.waited_s = waited_s
+    return out
 
 
 def unchanged_chunk(version: int, done: bool, waited_s: float = 0.0) -> weights_pb2.WeightChunk:
@@ -255,11 +269,8 @@ def unchanged_chunk(version: int, done: bool, waited_s: float = 0.0) -> weights_
 def weight_reply(snap: weights.WeightSnapshot, waited_s: float) -> list[weights_pb2.WeightChunk | bytes]:
     """`weight_chunks` with this call's wait in the header (a copy of the header: the rest is shared)."""
     chunks = weight_chunks(snap)
-    first = weights_pb2.WeightChunk()
     assert isinstance(chunks[0], weights_pb2.WeightChunk)
-    first.CopyFrom(chunks[0])
-    first.header.waited_s = waited_s
-    return [first, *chunks[1:]]
+    return [with_wait(chunks[0], waited_s), *chunks[1:]]
 
 
 @dataclass

@@ -109,14 +109,7 @@ def _newer_weights(board: weights.WeightBoard, since_version: int, wait_s: float
     done = board.tell_done(player_id)
     if snap is None or done:
         return iter([codec.unchanged_chunk(board.version, done, waited)])
-    if shared is not None:
-        try:
-            return iter(shared.reply(snap, waited))
-        except OSError as exc:  # a full /dev/shm (a container's is 64 MiB), a directory removed: gRPC instead
-            if shared.failures == 0:
-                log.warning("weights over gRPC: writing them to --weights-dir failed (%s)", exc)
-            shared.failures += 1
-    return iter(codec.weight_reply(snap, waited))
+    return iter(codec.weight_reply(snap, waited) if shared is None else shared.reply(snap, waited))
 
 
 class WeightServicer(weights_pb2_grpc.WeightServiceServicer):

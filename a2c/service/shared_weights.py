@@ -19,11 +19,12 @@ zeroing per 4 KiB, which made the write of Breakout's 6.7 MB cost the trainer mo
 A player still reading that file sees its tag change (the writer clears the tag before it touches the payload
 and sets it after; the reader checks it before and after) and asks again over gRPC (`Gone`), as for a file that
 is gone. `Writer.close` removes the trainer's own; `a2c local` removes the directory. A file that cannot be
-written (a full /dev/shm: a container's is 64 MiB) is removed, and the reply goes over gRPC (`servicers.py`).
+written (a full /dev/shm: a container's is 64 MiB) is removed, and the reply goes over gRPC (`Writer.reply`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -33,6 +34,7 @@ from a2c.model import weights
 from a2c.service import codec
 from a2c.v1 import weights_pb2
 
+log = logging.getLogger(__name__)
 KEEP = 3  # and one more to write over: Breakout, 4 x 6.7 MB a trainer, 2 trainers within a container's 64 MiB /dev/shm
 TAG = struct.Struct("<qq")  # (version, generation) at the start of a file; (-1, 0) while it is being written
 WRITING = TAG.pack(-1, 0)
@@ -50,43 +52,51 @@ class Writer:
         if not self.directory.is_dir():
             raise ValueError(f"--weights-dir {directory!r} is not a directory")
         self._lock = threading.Lock()
-        self.failures = 0  # replies that could not write their file (OSError): the server sent chunks instead
-        self._written: list[tuple[weights.WeightSnapshot, Path, weights_pb2.WeightHeader]] = []
+        self.failures = 0  # replies that could not write their file (OSError): they sent chunks instead
+        self._written: list[tuple[weights.WeightSnapshot, Path, weights_pb2.WeightChunk]] = []
         self._spare: Path | None = None  # the file before the newest KEEP: the next version is written over it
 
-    def reply(self, snap: weights.WeightSnapshot, waited_s: float) -> list[weights_pb2.WeightChunk]:
-        """The one-message answer for `snap`: its header, naming the file that holds its payload."""
+    def reply(self, snap: weights.WeightSnapshot, waited_s: float) -> list[weights_pb2.WeightChunk | bytes]:
+        """The answer for `snap`: one header naming the file that holds its payload; or, where the file cannot be
+        written (a full /dev/shm, the directory gone), the chunks over gRPC (`codec.weight_reply`)."""
         with self._lock:
-            found = next((h for s, _, h in self._written if s is snap), None)
+            found = next((c for s, _, c in self._written if s is snap), None)
             if found is None:
-                specs, blobs = codec.blobs(snap.tensors)
-                path = self.directory / f"{os.getpid()}-{snap.generation:x}-{snap.version}.weights"
-                tmp = path.with_suffix(".tmp")
                 try:
-                    if self._spare is not None:  # the oldest file, written over in place (its pages stay)
-                        os.replace(self._spare, tmp)
-                        self._spare = None
-                    with open(tmp, "r+b" if tmp.exists() else "wb") as f:
-                        f.write(WRITING)  # a reader of the file's old version sees it change: `read_payload`
-                        for blob in blobs:
-                            f.write(blob)
-                        f.truncate()
-                        f.seek(0)
-                        f.write(TAG.pack(snap.version, snap.generation))
-                    os.replace(tmp, path)
-                except OSError:
-                    tmp.unlink(missing_ok=True)  # no partial file stays (ENOSPC)
-                    raise
-                found = weights_pb2.WeightHeader(
-                    version=snap.version, done=snap.done, tensors=specs, payload_bytes=sum(len(b) for b in blobs),
-                    generation=snap.generation, shared_file=path.name)
-                self._written.append((snap, path, found))
-                if len(self._written) > KEEP:
-                    _, self._spare, _ = self._written.pop(0)
-        header = weights_pb2.WeightHeader()
-        header.CopyFrom(found)
-        header.waited_s = waited_s
-        return [weights_pb2.WeightChunk(seq=0, header=header)]
+                    found = self._write(snap)
+                except OSError as exc:
+                    if self.failures == 0:
+                        log.warning("weights over gRPC: writing them to --weights-dir failed (%s)", exc)
+                    self.failures += 1
+                    return codec.weight_reply(snap, waited_s)
+        return [codec.with_wait(found, waited_s)]
+
+    def _write(self, snap: weights.WeightSnapshot) -> weights_pb2.WeightChunk:
+        """Write `snap`'s file (over the spare one, if there is one) and keep its header message."""
+        header, blobs = codec.weight_header(snap)
+        path = self.directory / f"{os.getpid()}-{snap.generation:x}-{snap.version}.weights"
+        tmp = path.with_suffix(".tmp")
+        try:
+            if self._spare is not None:  # the oldest file, written over in place (its pages stay)
+                os.replace(self._spare, tmp)
+                self._spare = None
+            with open(tmp, "r+b" if tmp.exists() else "wb") as f:
+                f.write(WRITING)  # a reader of the file's old version sees it change: `read_payload`
+                for blob in blobs:
+                    f.write(blob)
+                f.truncate()
+                f.seek(0)
+                f.write(TAG.pack(snap.version, snap.generation))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # no partial file stays (ENOSPC)
+            raise
+        header.shared_file = path.name
+        chunk = weights_pb2.WeightChunk(seq=0, header=header)
+        self._written.append((snap, path, chunk))
+        if len(self._written) > KEEP:
+            _, self._spare, _ = self._written.pop(0)
+        return chunk
 
     def close(self) -> None:
         with self._lock:
