@@ -15,7 +15,7 @@ are measured at the same budget. The zoo column is what rl-baselines3-zoo's `ben
 
 With a GPU, the trainers run on it, the Atari budgets grow (`Task.gpu_budget`: Pong at 10M steps) and GPU-only
 tasks run (`Task.gpu_only`). On CPU a task with `Task.cpu_seconds` (Pong: an hour) trains for that wall time, then
-is interrupted as Ctrl-C does (a final checkpoint), and `--sb3` gets the env steps a2c took. Prints one line
+is stopped with SIGTERM, as Ctrl-C does (a final checkpoint), and `--sb3` gets the env steps a2c took. Prints one line
 per run and a Markdown table at the end; `--json PATH` also writes every figure.
 """
 
@@ -26,7 +26,6 @@ import importlib.util
 import json
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ class Task:
     needs: str = ""                 # a module that must import (ale_py, mujoco, Box2D)
     gpu_budget: int = 0             # budget where a GPU is present (0: the CPU budget)
     gpu_only: bool = False          # too long for a CPU run: only where a GPU is present
-    cpu_seconds: float = 0.0        # on a CPU machine: train this wall time (then SIGINT: a final checkpoint)
+    cpu_seconds: float = 0.0        # on a CPU machine: train this wall time (then SIGTERM: a final checkpoint)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -165,27 +164,24 @@ def _score(run_dir: str, seed: int, episodes: int, best: bool = False) -> dict[s
 
 
 def _train(cmd: list[str], seconds: float) -> tuple[int, str]:
-    """Run `a2c local` to its end, or (seconds > 0) interrupt it after that wall time as a user's Ctrl-C does (its
-    trainers write a final checkpoint); its exit status (0 for that interrupt: `a2c local` says 130) and the end
-    of its stderr."""
+    """Run `a2c local` to its end, or (seconds > 0) stop it after that wall time with SIGTERM, which it takes as
+    Ctrl-C (its trainers write a final checkpoint) and which, unlike SIGINT, a shell's background job does not
+    ignore; its exit status (0 for that stop: `a2c local` says 143) and the end of its stderr."""
+    stopped = False
     with tempfile.TemporaryFile("w+") as err:
-        # SIGINT as a terminal's Ctrl-C: a shell's background job starts with it ignored, which Python and its
-        # children inherit (then `a2c local` never hears the interrupt: seen in the first Pong runs)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
         try:
             proc.wait(timeout=seconds or None)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
+            proc.terminate()
+            stopped = True
             try:
-                if proc.wait(timeout=300) == 130:
-                    err.seek(0)
-                    return 0, err.read()[-3000:]
+                proc.wait(timeout=300)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
         err.seek(0)
-        return proc.returncode, err.read()[-3000:]
+        return 0 if stopped and proc.returncode == 143 else proc.returncode, err.read()[-3000:]
 
 
 def run_a2c(task: Task, budget: int, seed: int, episodes: int, device: str, extra: list[str],
