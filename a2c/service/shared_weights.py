@@ -6,9 +6,9 @@ name, then renamed: a reader never sees a partial file), and a reply of one head
 the player's client -> `read_payload`: the file read into one writable buffer -> `codec` decodes the tensors as
 views into it, as it does the chunks gRPC brings.
 
-Why: Breakout's weights are 6.7 MB a version and every round sends them to every player. Over gRPC on loopback
-a round's exchange, new version and load took ~17.5 ms of CPU; through a file on /dev/shm ~6.3 ms
-(`bench/wire_codec.py --loopback`, `docs/atari.md`). gRPC still carries everything else: the rollouts, the
+Why: Breakout's weights are 6.7 MB a version and every round sends them to every player. In `a2c local` at the
+zoo's flags the wire took 282-297 us of CPU an env step over gRPC and 186-189 through these files; the whole run
+2,447-2,507 against 2,314-2,350 (docs/atari.md). gRPC still carries everything else: the rollouts, the
 version, `done`, the wait; a player that cannot read the file (gone, or not where its own --weights-dir says)
 asks again over gRPC (`client.py`).
 
