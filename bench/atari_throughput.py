@@ -12,11 +12,13 @@
   forward and `train`.
 - floor: one process pinned to one core, one torch thread: an ALE step with our preprocessing (`atari.make`;
   with envpool also EnvPool's step), NatureCNN acting on the player's batch, `Learner.update` on a trainer's
-  batch (forward + backward + RMSprop).
+  batch (forward + backward + RMSprop); both at a2c's `--precision` (bf16: the player's copy in bf16, the
+  trainer's under autocast). SB3 is fp32 either way.
 
 Idle is (cores x wall - the run's CPU) / samples. Last line: `ratio a2c/sb3 env steps/s: X`.
 
-    python bench/atari_throughput.py [--seconds 60] [--vectorization sync|async|envpool] [--a2c-args "..."]
+    python bench/atari_throughput.py [--seconds 60] [--precision fp32|bf16] [--vectorization sync|async|envpool]
+                                     [--a2c-args "..."]
 """
 
 from __future__ import annotations
@@ -134,8 +136,9 @@ from a2c.acting import player
 from a2c.envs import atari, vector as env
 from a2c.learning import learner
 from a2c.model import agent
-env_id, num_envs, vectorization = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-algo = config.AlgoConfig(n_steps=5, lr=7e-4, ent_coef=0.01, vf_coef=0.25, optimizer="rmsprop_tf", optim_eps=1e-5)
+env_id, num_envs, vectorization, precision = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+algo = config.AlgoConfig(n_steps=5, lr=7e-4, ent_coef=0.01, vf_coef=0.25, optimizer="rmsprop_tf", optim_eps=1e-5,
+                         precision=precision)
 out, rng = {}, np.random.default_rng(0)
 one = atari.make(env_id)
 one.reset(seed=0)
@@ -158,6 +161,7 @@ if vectorization == "envpool":
 e = env.Env(config.EnvConfig(env_id=env_id, num_envs=num_envs))
 model = agent.Agent(e.observation_space, e.action_space, algo)
 model.eval()
+model.hold_bf16()  # as a player holds it
 c = player.Collector(e, model, 0, algo.n_steps, 0)
 r = c.collect(0)
 for k in range(2):
@@ -165,8 +169,7 @@ for k in range(2):
     for _ in range(n):
         model.act(c.obs)
 out["acting forward"] = (time.process_time() - t) / (n * num_envs)
-model.train()
-lrn = learner.Learner(model, algo, torch.device("cpu"))
+lrn = learner.Learner(agent.Agent(e.observation_space, e.action_space, algo), algo, torch.device("cpu"))
 b = lrn.batch([r], 0)
 for k in range(2):
     t, n = time.process_time(), 50
@@ -211,7 +214,8 @@ def run_a2c(args: argparse.Namespace) -> dict[str, Any]:
         run = Path(tmp)
         (run / "cpu").mkdir()
         cmd = [sys.executable, "-c", METERED, "local", "--run-dir", tmp, "--env-id", args.env_id,
-               "--num-envs", str(args.num_envs), "--vectorization", args.vectorization, *FLAGS,
+               "--num-envs", str(args.num_envs), "--vectorization", args.vectorization, "--precision", args.precision,
+               *FLAGS,
                *shlex.split(args.a2c_args)]
         log = (run / "launcher.log").open("w")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -315,7 +319,7 @@ def run_sb3(args: argparse.Namespace) -> dict[str, Any]:
 
 def floor(args: argparse.Namespace) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-c", FLOOR, str(args.core), args.env_id, str(args.num_envs),
-                          args.vectorization], capture_output=True, text=True, timeout=600)
+                          args.vectorization, args.precision], capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"floor failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return {k: float(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
@@ -331,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, default=8, help="copies per player (2 players: 16 a round)")
     parser.add_argument("--sb3-envs", type=int, default=16)
     parser.add_argument("--vectorization", default="auto", choices=("auto", "sync", "async", "envpool"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="a2c's --precision, also the floor's (SB3 stays fp32)")
     parser.add_argument("--seconds", type=float, default=60.0, help="the measured window of each side")
     parser.add_argument("--warmup-steps", type=int, default=10_000, help="env steps before the window")
     parser.add_argument("--warmup-limit-s", type=float, default=600.0, help="give up if the warm-up takes longer")
@@ -338,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--a2c-args", default="", help="extra flags for `a2c local`")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
-    print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.1f} at start; {args.env_id}", flush=True)
+    print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.1f} at start; {args.env_id}; a2c and floor "
+          f"at --precision {args.precision}, SB3 at fp32", flush=True)
     f = floor(args)
     print("floor (one core, us/sample): " + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in f.items()), flush=True)
     a2c = run_a2c(args)

@@ -148,13 +148,15 @@ def test_rollouts_travel_as_uint8_in_several_chunks() -> None:
 
 
 @pytest.mark.slow
-def test_a2c_local_trains_breakout_over_grpc(tmp_path: Path) -> None:
-    """The whole topology (2 trainers under DDP, 2 players, gRPC) on Breakout: iterations complete. A
-    trainer refuses rollouts whose obs dtype differs from its uint8 spec, so samples counted here
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a2c_local_trains_breakout_over_grpc(tmp_path: Path, precision: str) -> None:
+    """The whole topology (2 trainers under DDP, 2 players, gRPC) on Breakout, at both precisions: iterations
+    complete. A trainer refuses rollouts whose obs dtype differs from its uint8 spec, so samples counted here
     arrived as uint8."""
     proc = subprocess.run(
         [sys.executable, "-m", "a2c", "local", "--run-dir", str(tmp_path), "--env-id", "ALE/Breakout-v5",
-         "--num-envs", "2", "--n-steps", "5", "--max-env-steps", "60", "--progress", "false", "--plot", "false"],
+         "--num-envs", "2", "--n-steps", "5", "--max-env-steps", "60", "--progress", "false", "--plot", "false",
+         "--precision", precision],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

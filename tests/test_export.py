@@ -66,6 +66,8 @@ CASES: dict[str, tuple[config.EnvConfig, config.AlgoConfig]] = {
     "pendulum": (config.EnvConfig(env_id="Pendulum-v1"), config.AlgoConfig(normalize_obs=True)),
     "pendulum-gsde": (config.EnvConfig(env_id="Pendulum-v1"), config.AlgoConfig(use_sde=True)),
     "breakout": (config.EnvConfig(env_id="ALE/Breakout-v5"), config.AlgoConfig()),
+    # trained at bf16: exported (and evaluated) as the fp32 weights the checkpoint holds
+    "breakout-bf16": (config.EnvConfig(env_id="ALE/Breakout-v5"), config.AlgoConfig(precision="bf16")),
 }
 
 

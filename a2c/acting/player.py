@@ -107,6 +107,7 @@ def run(cfg: config.PlayerConfig) -> int:
     except Exception as exc:
         return termination.cannot_start("player", exc)
     model.eval()
+    model.hold_bf16()  # --precision bf16: the pixel extractor's weights in bf16 (acting: 145 against 273 us a frame)
     client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop,
                                       weights_dir=cfg.weights_dir)
     log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,

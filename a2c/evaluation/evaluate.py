@@ -207,6 +207,7 @@ def load(path: Path) -> Loaded:
         raise EvalError(f"{source} has no 'config' (written before checkpoints carried it); cannot rebuild the agent")
     env_cfg = _known(config.EnvConfig, state["config"].get("env", {}), f"{source} config.env")
     algo = _known(config.AlgoConfig, state["config"].get("algo", {}), f"{source} config.algo")
+    algo = dataclasses.replace(algo, precision="fp32")  # the fp32 weights as they are (evaluation, export)
     try:
         obs_space, action_space = env.spaces(env_cfg)
         model = agent.Agent(obs_space, action_space, algo)

@@ -13,6 +13,7 @@ which is the trainer's log.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -41,7 +42,7 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
         return 0
     env_cfg, algo = setup["env"], setup["algo"]
     obs_space, action_space = env.spaces(env_cfg)
-    model = agent.Agent(obs_space, action_space, algo)
+    model = agent.Agent(obs_space, action_space, dataclasses.replace(algo, precision="fp32"))  # as `evaluate.load`
     model.eval()
     while True:
         try:

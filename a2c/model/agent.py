@@ -66,10 +66,15 @@ class MLP(nn.Module):
 
 
 class NatureCNN(nn.Module):
-    """Feature extractor for stacked uint8 frames [C, 84, 84] (Mnih et al. 2015)."""
+    """Feature extractor for stacked uint8 frames [C, 84, 84] (Mnih et al. 2015).
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
+    With `bf16` (`--precision bf16`) its arithmetic is bfloat16: weights held in bf16 (a player's copy,
+    `Agent.hold_bf16`) are used as they are; fp32 weights (a trainer's, whose optimizer steps them in fp32) run
+    under autocast. Its output, the features the heads take, is fp32 either way."""
+
+    def __init__(self, shape: tuple[int, ...], bf16: bool = False) -> None:
         super().__init__()
+        self.bf16 = bf16
         c = shape[0]
         self.net = nn.Sequential(
             _init(nn.Conv2d(c, 32, 8, stride=4), math.sqrt(2)), nn.ReLU(),
@@ -82,13 +87,18 @@ class NatureCNN(nn.Module):
         self.out_dim = 512
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.net(x.float() / 255.0))
+        if not self.bf16:
+            return self.fc(self.net(x.float() / 255.0))
+        if self.fc[0].weight.dtype == torch.bfloat16:
+            return self.fc(self.net(x.to(torch.bfloat16) / 255.0)).float()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.fc(self.net(x.float() / 255.0)).float()
 
 
 def make_extractor(obs_space: gym.Space, algo: config.AlgoConfig) -> nn.Module:
     shape = tuple(obs_space.shape or ())
     if len(shape) == 3 and obs_space.dtype == np.uint8:
-        return NatureCNN(shape)
+        return NatureCNN(shape, bf16=algo.precision == "bf16")
     return MLP(int(np.prod(shape)), algo.hidden(), algo.activation)
 
 
@@ -96,6 +106,8 @@ class Agent(nn.Module):
     def __init__(self, obs_space: gym.Space, action_space: gym.Space, algo: config.AlgoConfig) -> None:
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        if algo.precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {algo.precision!r}: fp32 or bf16")
         if not self.discrete and not isinstance(action_space, gym.spaces.Box):
             raise ValueError(f"unsupported action space {action_space}: Discrete or Box only")
         self.actor_features = make_extractor(obs_space, algo)
@@ -120,6 +132,14 @@ class Agent(nn.Module):
             self.log_std = nn.Parameter(torch.full((dim, n) if self.sde else (n,), float(algo.log_std_init)))
         self.critic = _init(nn.Linear(dim, 1), 1.0)
         self.action_shape = tuple(action_space.shape or ())
+
+    def hold_bf16(self) -> None:
+        """A player's copy under --precision bf16: the pixel extractor's weights are kept in bf16, so acting uses
+        them without a cast per forward (`load_snapshot` copies the trainer's fp32 weights in, rounding them).
+        Nothing changes for an MLP extractor or at fp32."""
+        for extractor in {id(m): m for m in (self.actor_features, self.critic_features)}.values():
+            if isinstance(extractor, NatureCNN) and extractor.bf16:
+                extractor.to(torch.bfloat16)
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations as the extractors see them (unchanged without --normalize-obs)."""

@@ -1,0 +1,132 @@
+"""--precision bf16: the pixel extractor computes in bfloat16 (a player's copy holds bf16 weights, a trainer's
+fp32 weights run under autocast); weights, gradients and the optimizer stay fp32; MLPs and heads are untouched."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from a2c import config
+from a2c.learning import learner
+from a2c.model import agent
+from a2c.service import rollout
+
+FRAMES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+ACTIONS = gym.spaces.Discrete(4)
+ALGO = config.AlgoConfig(optimizer="rmsprop_tf", optim_eps=1e-5, precision="bf16")
+
+
+def make(algo: config.AlgoConfig, obs_space: gym.Space = FRAMES, seed: int = 0) -> agent.Agent:
+    torch.manual_seed(seed)
+    return agent.Agent(obs_space, ACTIONS, algo)
+
+
+def frames(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 4, 84, 84), dtype=np.uint8)
+
+
+def conv_output_dtypes(model: agent.Agent, obs: torch.Tensor) -> set[torch.dtype]:
+    """The dtypes the extractor's convolutions compute in, seen by forward hooks."""
+    seen: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+             for m in model.actor_features.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(obs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_a_player_holds_the_extractor_in_bf16_loads_fp32_weights_and_acts_as_the_trainer_computes() -> None:
+    trainer = make(ALGO)
+    assert all(p.dtype == torch.float32 for p in trainer.parameters())
+    snap = agent.snapshot(trainer, 1)
+    assert all(v.dtype == np.float32 for v in snap.tensors.values())  # what travels is fp32
+
+    player = make(ALGO, seed=1)
+    player.eval()
+    player.hold_bf16()
+    agent.load_snapshot(player, snap)
+    extractor = {n: p.dtype for n, p in player.actor_features.named_parameters()}
+    assert set(extractor.values()) == {torch.bfloat16}
+    assert player.actor.weight.dtype == player.critic.weight.dtype == torch.float32  # the heads stay fp32
+    for name, p in player.actor_features.named_parameters():  # the trainer's weights, rounded to bf16
+        assert torch.equal(p, dict(trainer.actor_features.named_parameters())[name].to(torch.bfloat16))
+
+    obs = torch.as_tensor(frames(8))
+    assert conv_output_dtypes(player, obs) == {torch.bfloat16}
+    assert conv_output_dtypes(trainer, obs) == {torch.bfloat16}  # fp32 weights under autocast
+    with torch.no_grad():
+        p_logits, p_value = player(obs)
+        t_logits, t_value = trainer(obs)
+        fp32 = make(dataclasses.replace(ALGO, precision="fp32"))
+        f_logits, f_value = fp32(obs)
+    assert p_logits.dtype == p_value.dtype == torch.float32
+    torch.testing.assert_close(p_logits, t_logits, rtol=0, atol=1e-5)  # the same bf16 arithmetic
+    torch.testing.assert_close(p_value, t_value, rtol=0, atol=1e-4)
+    # bf16 is not fp32 (the test sees the difference) but close to it
+    assert not torch.equal(t_value, f_value)
+    torch.testing.assert_close(t_value, f_value, rtol=0, atol=1e-2)  # values ~1.2
+    torch.testing.assert_close(t_logits, f_logits, rtol=0, atol=5e-4)  # logits ~0.01 (the head's gain)
+
+    actions, logp, values = player.act(frames(8, seed=1))
+    assert actions.dtype == np.int64 and logp.dtype == values.dtype == np.float32
+    assert np.all(logp <= 0) and np.all(np.isfinite(values))
+
+
+def test_an_update_in_bf16_keeps_fp32_weights_and_optimizer_and_steps_as_fp32_does() -> None:
+    rng = np.random.default_rng(0)
+    t, e = 5, 4
+    r = rollout.Rollout(
+        player_id=0, policy_version=0, obs=rng.integers(0, 256, (t + 1, e, 4, 84, 84), dtype=np.uint8),
+        actions=rng.integers(0, 4, (t, e)), rewards=rng.normal(size=(t, e)).astype(np.float32),
+        terminated=np.zeros((t, e), bool), truncated=np.zeros((t, e), bool), valid=np.ones((t, e), bool),
+        logprobs=np.zeros((t, e), np.float32), values=np.zeros((t, e), np.float32),
+        final_obs=np.zeros((0, 4, 84, 84), np.uint8), final_index=np.zeros(0, np.int64))
+    steps = {}
+    for precision in ("fp32", "bf16"):
+        algo = dataclasses.replace(ALGO, precision=precision)
+        lrn = learner.Learner(make(algo), algo, torch.device("cpu"))
+        before = [p.detach().clone() for p in lrn.model.parameters()]
+        batch = lrn.batch([r], None)
+        assert lrn.update(batch, batch.samples) is not None
+        assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+                   for p in lrn.model.parameters())
+        assert all(v.dtype == torch.float32 for s in lrn.optimizer.state.values() for v in s.values()
+                   if isinstance(v, torch.Tensor))
+        steps[precision] = torch.cat([(p.detach() - b).flatten() for p, b in zip(lrn.model.parameters(), before,
+                                                                                  strict=True)])
+    fp32, bf16 = steps["fp32"], steps["bf16"]
+    assert not torch.equal(fp32, bf16)
+    cosine = float(torch.nn.functional.cosine_similarity(fp32, bf16, dim=0))
+    assert cosine > 0.995, cosine  # 0.9991 here
+    assert float(bf16.norm() / fp32.norm()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_an_mlp_and_an_fp32_extractor_are_untouched() -> None:
+    """bf16 is for the convolutional extractor only: an MLP agent computes exactly as at fp32, and hold_bf16
+    changes nothing there or at fp32."""
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    bf16 = make(ALGO, obs_space)
+    bf16.hold_bf16()
+    fp32 = make(dataclasses.replace(ALGO, precision="fp32"), obs_space)
+    x = torch.randn(16, 4)
+    with torch.no_grad():
+        for a, b in zip(bf16(x), fp32(x), strict=True):
+            assert torch.equal(a, b)
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    pixels = make(dataclasses.replace(ALGO, precision="fp32"))
+    pixels.hold_bf16()
+    assert all(p.dtype == torch.float32 for p in pixels.parameters())
+    assert conv_output_dtypes(pixels, torch.as_tensor(frames(2))) == {torch.float32}
+
+
+def test_the_flag_takes_fp32_or_bf16_only() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        make(dataclasses.replace(ALGO, precision="fp16"))
