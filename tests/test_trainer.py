@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from a2c import ports
 from a2c.controller import probe
 from a2c.evaluation import evaluate
 from a2c.model import checkpoint
@@ -57,6 +58,34 @@ def test_sigterm_writes_a_final_checkpoint_and_exits_zero(tmp_path: Path) -> Non
     state = checkpoint.load_latest(tmp_path)
     assert state is not None and state["version"] == last, "the final checkpoint holds the last iteration"
     assert "STOPPING" in (tmp_path / "trainer.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sigterm_while_the_group_forms_stops_the_trainer_at_once(tmp_path: Path, rank: int) -> None:
+    """A trainer whose peer never comes (rank 0 in the rendezvous, rank 1 before rank 0 listens), deleted as a gang
+    restart deletes its pods: it exits 0 at once, not after --dist-timeout-s (it used to wait in C++, where the
+    signal handler cannot run, past a pod's grace period: 100 s here, then exit 1)."""
+    env = _trainer_env(tmp_path, rank, 2, free_port(), free_port())
+    env.update(A2C_EVAL_INTERVAL="0", A2C_DIST_TIMEOUT_S="100")
+    log = tmp_path / "trainer.log"
+    trainer = _spawn("trainer", env, log)
+    try:
+        wait_for(lambda: "joining process group" in log.read_text(), 60, "the trainer to join its group",
+                 watch={"the trainer": trainer})
+        waiting = "in the rendezvous" if rank == 0 else "waiting for rank 0's rendezvous"
+        if rank == 0:  # in init_process_group: its store listens, waiting for rank 1
+            port = int(env["MASTER_PORT"])
+            wait_for(lambda: ports.await_listening("127.0.0.1", port, 0.5), 30, waiting, watch={"the trainer": trainer})
+        trainer.send_signal(signal.SIGTERM)
+        try:
+            code = trainer.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"SIGTERM {waiting} did not stop the trainer within 10 s:\n{log.read_text()}")
+    finally:
+        kill(trainer)
+    assert code == 0, log.read_text()
+    assert f"trainer {rank} done: STOPPING (asked to stop while" in log.read_text()
 
 
 @pytest.mark.slow

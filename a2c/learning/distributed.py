@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +46,14 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+class Stopped(Exception):
+    """Asked to stop (SIGTERM, Ctrl-C) before the group formed: nothing to save, the trainer exits at once."""
+
+
 def setup(rank: int, world_size: int, master_addr: str, master_port: int, backend: str, device: str,
-          timeout_s: float) -> Group:
-    """Join the trainers' process group (gloo on CPU, NCCL with CUDA)."""
+          timeout_s: float, stop: threading.Event | None = None) -> Group:
+    """Join the trainers' process group (gloo on CPU, NCCL with CUDA). `stop` set while waiting for the other
+    ranks (a pod deleted during a gang restart, Ctrl-C) raises `Stopped` within 0.1 s, not at the timeout."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside 0..{world_size - 1} (WORLD_SIZE={world_size})")
     dev = pick_device(device)
@@ -55,24 +61,45 @@ def setup(rank: int, world_size: int, master_addr: str, master_port: int, backen
         backend = "nccl" if dev.type == "cuda" else "gloo"
     if backend == "nccl" and dev.type != "cuda":
         raise ValueError("the nccl backend needs --device cuda")
+    stop = stop or threading.Event()
     log.info("joining process group: rank %d/%d via %s:%d (%s, %s)", rank, world_size, master_addr, master_port,
              backend, dev)
     # torch's store client, refused, tries again only ~0.4 s later: whenever rank 1 of `a2c local` got there
     # before rank 0 (which forks its evaluator first), the group formed that much later (a2c/ports.py)
-    if rank > 0 and not ports.await_listening(master_addr, master_port, timeout_s):
+    if rank > 0 and not ports.await_listening(master_addr, master_port, timeout_s, stop):
+        if stop.is_set():
+            raise Stopped(f"asked to stop while waiting for rank 0's rendezvous {master_addr}:{master_port}")
         raise RuntimeError(f"rank 0's rendezvous {master_addr}:{master_port} accepted no connection within "
                            f"{timeout_s:g} s (--dist-timeout-s)")
-    dist.init_process_group(
-        backend=backend,
-        init_method=f"tcp://{master_addr}:{master_port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
+    _init_process_group(stop, backend=backend, init_method=f"tcp://{master_addr}:{master_port}", rank=rank,
+                        world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
     if backend == "gloo" and cores.pinned():  # sharing a core with its player: gloo's spin waits (a2c/cores.py)
         idled = cores.idle_threads(GLOO_LOOP_THREAD)
         log.info("gloo's event loop at SCHED_IDLE (thread %s)", ", ".join(map(str, idled)) or "not found")
     return Group(rank=rank, world_size=world_size, backend=backend, device=dev)
+
+
+def _init_process_group(stop: threading.Event, **kwargs: Any) -> None:
+    """`dist.init_process_group` in a thread of its own. It waits in C++ until every rank has come (up to the
+    timeout), and a signal handler runs only between Python instructions of the main thread: called there, a
+    trainer asked to stop while a peer was missing went on waiting up to --dist-timeout-s (120 s), past a pod's
+    grace period. If `stop` comes first, the thread is left to the process's exit (a daemon, blocked in C++)."""
+    failed: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            dist.init_process_group(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=join, name="a2c-rendezvous", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+        if thread.is_alive() and stop.is_set():
+            raise Stopped("asked to stop while the process group was forming (a peer had not come)")
+    if failed:
+        raise failed[0]
 
 
 def teardown() -> None:

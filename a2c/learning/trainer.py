@@ -94,9 +94,9 @@ class Trainer:
                                tls=credentials, shared=shared)
         mode = "plaintext" if credentials is None else "mutual TLS" if cfg.tls_ca else "TLS"
         log.info("trainer %d: gRPC on port %d (%s)", self.rank, running.port, mode)
-        group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
-                                  cfg.device, cfg.dist_timeout_s)
         try:
+            group = distributed.setup(self.rank, cfg.world_size, cfg.master_addr, cfg.master_port, cfg.backend,
+                                      cfg.device, cfg.dist_timeout_s, self.stop_requested)
             if self.rank == 0:
                 self.recorder.open(self.run_dir, cfg.tensorboard)
             if self.evaluator is not None:
@@ -117,6 +117,10 @@ class Trainer:
             self._train(group)
             if self.rank == 0:
                 self._checkpoint()
+            return 0
+        except distributed.Stopped as exc:  # nothing trained yet, nothing to save
+            self.phase, self.message = status_mod.Phase.STOPPING, str(exc)
+            log.info("trainer %d stops: %s", self.rank, exc)
             return 0
         except Exception as exc:
             self.phase, self.message = status_mod.Phase.FAILED, str(exc)
