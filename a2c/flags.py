@@ -112,6 +112,35 @@ def _parse_bool(text: str) -> bool:
 _PARSE: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str, bool: _parse_bool, Path: Path}
 
 
+def out_of_bounds(f: dataclasses.Field[Any], value: Any) -> str | None:
+    """Why `value` is outside the bounds field `f` declares (`minimum`, `maximum`, `above`: the A2CJob field's
+    too), or None when it is inside them or the field has none."""
+    low, high, above = (f.metadata.get(k) for k in ("minimum", "maximum", "above"))
+    if low is not None and value < low:
+        return f"must be at least {low:g}, got {value!r}"
+    if high is not None and value > high:
+        return f"must be at most {high:g}, got {value!r}"
+    if above is not None and value <= above:
+        return f"must be greater than {above:g}, got {value!r}"
+    return None
+
+
+def _bounded(f: dataclasses.Field[Any], parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse`, refusing values outside the field's bounds (argparse shows the reason after the flag)."""
+    if not any(k in f.metadata for k in ("minimum", "maximum", "above")):
+        return parse
+
+    def parse_bounded(text: str) -> Any:
+        value = parse(text)
+        problem = out_of_bounds(f, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse_bounded.__name__ = parse.__name__  # argparse names the type in "invalid float value: 'x'"
+    return parse_bounded
+
+
 def _add_command_argument(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], kind: Any) -> None:
     """A command's flag (`arg`): help as written, argparse's own default, no environment variable."""
     meta = f.metadata
@@ -141,7 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if "positional" in f.metadata:
             _add_command_argument(parser, f, kind)
             continue
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "type": _PARSE[kind]}
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "type": _bounded(f, _PARSE[kind])}
         kwargs["help"] = f"{f.metadata.get('help', '')} (default: {f.default!r}; env {env_name(f)})"
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
@@ -163,7 +192,7 @@ def from_namespace(cls: type[T], ns: argparse.Namespace, environ: dict[str, str]
         env = env_name(f)
         if value is None and env and environ.get(env, "") != "":
             try:
-                value = _PARSE[typed_fields(cls)[f.name]](environ[env])  # type: ignore[arg-type]
+                value = _bounded(f, _PARSE[typed_fields(cls)[f.name]])(environ[env])  # type: ignore[arg-type]
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 raise ValueError(f"environment variable {env}={environ[env]!r}: {exc}") from exc
             choices = f.metadata.get("choices")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from a2c import cli
+from a2c import cli, flags
 
 # field name -> default, per role, as of commit 0f78644 (generated from that commit's config.py), and the flags
 # added since, marked
@@ -194,3 +194,39 @@ def test_every_flag_of_today_still_exists(role: str) -> None:
         assert action.help.endswith(f"(default: {default!r}; env {env})"), (role, flag, action.help)
         assert action.choices == CHOICES.get(name), (role, flag)
     assert set(actions) - {"-h", "--help"} == {"--" + n.replace("_", "-") for n in TODAY[role]}, role
+
+
+@pytest.mark.parametrize("role", list(TODAY))
+def test_a_value_outside_a_flags_bounds_is_refused_by_name_and_its_bounds_are_taken(
+        role: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bounds a knob declares (its A2CJob field's, `config`) hold on the command line too: `--lr -1` is a
+    usage error naming the flag, not a trainer crashing and being restarted."""
+    parser = cli.build_parser()
+    bounded = [f for f in flags.leaves(cli.ROLES[role][0]) if {"minimum", "maximum", "above"} & set(f.metadata)]
+    assert len(bounded) >= 10, [f.name for f in bounded]
+    for f in bounded:
+        flag = "--" + f.name.replace("_", "-")
+        step = 1 if isinstance(f.default, int) and not isinstance(f.default, bool) else 0.5
+        cases = []
+        if "minimum" in f.metadata:
+            cases += [(f.metadata["minimum"] - step, False), (f.metadata["minimum"], True)]
+        if "maximum" in f.metadata:
+            cases += [(f.metadata["maximum"] + step, False), (f.metadata["maximum"], True)]
+        if "above" in f.metadata:
+            cases += [(f.metadata["above"], False)]
+        assert flags.out_of_bounds(f, f.default) is None, (f.name, f.default)  # the default is inside
+        for value, inside in cases:
+            if inside:
+                assert getattr(parser.parse_args([role, f"{flag}={value}"]), f.name) == value
+                continue
+            with pytest.raises(SystemExit) as exit_:
+                parser.parse_args([role, f"{flag}={value}"])
+            assert exit_.value.code == 2
+            assert f"argument {flag}: must be" in capsys.readouterr().err, (flag, value)
+
+
+def test_an_environment_variable_outside_its_bounds_is_refused_by_name() -> None:
+    ns = cli.build_parser().parse_args(["local"])
+    with pytest.raises(ValueError, match=r"A2C_LR='-1': must be greater than 0"):
+        flags.from_namespace(cli.ROLES["local"][0], ns, {"A2C_LR": "-1"})
+    assert flags.from_namespace(cli.ROLES["local"][0], ns, {"A2C_LR": "0.5"}).algo.lr == 0.5
