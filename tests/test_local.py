@@ -108,6 +108,7 @@ def test_killed_player_is_restarted_and_trainers_keep_going(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)  # its own waits: up to 120 s for two checkpoints, then 240 s for the run to finish
 def test_killed_trainer_group_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     """The gang rule: one trainer lost -> every trainer restarts from rank 0's newest checkpoint; the run
     completes and redoes at most the iterations since that checkpoint; no checkpoint is left torn."""
