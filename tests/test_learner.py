@@ -17,7 +17,7 @@ from a2c.learning import distributed, learner
 from a2c.model import agent
 from a2c.service import rollout
 from tests.support.procs import free_port
-from tests.support.rollouts import SPEC, cartpole_rollout
+from tests.support.rollouts import SPEC, cartpole_rollout, pixel_rollout
 
 
 def make_rollout(seed: int) -> rollout.Rollout:
@@ -307,14 +307,7 @@ def test_a_pixel_learner_trains_channels_last_and_takes_the_same_step_as_the_def
     same step as torch's default layout (to float rounding), and its snapshot loads into a player's model."""
     obs, act = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(4)
     algo = config.AlgoConfig(optimizer="rmsprop_tf", optim_eps=1e-5)
-    rng = np.random.default_rng(0)
-    t, e = 5, 2
-    r = rollout.Rollout(
-        player_id=0, policy_version=0, obs=rng.integers(0, 256, (t + 1, e, 4, 84, 84), dtype=np.uint8),
-        actions=rng.integers(0, 4, (t, e)), rewards=rng.normal(size=(t, e)).astype(np.float32),
-        terminated=np.zeros((t, e), bool), truncated=np.zeros((t, e), bool), valid=np.ones((t, e), bool),
-        logprobs=np.zeros((t, e), np.float32), values=np.zeros((t, e), np.float32),
-        final_obs=np.zeros((0, 4, 84, 84), np.uint8), final_index=np.zeros(0, np.int64))
+    r = pixel_rollout(0, t=5, e=2)
     torch.manual_seed(0)
     plain = agent.Agent(obs, act, algo)
     torch.manual_seed(0)

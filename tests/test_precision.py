@@ -13,7 +13,7 @@ import torch
 from a2c import config
 from a2c.learning import learner
 from a2c.model import agent
-from a2c.service import rollout
+from tests.support.rollouts import pixel_rollout
 
 FRAMES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
 ACTIONS = gym.spaces.Discrete(4)
@@ -81,14 +81,7 @@ def test_a_player_holds_the_extractor_in_bf16_loads_fp32_weights_and_acts_as_the
 
 
 def test_an_update_in_bf16_keeps_fp32_weights_and_optimizer_and_steps_as_fp32_does() -> None:
-    rng = np.random.default_rng(0)
-    t, e = 5, 4
-    r = rollout.Rollout(
-        player_id=0, policy_version=0, obs=rng.integers(0, 256, (t + 1, e, 4, 84, 84), dtype=np.uint8),
-        actions=rng.integers(0, 4, (t, e)), rewards=rng.normal(size=(t, e)).astype(np.float32),
-        terminated=np.zeros((t, e), bool), truncated=np.zeros((t, e), bool), valid=np.ones((t, e), bool),
-        logprobs=np.zeros((t, e), np.float32), values=np.zeros((t, e), np.float32),
-        final_obs=np.zeros((0, 4, 84, 84), np.uint8), final_index=np.zeros(0, np.int64))
+    r = pixel_rollout(0, t=5, e=4)
     steps = {}
     for precision in ("fp32", "bf16"):
         algo = dataclasses.replace(ALGO, precision=precision)

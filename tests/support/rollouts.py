@@ -1,4 +1,5 @@
-"""The one rollout factory: CartPole-shaped rollouts, valid for `SPEC`, deterministic for a seed."""
+"""The one rollout factory: CartPole-shaped rollouts, valid for `SPEC`, deterministic for a seed; and
+Breakout-shaped ones (`pixel_rollout`) for the pixel learner's tests."""
 
 from __future__ import annotations
 
@@ -52,3 +53,14 @@ def cartpole_rollout(seed: int = 0, t: int = T, e: int = E, player_id: int = 0, 
         final_obs=rng.normal(size=(len(done), *OBS_SHAPE)).astype(np.float32), final_index=done,
         episode_returns=[2.0, 3.0], episode_lengths=[2, 3],
     )
+
+
+def pixel_rollout(seed: int = 0, t: int = 5, e: int = 2) -> rollout.Rollout:
+    """A rollout shaped like Breakout's: uint8 [4, 84, 84] random frames, 4 actions, random rewards, no ends."""
+    rng = np.random.default_rng(seed)
+    return rollout.Rollout(
+        player_id=0, policy_version=0, obs=rng.integers(0, 256, (t + 1, e, 4, 84, 84), dtype=np.uint8),
+        actions=rng.integers(0, 4, (t, e)), rewards=rng.normal(size=(t, e)).astype(np.float32),
+        terminated=np.zeros((t, e), bool), truncated=np.zeros((t, e), bool), valid=np.ones((t, e), bool),
+        logprobs=np.zeros((t, e), np.float32), values=np.zeros((t, e), np.float32),
+        final_obs=np.zeros((0, 4, 84, 84), np.uint8), final_index=np.zeros(0, np.int64))
