@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from a2c import config
-from a2c.launch import local
+from a2c.launch import local, supervisor
 from a2c.learning import distributed
 from a2c.model import checkpoint
 from a2c.observe import journal
@@ -161,7 +161,7 @@ def _children_running(parent: int, module: str) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "timeout"])
 def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path, how: str) -> None:
     """Every child ends: the trainers and players, and the learning curve's process (in a session of its own,
     out of Ctrl-C's reach: the launcher ends it). SIGTERM to the launcher alone (`timeout`, a service manager)
@@ -174,8 +174,11 @@ def test_ctrl_c_stops_every_child_after_a_final_checkpoint(tmp_path: Path, how: 
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C: the whole process group
     else:
         os.kill(proc.pid, signal.SIGTERM)
+        if how == "timeout":  # coreutils' timeout: the command, then its whole process group
+            os.killpg(proc.pid, signal.SIGTERM)
     out = _finish(proc, 60)
     assert proc.returncode == (130 if how == "ctrl-c" else 143), out
+    assert "Traceback" not in out, out
     assert "stopped: CartPole-v1 mean return" in out
     wait_for(lambda: not any(_alive(pid) for pid in [*pids.values(), painter]), 20, "every child to exit")
     final = max(int(p.name[5:14]) for p in (tmp_path / "checkpoints").glob("ckpt-*.pt"))
@@ -260,3 +263,15 @@ def test_every_trainer_gets_the_training_group_as_given(tmp_path: Path) -> None:
         assert all(getattr(t, f.name) == getattr(cfg, f.name) for t in trainers), f.name
     assert all((p.env, p.algo, p.job) == (cfg.env, cfg.algo, cfg.job) for p in players)
     assert {t.run_dir for t in trainers} == {str(tmp_path)}
+
+
+def test_the_launchers_sigterm_handler_ignores_the_next_sigterm_until_the_children_are_stopped() -> None:
+    """`timeout` sends SIGTERM twice (the launcher, then its process group): the second must not interrupt the
+    stopping the first began (it raised Terminated again inside the handler's own `except`)."""
+    before = signal.signal(signal.SIGTERM, supervisor._terminated)
+    try:
+        with pytest.raises(supervisor.Terminated):
+            supervisor._terminated()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -29,6 +29,10 @@ class Terminated(Exception):
 
 
 def _terminated(*_: object) -> None:
+    # the next SIGTERM is ignored until the children are stopped (`supervise`'s finally): `timeout` signals the
+    # launcher, then its whole process group, and a second Terminated raised while the first was being handled
+    # ended the launcher with a traceback and no summary
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
 
