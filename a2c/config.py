@@ -49,6 +49,9 @@ class EnvConfig:
         return value
 
 
+PRECISIONS = ("fp32", "bf16")  # --precision's choices; `agent.Agent` refuses others (a checkpoint's config)
+
+
 @dataclass
 class AlgoConfig:
     lr: float = opt(4e-3, "learning rate", crd="algorithm.lr", above=0)
@@ -73,7 +76,7 @@ class AlgoConfig:
                          "players hold its weights in bfloat16, trainers train it under autocast with weights, "
                          "gradients and optimizer in fp32; MLPs and the policy and value heads stay fp32. Faster "
                          "where the hardware has bf16 (AVX512-BF16 or AMX CPUs, Ampere or newer GPUs)",
-                         choices=("fp32", "bf16"), crd="algorithm.precision")
+                         choices=PRECISIONS, crd="algorithm.precision")
     max_policy_lag: int = opt(0, "oldest accepted policy version is current - lag (0 = strict on-policy)",
                               crd="algorithm.maxPolicyLag", minimum=0, maximum=1000)
     hidden_sizes: str = opt("64,64", "hidden layer sizes of the MLP feature extractor", crd="algorithm.hiddenSizes",

@@ -106,8 +106,8 @@ class Agent(nn.Module):
     def __init__(self, obs_space: gym.Space, action_space: gym.Space, algo: config.AlgoConfig) -> None:
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        if algo.precision not in ("fp32", "bf16"):
-            raise ValueError(f"unknown precision {algo.precision!r}: fp32 or bf16")
+        if algo.precision not in config.PRECISIONS:
+            raise ValueError(f"unknown precision {algo.precision!r}: one of {', '.join(config.PRECISIONS)}")
         if not self.discrete and not isinstance(action_space, gym.spaces.Box):
             raise ValueError(f"unsupported action space {action_space}: Discrete or Box only")
         self.actor_features = make_extractor(obs_space, algo)
@@ -136,10 +136,9 @@ class Agent(nn.Module):
     def hold_bf16(self) -> None:
         """A player's copy under --precision bf16: the pixel extractor's weights are kept in bf16, so acting uses
         them without a cast per forward (`load_snapshot` copies the trainer's fp32 weights in, rounding them).
-        Nothing changes for an MLP extractor or at fp32."""
-        for extractor in {id(m): m for m in (self.actor_features, self.critic_features)}.values():
-            if isinstance(extractor, NatureCNN) and extractor.bf16:
-                extractor.to(torch.bfloat16)
+        Nothing changes for an MLP extractor or at fp32. (A NatureCNN is always the one extractor of both heads.)"""
+        if isinstance(self.actor_features, NatureCNN) and self.actor_features.bf16:
+            self.actor_features.to(torch.bfloat16)
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations as the extractors see them (unchanged without --normalize-obs)."""
