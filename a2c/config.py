@@ -49,7 +49,7 @@ class EnvConfig:
         return value
 
 
-PRECISIONS = ("fp32", "bf16")  # --precision's choices; `agent.Agent` refuses others (a checkpoint's config)
+PRECISIONS = ("auto", "fp32", "bf16")  # --precision's choices; `agent.Agent` refuses others (a checkpoint's config)
 
 
 @dataclass
@@ -72,10 +72,11 @@ class AlgoConfig:
                          choices=("rmsprop", "rmsprop_tf", "adam"), crd="algorithm.optimizer")
     rms_alpha: float = opt(0.99, "RMSprop smoothing constant", crd="algorithm.rmsAlpha", above=0, maximum=1)
     optim_eps: float = opt(1e-5, "optimizer epsilon", crd="algorithm.optimEps", above=0)
-    precision: str = opt("fp32", "arithmetic of the convolutional feature extractor (pixel observations). bf16: "
+    precision: str = opt("auto", "arithmetic of the convolutional feature extractor (pixel observations). bf16: "
                          "players hold its weights in bfloat16, trainers train it under autocast with weights, "
                          "gradients and optimizer in fp32; MLPs and the policy and value heads stay fp32. Faster "
-                         "where the hardware has bf16 (AVX512-BF16 or AMX CPUs, Ampere or newer GPUs)",
+                         "where the hardware has bf16 (AVX512-BF16 or AMX CPUs), slower elsewhere. auto: bf16 in "
+                         "a process on such a CPU, fp32 on other CPUs and on GPUs",
                          choices=PRECISIONS, crd="algorithm.precision")
     max_policy_lag: int = opt(0, "oldest accepted policy version is current - lag (0 = strict on-policy)",
                               crd="algorithm.maxPolicyLag", minimum=0, maximum=1000)

@@ -12,12 +12,12 @@
   forward and `train`.
 - floor: one process pinned to one core, one torch thread: an ALE step with our preprocessing (`atari.make`;
   with envpool also EnvPool's step), NatureCNN acting on the player's batch, `Learner.update` on a trainer's
-  batch (forward + backward + RMSprop); both at a2c's `--precision` (bf16: the player's copy in bf16, the
-  trainer's under autocast). SB3 is fp32 either way.
+  batch (forward + backward + RMSprop); both at a2c's `--precision` (bf16, as auto is on a CPU with native
+  bf16: the player's copy in bf16, the trainer's under autocast). SB3 is fp32 either way.
 
 Idle is (cores x wall - the run's CPU) / samples. Last line: `ratio a2c/sb3 env steps/s: X`.
 
-    python bench/atari_throughput.py [--seconds 60] [--precision fp32|bf16] [--vectorization sync|async|envpool]
+    python bench/atari_throughput.py [--seconds 60] [--precision auto|fp32|bf16] [--vectorization sync|async|envpool]
                                      [--a2c-args "..."]
 """
 
@@ -176,6 +176,7 @@ for k in range(2):
     for _ in range(n):
         lrn.update(b, b.samples)
 out["training"] = (time.process_time() - t) / (n * b.samples)
+print(model.describe_precision("cpu"))
 print(json.dumps(out))
 """
 
@@ -317,12 +318,14 @@ def run_sb3(args: argparse.Namespace) -> dict[str, Any]:
             "idle": (cores * wall - cpu) / steps}
 
 
-def floor(args: argparse.Namespace) -> dict[str, float]:
+def floor(args: argparse.Namespace) -> tuple[dict[str, float], str]:
+    """The floor's CPU per sample of each part, and the arithmetic it (and so a2c) acted and trained in."""
     out = subprocess.run([sys.executable, "-c", FLOOR, str(args.core), args.env_id, str(args.num_envs),
                           args.vectorization, args.precision], capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise SystemExit(f"floor failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return {k: float(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    arithmetic, figures = out.stdout.strip().splitlines()[-2:]
+    return {k: float(v) for k, v in json.loads(figures).items()}, arithmetic
 
 
 def cell(seconds: float | None) -> str:
@@ -335,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, default=8, help="copies per player (2 players: 16 a round)")
     parser.add_argument("--sb3-envs", type=int, default=16)
     parser.add_argument("--vectorization", default="auto", choices=("auto", "sync", "async", "envpool"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                        help="a2c's --precision, also the floor's (SB3 stays fp32)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="a2c's --precision, also the floor's (SB3 stays fp32); auto, a2c's default, is bf16 on "
+                             "a CPU with native bf16")
     parser.add_argument("--seconds", type=float, default=60.0, help="the measured window of each side")
     parser.add_argument("--warmup-steps", type=int, default=10_000, help="env steps before the window")
     parser.add_argument("--warmup-limit-s", type=float, default=600.0, help="give up if the warm-up takes longer")
@@ -344,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--a2c-args", default="", help="extra flags for `a2c local`")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
-    print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.1f} at start; {args.env_id}; a2c and floor "
-          f"at --precision {args.precision}, SB3 at fp32", flush=True)
-    f = floor(args)
+    print(f"machine: {cores} cores, load average {os.getloadavg()[0]:.1f} at start; {args.env_id}", flush=True)
+    f, arithmetic = floor(args)
+    print(f"a2c and floor: {arithmetic}; SB3: fp32", flush=True)
     print("floor (one core, us/sample): " + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in f.items()), flush=True)
     a2c = run_a2c(args)
     print(f"a2c local ({args.vectorization}): {a2c['steps_per_s']:,.0f} env steps/s over {a2c['wall_s']:.0f} s",

@@ -49,7 +49,7 @@ TODAY = {
         'optimizer': 'rmsprop',
         'rms_alpha': 0.99,
         'optim_eps': 1e-05,
-        'precision': 'fp32',  # added since (issue 24: bf16 for pixels)
+        'precision': 'auto',  # added since (issue 24: bf16 for pixels; auto: bf16 on a CPU with native bf16)
         'max_policy_lag': 0,
         'hidden_sizes': '64,64',
         'activation': 'tanh',
@@ -110,7 +110,7 @@ TODAY = {
         'optimizer': 'rmsprop',
         'rms_alpha': 0.99,
         'optim_eps': 1e-05,
-        'precision': 'fp32',  # added since (issue 24: bf16 for pixels)
+        'precision': 'auto',  # added since (issue 24: bf16 for pixels; auto: bf16 on a CPU with native bf16)
         'max_policy_lag': 0,
         'hidden_sizes': '64,64',
         'activation': 'tanh',
@@ -153,7 +153,7 @@ TODAY = {
         'optimizer': 'rmsprop',
         'rms_alpha': 0.99,
         'optim_eps': 1e-05,
-        'precision': 'fp32',  # added since (issue 24: bf16 for pixels)
+        'precision': 'auto',  # added since (issue 24: bf16 for pixels; auto: bf16 on a CPU with native bf16)
         'max_policy_lag': 0,
         'hidden_sizes': '64,64',
         'activation': 'tanh',
@@ -172,7 +172,7 @@ CHOICES = {
     'device': ('auto', 'cpu', 'cuda'),
     'lr_schedule': ('constant', 'linear'),
     'optimizer': ('rmsprop', 'rmsprop_tf', 'adam'),
-    'precision': ('fp32', 'bf16'),  # added since (issue 24)
+    'precision': ('auto', 'fp32', 'bf16'),  # added since (issue 24)
     'vectorization': ('auto', 'sync', 'async', 'envpool'),
 }
 

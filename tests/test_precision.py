@@ -4,6 +4,9 @@ fp32 weights run under autocast); weights, gradients and the optimizer stay fp32
 from __future__ import annotations
 
 import dataclasses
+import platform
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -120,6 +123,47 @@ def test_an_mlp_and_an_fp32_extractor_are_untouched() -> None:
     assert conv_output_dtypes(pixels, torch.as_tensor(frames(2))) == {torch.float32}
 
 
-def test_the_flag_takes_fp32_or_bf16_only() -> None:
+def test_the_flag_takes_auto_fp32_or_bf16_only() -> None:
     with pytest.raises(ValueError, match="precision"):
         make(dataclasses.replace(ALGO, precision="fp16"))
+    assert config.AlgoConfig().precision == "auto"
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.machine() != "x86_64",
+                    reason="the kernel's CPU flags are read from /proc/cpuinfo on Linux x86-64")
+def test_native_bf16_is_what_the_kernel_says_the_cpu_has() -> None:
+    """auto's test: AVX512-BF16 or AMX-BF16 in the kernel's CPU flags (the machine this suite runs on has them or
+    not; either way the detection must agree)."""
+    assert agent.cpu_has_bf16() == bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_on_a_cpu_with_native_bf16_and_fp32_elsewhere(monkeypatch: pytest.MonkeyPatch,
+                                                                   native: bool) -> None:
+    monkeypatch.setattr(agent, "cpu_has_bf16", lambda: native)
+    assert agent.bf16_on("auto", "cpu") is native
+    assert agent.bf16_on("auto", "cuda") is False  # not measured on GPUs: fp32 there
+    assert agent.bf16_on("bf16", "cpu") and agent.bf16_on("bf16", "cuda")
+    assert not agent.bf16_on("fp32", "cpu") and not agent.bf16_on("fp32", "cuda")
+
+    auto = dataclasses.replace(ALGO, precision="auto")
+    obs = torch.as_tensor(frames(4))
+    trainer = make(auto)  # fp32 weights: autocast where auto means bf16
+    expected = torch.bfloat16 if native else torch.float32
+    assert conv_output_dtypes(trainer, obs) == {expected}
+    assert trainer.describe_precision("cpu") == f"NatureCNN in {'bf16' if native else 'fp32'} (--precision auto)"
+    player = make(auto)
+    player.hold_bf16()
+    assert {p.dtype for p in player.actor_features.parameters()} == {expected}
+    assert conv_output_dtypes(player, obs) == {expected}
+    with torch.no_grad():  # either way the same function as fp32's, to bf16's rounding
+        torch.testing.assert_close(player(obs)[1], make(dataclasses.replace(ALGO, precision="fp32"))(obs)[1],
+                                   rtol=0, atol=1e-2)
+    assert make(auto, gym.spaces.Box(-1, 1, (3,), np.float32)).describe_precision("cpu") == ""

@@ -107,11 +107,12 @@ def run(cfg: config.PlayerConfig) -> int:
     except Exception as exc:
         return termination.cannot_start("player", exc)
     model.eval()
-    model.hold_bf16()  # --precision bf16: the pixel extractor's weights in bf16 (acting: 145 against 273 us a frame)
+    model.hold_bf16()  # bf16 (auto on this CPU): the pixel extractor's weights in bf16 (acting 145 against 273 us)
     client = client_mod.TrainerClient(address, retry_for_s=cfg.connect_timeout_s, tls=credentials, stop=stop,
                                       weights_dir=cfg.weights_dir)
-    log.info("player %d: %d x %s, trainer %s, metrics port %d", index, environment.num_envs, cfg.env.env_id,
-             address, port)
+    arithmetic = model.describe_precision("cpu")
+    log.info("player %d: %d x %s, trainer %s, metrics port %d%s", index, environment.num_envs, cfg.env.env_id,
+             address, port, f", {arithmetic}" if arithmetic else "")
     with contextlib.suppress(ValueError):  # a gRPC target URI is left to gRPC
         # the first call finds the trainer's port open (a2c/ports.py); a trainer not listening by then is left
         # to the client's retries

@@ -102,6 +102,8 @@ class Trainer:
             if self.evaluator is not None:
                 self.evaluator.warm_up()  # starts its process unless `run` forked it
             self.learner = learner.Learner(self.model, cfg.algo, group.device, distributed.GradientSum())
+            if arithmetic := self.model.describe_precision(group.device.type):
+                log.info("trainer %d: %s", self.rank, arithmetic)
             self._resume(group)
             self.board.publish(self._snapshot())
             running.set_serving(True)

@@ -19,6 +19,7 @@ uint8 images are never normalised (NatureCNN scales them by 1/255).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any
@@ -65,16 +66,33 @@ class MLP(nn.Module):
         return x
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN runs NatureCNN in bf16 at
+    about half its fp32 cost; elsewhere bf16 is emulated, and slower than fp32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.backends.mkldnn.is_available() and any(check is not None and check() for check in checks)
+
+
+def bf16_on(precision: str, device_type: str) -> bool:
+    """Whether --precision `precision` computes the pixel extractor in bf16 on a device of this type: always at
+    bf16, never at fp32; at auto on a CPU with native bf16 only (on GPUs auto is fp32: not measured there)."""
+    if precision == "auto":
+        return device_type == "cpu" and cpu_has_bf16()
+    return precision == "bf16"
+
+
 class NatureCNN(nn.Module):
     """Feature extractor for stacked uint8 frames [C, 84, 84] (Mnih et al. 2015).
 
-    With `bf16` (`--precision bf16`) its arithmetic is bfloat16: weights held in bf16 (a player's copy,
-    `Agent.hold_bf16`) are used as they are; fp32 weights (a trainer's, whose optimizer steps them in fp32) run
-    under autocast. Its output, the features the heads take, is fp32 either way."""
+    Where `precision` (`--precision`) means bf16 on the device it runs on (`bf16_on`), its arithmetic is
+    bfloat16: weights held in bf16 (a player's copy, `Agent.hold_bf16`) are used as they are; fp32 weights (a
+    trainer's, whose optimizer steps them in fp32) run under autocast. Its output, the features the heads take,
+    is fp32 either way."""
 
-    def __init__(self, shape: tuple[int, ...], bf16: bool = False) -> None:
+    def __init__(self, shape: tuple[int, ...], precision: str = "fp32") -> None:
         super().__init__()
-        self.bf16 = bf16
+        self.precision = precision
         c = shape[0]
         self.net = nn.Sequential(
             _init(nn.Conv2d(c, 32, 8, stride=4), math.sqrt(2)), nn.ReLU(),
@@ -87,10 +105,10 @@ class NatureCNN(nn.Module):
         self.out_dim = 512
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.bf16:
-            return self.fc(self.net(x.float() / 255.0))
         if self.fc[0].weight.dtype == torch.bfloat16:
             return self.fc(self.net(x.to(torch.bfloat16) / 255.0)).float()
+        if not bf16_on(self.precision, x.device.type):
+            return self.fc(self.net(x.float() / 255.0))
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return self.fc(self.net(x.float() / 255.0)).float()
 
@@ -98,7 +116,7 @@ class NatureCNN(nn.Module):
 def make_extractor(obs_space: gym.Space, algo: config.AlgoConfig) -> nn.Module:
     shape = tuple(obs_space.shape or ())
     if len(shape) == 3 and obs_space.dtype == np.uint8:
-        return NatureCNN(shape, bf16=algo.precision == "bf16")
+        return NatureCNN(shape, algo.precision)
     return MLP(int(np.prod(shape)), algo.hidden(), algo.activation)
 
 
@@ -134,11 +152,21 @@ class Agent(nn.Module):
         self.action_shape = tuple(action_space.shape or ())
 
     def hold_bf16(self) -> None:
-        """A player's copy under --precision bf16: the pixel extractor's weights are kept in bf16, so acting uses
-        them without a cast per forward (`load_snapshot` copies the trainer's fp32 weights in, rounding them).
-        Nothing changes for an MLP extractor or at fp32. (A NatureCNN is always the one extractor of both heads.)"""
-        if isinstance(self.actor_features, NatureCNN) and self.actor_features.bf16:
-            self.actor_features.to(torch.bfloat16)
+        """A player's copy (on the CPU) where --precision means bf16 there (`bf16_on`): the pixel extractor's
+        weights are kept in bf16, so acting uses them without a cast per forward (`load_snapshot` copies the
+        trainer's fp32 weights in, rounding them). Nothing changes for an MLP extractor or at fp32. (A NatureCNN
+        is always the one extractor of both heads.)"""
+        features = self.actor_features
+        if isinstance(features, NatureCNN) and bf16_on(features.precision, next(features.parameters()).device.type):
+            features.to(torch.bfloat16)
+
+    def describe_precision(self, device_type: str) -> str:
+        """The pixel extractor's arithmetic on this device, for the log ("" without one)."""
+        features = self.actor_features
+        if not isinstance(features, NatureCNN):
+            return ""
+        return f"NatureCNN in {'bf16' if bf16_on(features.precision, device_type) else 'fp32'} " \
+               f"(--precision {features.precision})"
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         """Raw observations as the extractors see them (unchanged without --normalize-obs)."""
