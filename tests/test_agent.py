@@ -190,7 +190,8 @@ def test_separate_and_shared_extractors() -> None:
 def test_nature_cnn_for_uint8_frames() -> None:
     torch.manual_seed(0)
     frames = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-    model = agent.Agent(frames, gym.spaces.Discrete(6), config.AlgoConfig())
+    # fp32: the scaling is compared exactly below (the default, auto, is bf16 on a CPU with native bf16)
+    model = agent.Agent(frames, gym.spaces.Discrete(6), config.AlgoConfig(precision="fp32"))
     assert isinstance(model.actor_features, agent.NatureCNN)
     assert model.critic_features is model.actor_features  # the CNN is always shared
     obs = np.random.default_rng(0).integers(0, 256, size=(2, 4, 84, 84), dtype=np.uint8)
