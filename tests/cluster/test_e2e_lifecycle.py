@@ -106,7 +106,15 @@ def test_a_foreground_delete_creates_nothing_and_the_job_goes_after_its_children
     cluster.install(Chart.render(values(**LIVE, checkpoint={"interval": 5})))
     cluster.wait(lambda: phase(cluster) == "Running" and cluster.status(JOB).get("groupFormed"), 300,
                  "the job to run")
-    uid, mark, requests = cluster.job(JOB)["metadata"]["uid"], cluster.api.store.rv, len(cluster.api.requests())
+    uid = cluster.job(JOB)["metadata"]["uid"]
+
+    def formed_announced() -> bool:
+        """The controller's pass that wrote groupFormed has ended: its last write, the Event announcing it, is
+        posted after the status (so a delete sent on the status alone raced that pass's own Event)."""
+        return any(e.get("reason") == "Running" and e["involvedObject"].get("uid") == uid
+                   and "trainers ready" in e.get("message", "") for e in cluster.api.objects("v1", "Event", NS))
+    cluster.wait(formed_announced, 60, "the controller's Event that the group formed")
+    mark, requests = cluster.api.store.rv, len(cluster.api.requests())
     gone: dict[str, int] = {}  # uid -> resourceVersion of its removal, for the job and what carries its label
 
     def removed(_key: Any, obj: dict[str, Any]) -> None:
