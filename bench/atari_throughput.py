@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from a2c import config
+
 FLAGS = ["--n-steps", "5", "--lr", "7e-4", "--ent-coef", "0.01", "--vf-coef", "0.25", "--optimizer", "rmsprop_tf",
          "--optim-eps", "1e-5", "--target-return", "1e9", "--eval-interval", "0", "--max-env-steps", "1000000000",
          "--plot", "false", "--progress", "false"]
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, default=8, help="copies per player (2 players: 16 a round)")
     parser.add_argument("--sb3-envs", type=int, default=16)
     parser.add_argument("--vectorization", default="auto", choices=("auto", "sync", "async", "envpool"))
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=config.PRECISIONS,
                         help="a2c's --precision, also the floor's (SB3 stays fp32); auto, a2c's default, is bf16 on "
                              "a CPU with native bf16")
     parser.add_argument("--seconds", type=float, default=60.0, help="the measured window of each side")
