@@ -60,6 +60,43 @@ def test_ids_and_the_no_frameskip_variant() -> None:
     e.close()
 
 
+@pytest.mark.parametrize("env_id,make_kwargs", [
+    ("BreakoutNoFrameskip-v4", {}),
+    ("ALE/Breakout-v5", {}),  # sticky actions 0.25: ALE's own draws, seeded by reset
+    ("PongNoFrameskip-v4", {"max_num_frames_per_episode": 700}),  # truncated inside a frame skip, again and again
+])
+def test_the_direct_step_gives_what_gymnasiums_atari_preprocessing_gives(env_id: str, make_kwargs: dict) -> None:
+    """`Preprocessing` steps the emulator itself instead of going through `AtariEnv.step` frame by frame:
+    side by side with gymnasium's own `AtariPreprocessing` on the same seed and actions, every observation,
+    reward, end and info of 2,000 steps (resets included) is the same."""
+    atari.register()
+    opts = {"noop_max": 30, "frame_skip": 4, "screen_size": 84, "terminal_on_life_loss": False,
+            "grayscale_obs": True, "scale_obs": False}
+    ours = atari.Preprocessing(gym.make(env_id, frameskip=1, **make_kwargs), **opts)
+    theirs = gym.wrappers.AtariPreprocessing(gym.make(env_id, frameskip=1, **make_kwargs), **opts)
+    try:
+        assert ours.direct, "the direct step is off: this ale-py's AtariEnv.step is not the code it copies"
+        rng = np.random.default_rng(0)
+        a, _ = ours.reset(seed=3)
+        b, _ = theirs.reset(seed=3)
+        ends = truncations = 0
+        for _ in range(2_000):
+            action = int(rng.integers(ours.action_space.n))  # type: ignore[attr-defined]
+            mine, other = ours.step(action), theirs.step(action)
+            assert np.array_equal(mine[0], other[0])
+            assert mine[1:] == other[1:]
+            if mine[2] or mine[3]:
+                ends += 1
+                truncations += bool(mine[3])
+                a, _ = ours.reset()
+                b, _ = theirs.reset()
+                assert np.array_equal(a, b)
+        assert ends >= 1 and (truncations >= 1 or "max_num_frames_per_episode" not in make_kwargs)
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_fire_reset_launches_the_ball_in_breakout_only_where_fire_exists() -> None:
     """Breakout waits for FIRE: with FireReset a NOOP-only player loses its first life (the ball was
     launched and the paddle never moves); Freeway has no FIRE action and gets no FireReset."""

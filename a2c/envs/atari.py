@@ -9,8 +9,9 @@ The wrapper stack, innermost first, follows Mnih et al. 2015 as the OpenAI Basel
 Stable-Baselines3 `AtariWrapper` apply it for training:
 
 1. the ALE game with `frameskip=1` (the skipping is done, with max-pooling, by the next wrapper);
-2. gymnasium's `AtariPreprocessing`: up to 30 random no-ops at reset, repeat each action for 4 frames
-   and max-pool the last two, 84x84 greyscale, uint8;
+2. gymnasium's `AtariPreprocessing` (as `Preprocessing`, whose step drives the emulator directly): up to
+   30 random no-ops at reset, repeat each action for 4 frames and max-pool the last two, 84x84 greyscale,
+   uint8;
 3. `GameScore`: adds up the unclipped reward of the whole game and reports it in
    `info["game_score"]` on the step that ends the game — this is what players report as the return;
 4. `EpisodicLife` (`episodic_life`): a lost life ends the training episode (the value target does not
@@ -52,6 +53,46 @@ def register() -> None:
     except ImportError as e:
         raise gym.error.DependencyNotInstalled("Atari games need ale-py: pip install 'a2c[atari]'") from e
     gym.register_envs(ale_py)
+
+
+class Preprocessing(gym.wrappers.AtariPreprocessing):
+    """gymnasium's `AtariPreprocessing` with a step that acts on the emulator itself, frame by frame.
+
+    The wrapper's own step takes each of its 4 frames through the wrappers `gym.make` adds and ale-py's
+    `AtariEnv.step`, which also fetches the RGB screen and builds an info dict on every frame, for the
+    wrapper to discard: about a fifth of an environment step's CPU (docs/atari.md, "Speed on CPU"). This
+    step runs the same per-frame code as `AtariEnv.step` (`ale.act`, then game over and truncation) and
+    fetches only the two greyscale screens it pools; its outputs are the wrapper's, bit for bit
+    (`tests/test_atari.py` steps both side by side). Where that code is not what runs (another ale-py's
+    `AtariEnv.step`, continuous actions, life loss as terminal), the wrapper's own step runs.
+    """
+
+    def __init__(self, env: gym.Env, **kwargs: Any) -> None:
+        super().__init__(env, **kwargs)
+        from ale_py.env import AtariEnv
+        atari_env = env.unwrapped
+        self.direct = (type(atari_env).step is AtariEnv.step and not getattr(atari_env, "continuous", True)
+                       and not self.terminal_on_life_loss and self.grayscale_obs
+                       and hasattr(self.ale, "game_truncated"))
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        if not self.direct:
+            return super().step(action)
+        atari_env: Any = self.env.unwrapped
+        ale, skip = self.ale, self.frame_skip
+        ale_action = atari_env._action_set[action]
+        total, terminated, truncated = 0.0, False, False
+        for t in range(skip):
+            total += ale.act(ale_action, 1.0)
+            terminated, truncated = ale.game_over(with_truncation=False), ale.game_truncated()
+            self.game_over = terminated
+            if terminated or truncated:
+                break
+            if t == skip - 2:
+                ale.getScreenGrayscale(self.obs_buffer[1])
+            elif t == skip - 1:
+                ale.getScreenGrayscale(self.obs_buffer[0])
+        return self._get_obs(), total, terminated, truncated, atari_env._get_info()
 
 
 class GameScore(gym.Wrapper):
@@ -165,7 +206,7 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     register()
     opts = {k: kwargs.pop(k, default) for k, default in OPTIONS.items()}
     env: gym.Env = gym.make(env_id, frameskip=1, **kwargs)
-    env = gym.wrappers.AtariPreprocessing(env, noop_max=opts["noop_max"], frame_skip=opts["frame_skip"],
+    env = Preprocessing(env, noop_max=opts["noop_max"], frame_skip=opts["frame_skip"],
                                           screen_size=opts["screen_size"], terminal_on_life_loss=False,
                                           grayscale_obs=True, scale_obs=False)
     env = GameScore(env)
