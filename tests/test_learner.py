@@ -72,6 +72,32 @@ def test_a_rollout_of_the_current_version_brings_its_own_values() -> None:
     torch.testing.assert_close(other.returns, full.returns)
 
 
+@pytest.mark.parametrize("version", [None, 0, 1])  # evaluated whole, the rollout's own values, V-trace
+def test_only_a_truncated_end_has_its_final_observation_evaluated(version: int | None) -> None:
+    """A terminated end's next value counts for nothing, so its final observation is never evaluated: made
+    NaN, the batch is still the one computed with every final observation's value."""
+    lrn = _learner(config.AlgoConfig())
+    r = cartpole_rollout(5)  # env 0 terminates at step 1, env 1 is truncated at step 2: a final obs for each
+    assert r.terminated.reshape(-1)[r.final_index].tolist() == [True, False]
+    every = learner.Learner._final_values
+    learner.Learner._final_values = lambda self, r, index: self.model.value(  # type: ignore[method-assign]
+        torch.as_tensor(r.final_obs))  # every final observation evaluated, as before
+    try:
+        expected = lrn.batch([r], version=version)
+    finally:
+        learner.Learner._final_values = every  # type: ignore[method-assign]
+    rows: list[int] = []
+    value = lrn.model.value
+    lrn.model.value = lambda obs: rows.append(len(obs)) or value(obs)  # type: ignore[method-assign]
+    r.final_obs = r.final_obs.copy()
+    r.final_obs[0] = np.nan
+    got = lrn.batch([r], version=version)
+    torch.testing.assert_close(got.advantages, expected.advantages)  # the truncated end's value, evaluated
+    torch.testing.assert_close(got.returns, expected.returns)  # alone, may differ in its last bit
+    assert 1 in rows, "the truncated end's final observation is evaluated"
+    assert torch.isfinite(got.advantages).all()
+
+
 def test_a_rollout_of_an_older_version_is_corrected_by_its_behaviour_log_probs() -> None:
     """--max-policy-lag > 0: a rollout acted with older weights is weighted by pi/mu (V-trace), so actions
     the old policy took far more often than the current one would count less; its own version's are not."""
