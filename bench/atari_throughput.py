@@ -13,7 +13,10 @@
 - floor: one process pinned to one core, one torch thread: an ALE step with our preprocessing (`atari.make`;
   with envpool also EnvPool's step), NatureCNN acting on the player's batch, `Learner.update` on a trainer's
   batch (forward + backward + RMSprop); both at a2c's `--precision` (bf16, as auto is on a CPU with native
-  bf16: the player's copy in bf16, the trainer's under autocast). SB3 is fp32 either way.
+  bf16: the player's copy in bf16, the trainer's under autocast). SB3 is fp32 either way. Acting is also
+  measured with a 64 MB sweep before each call, as a player acts after other work has evicted its weights
+  (then the extractor's fully connected layer, 3.2 MB in bf16, comes from memory): not the floor, a
+  second reference beside it.
 
 Idle is (cores x wall - the run's CPU) / samples. Last line: `ratio a2c/sb3 env steps/s: X`.
 
@@ -171,6 +174,15 @@ for k in range(2):
     for _ in range(n):
         model.act(c.obs)
 out["acting forward"] = (time.process_time() - t) / (n * num_envs)
+sweep, spent = np.ones(64 << 20, dtype=np.uint8), 0.0  # 64 MB, twice the last-level cache of the machines measured
+for k in range(2):  # the same, with the caches swept before each call (the sweep is not counted)
+    spent, n = 0.0, 100
+    for _ in range(n):
+        sweep += 1
+        t = time.thread_time()
+        model.act(c.obs)
+        spent += time.thread_time() - t
+out["acting forward, caches swept"] = spent / (n * num_envs)
 lrn = learner.Learner(agent.Agent(e.observation_space, e.action_space, algo), algo, torch.device("cpu"))
 b = lrn.batch([r], 0)
 for k in range(2):
@@ -366,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         *[(k, v, sb3["parts"].get(k), f.get(k)) for k, v in a2c["parts"].items() if k.startswith("environment")],
         ("environment, EnvPool alone on one core", None, None, f.get("environment (envpool)")),
         ("acting forward", a2c["parts"].get("acting forward"), sb3["parts"]["acting forward"], f["acting forward"]),
+        ("acting forward, one core, caches swept before each call", None, None, f["acting forward, caches swept"]),
         *[(k, v, None, None) for k, v in a2c["parts"].items() if k.startswith(("wire", "players'", "launcher"))],
         ("training: batch", a2c["parts"].get("training: batch"), None, None),
         *[(k, v, None, None) for k, v in a2c["parts"].items() if k.startswith("training: all-reduce")],
