@@ -207,8 +207,8 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
     opts = {k: kwargs.pop(k, default) for k, default in OPTIONS.items()}
     env: gym.Env = gym.make(env_id, frameskip=1, **kwargs)
     env = Preprocessing(env, noop_max=opts["noop_max"], frame_skip=opts["frame_skip"],
-                                          screen_size=opts["screen_size"], terminal_on_life_loss=False,
-                                          grayscale_obs=True, scale_obs=False)
+                        screen_size=opts["screen_size"], terminal_on_life_loss=False, grayscale_obs=True,
+                        scale_obs=False)
     env = GameScore(env)
     if opts["episodic_life"]:
         env = EpisodicLife(env)
