@@ -171,7 +171,7 @@ class Learner:
         multiplied by 0 in `returns` (gae and vtrace alike), so its final observation is not evaluated and its
         value is 0. In Atari a lost life ends an episode in most rounds (Breakout, random play: 215 of 300
         rounds of 8 copies x 5 steps), and NatureCNN's forward pass on one or two final observations took
-        0.8-1.0 ms, half of the one on the 8 bootstrap observations (1.9 ms; one core, bf16)."""
+        0.8-1.4 ms, about half of the one on the 8 bootstrap observations (1.9-2.6 ms; one core, bf16)."""
         values = torch.zeros(len(index), device=self.device)
         if not len(index):
             return values
