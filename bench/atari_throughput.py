@@ -174,7 +174,7 @@ for k in range(2):
     for _ in range(n):
         model.act(c.obs)
 out["acting forward"] = (time.process_time() - t) / (n * num_envs)
-sweep, spent = np.ones(64 << 20, dtype=np.uint8), 0.0  # 64 MB, twice the last-level cache of the machines measured
+sweep = np.ones(64 << 20, dtype=np.uint8)  # 64 MB, twice the last-level cache of the machines measured
 for k in range(2):  # the same, with the caches swept before each call (the sweep is not counted)
     spent, n = 0.0, 100
     for _ in range(n):

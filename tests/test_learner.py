@@ -79,13 +79,10 @@ def test_only_a_truncated_end_has_its_final_observation_evaluated(version: int |
     lrn = _learner(config.AlgoConfig())
     r = cartpole_rollout(5)  # env 0 terminates at step 1, env 1 is truncated at step 2: a final obs for each
     assert r.terminated.reshape(-1)[r.final_index].tolist() == [True, False]
-    every = learner.Learner._final_values
-    learner.Learner._final_values = lambda self, r, index: self.model.value(  # type: ignore[method-assign]
-        torch.as_tensor(r.final_obs))  # every final observation evaluated, as before
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # every final observation evaluated, as before
+        patch.setattr(learner.Learner, "_final_values",
+                      lambda self, r, index: self.model.value(torch.as_tensor(r.final_obs)))
         expected = lrn.batch([r], version=version)
-    finally:
-        learner.Learner._final_values = every  # type: ignore[method-assign]
     rows: list[int] = []
     value = lrn.model.value
     lrn.model.value = lambda obs: rows.append(len(obs)) or value(obs)  # type: ignore[method-assign]
