@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from a2c import config
-from a2c.learning import distributed, learner
+from a2c.learning import distributed, learner, returns
 from a2c.model import agent
 from a2c.service import rollout
 from tests.support.procs import free_port
@@ -82,13 +82,13 @@ def test_only_a_truncated_end_has_its_final_observation_evaluated(version: int |
     with pytest.MonkeyPatch.context() as patch:  # every final observation evaluated, as before
         patch.setattr(learner.Learner, "_final_values",
                       lambda self, r, index: self.model.value(torch.as_tensor(r.final_obs)))
-        expected = lrn.batch([r], version=version)
+        expected = lrn.resolve(lrn.batch([r], version=version))
     rows: list[int] = []
     value = lrn.model.value
     lrn.model.value = lambda obs: rows.append(len(obs)) or value(obs)  # type: ignore[method-assign]
     r.final_obs = r.final_obs.copy()
     r.final_obs[0] = np.nan
-    got = lrn.batch([r], version=version)
+    got = lrn.resolve(lrn.batch([r], version=version))
     torch.testing.assert_close(got.advantages, expected.advantages)  # the truncated end's value, evaluated
     torch.testing.assert_close(got.returns, expected.returns)  # alone, may differ in its last bit
     assert 1 in rows, "the truncated end's final observation is evaluated"
@@ -104,9 +104,9 @@ def test_a_rollout_of_an_older_version_is_corrected_by_its_behaviour_log_probs()
         params, _ = lrn.model(torch.as_tensor(r.obs[:-1]).reshape(-1, 4))
         logp, _ = lrn.model.logprob_entropy(params, torch.as_tensor(r.actions).reshape(-1))
     r.logprobs = logp.reshape(r.logprobs.shape).numpy()
-    on_policy = lrn.batch([r], version=r.policy_version + 1)
+    on_policy = lrn.resolve(lrn.batch([r], version=r.policy_version + 1))
     r.logprobs = r.logprobs + np.log(4.0)  # the old policy was 4x as likely to act so: every ratio 1/4
-    corrected = lrn.batch([r], version=r.policy_version + 1)
+    corrected = lrn.resolve(lrn.batch([r], version=r.policy_version + 1))
     assert corrected.samples == on_policy.samples
     assert corrected.advantages.abs().sum() < 0.5 * on_policy.advantages.abs().sum()
     assert not torch.allclose(corrected.returns, on_policy.returns)
@@ -114,6 +114,69 @@ def test_a_rollout_of_an_older_version_is_corrected_by_its_behaviour_log_probs()
     assert torch.equal(lrn.batch([r], version=r.policy_version).advantages,
                        lrn.batch([dataclasses.replace(r, logprobs=r.logprobs - 5.0)],
                                  version=r.policy_version).advantages), "on-policy: log-probs play no part"
+
+
+def _vtrace_reference(lrn: learner.Learner, r: rollout.Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stale rollout's V-trace advantages and returns as the paper writes them: every observation evaluated
+    under the current weights, apart from any update."""
+    t, e = r.num_steps, r.num_envs
+    with torch.no_grad():
+        params, v = lrn.model(torch.as_tensor(r.obs).reshape(-1, 4))
+        logp, _ = lrn.model.logprob_entropy(params[:t * e], torch.as_tensor(r.actions).reshape(-1))
+        v_all = v.reshape(t + 1, e)
+        v_fin = lrn.model.value(torch.as_tensor(r.final_obs))
+    v_fin[torch.as_tensor(r.terminated).reshape(-1)[torch.as_tensor(r.final_index)]] = 0.0
+    nxt = returns.next_values_from(v_all, v_fin, torch.as_tensor(r.final_index))
+    a, g = returns.vtrace(torch.as_tensor(r.rewards), v_all[:-1], nxt, torch.as_tensor(r.terminated),
+                          torch.as_tensor(r.truncated), logp.reshape(t, e) - torch.as_tensor(r.logprobs),
+                          lrn.algo.gamma, lrn.algo.gae_lambda)
+    return a.reshape(-1), g.reshape(-1)
+
+
+def test_a_stale_rollout_is_evaluated_once_by_the_update_itself() -> None:
+    """--max-policy-lag > 0: a rollout acted with older weights, all of its steps valid, is evaluated once:
+    `batch` evaluates only its bootstrap and truncated final observations, and the update's own forward gives
+    the log-probs and values its V-trace targets need. The step equals the one taken on those targets computed
+    apart (`resolve`), and they are V-trace's as written with every observation evaluated."""
+    r = cartpole_rollout(6)  # all valid; env 0 terminates, env 1 is truncated (one final observation evaluated)
+    r.logprobs = r.logprobs - 0.3  # the older policy: every ratio e^0.3, clipped to 1 (rho) and lam (c)
+    r.logprobs[0, 1] += 1.0  # and one action it was e^0.7 times as likely to take
+    t, e = r.num_steps, r.num_envs
+    deferred, apart = _learner(config.AlgoConfig()), _learner(config.AlgoConfig())
+    expected = _vtrace_reference(apart, r)
+    rows: list[int] = []
+    deferred.model.critic_features.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    batch = deferred.batch([r], version=r.policy_version + 1)
+    assert [s.rows for s in batch.stale] == [slice(0, t * e)]
+    assert torch.isnan(batch.advantages).all(), "a stale rollout's targets wait for the update's forward"
+    assert deferred.update(batch, batch.samples) is not None
+    assert sorted(rows) == [1, e, t * e], "bootstrap + one truncated end in batch, the samples in the update"
+
+    resolved = apart.resolve(apart.batch([r], version=r.policy_version + 1))
+    assert not resolved.stale
+    torch.testing.assert_close(resolved.advantages, expected[0])
+    torch.testing.assert_close(resolved.returns, expected[1])
+    assert apart.update(resolved, resolved.samples) is not None
+    for a, b in zip(_params(deferred), _params(apart), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_stale_rollout_beside_others_gets_its_own_rows() -> None:
+    """A round of a fresh rollout, a stale one with an invalid step (evaluated in `batch`, as before) and a stale
+    one all valid (deferred): the deferred one's rows come after the others' valid samples, and each rollout's
+    targets are the ones it gets alone."""
+    lrn = _learner(config.AlgoConfig())
+    fresh, partial, whole = cartpole_rollout(7, version=3), make_rollout(8), cartpole_rollout(9)
+    batch = lrn.batch([fresh, partial, whole], version=3)
+    n_fresh, n_partial = fresh.num_samples, partial.num_samples
+    assert [s.rows for s in batch.stale] == [slice(n_fresh + n_partial, batch.samples)]
+    got = lrn.resolve(batch)
+    for r, part in ((fresh, slice(0, n_fresh)), (partial, slice(n_fresh, n_fresh + n_partial)),
+                    (whole, slice(n_fresh + n_partial, None))):
+        alone = lrn.resolve(lrn.batch([r], version=3))
+        torch.testing.assert_close(got.advantages[part], alone.advantages)
+        torch.testing.assert_close(got.returns[part], alone.returns)
+    torch.testing.assert_close(got.advantages[batch.stale[0].rows], _vtrace_reference(lrn, whole)[0])
 
 
 def test_only_valid_samples_are_trained_on() -> None:

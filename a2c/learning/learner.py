@@ -3,9 +3,11 @@ with or without a process group) and across trainer processes.
 
 Data flow: trainer forms a round of rollouts -> `Learner.batch(rollouts, version)`: values of every
 observation (no grad; a rollout of the current version brings its own) -> `returns.gae` (`returns.vtrace`
-for a rollout acted with older weights) -> a `Batch` of the valid samples -> `Learner.update(batch, agree,
-share)`, in the order of Stable-Baselines3's `A2C.train`: evaluate the actions (`Agent.evaluate`, through
-DDP) -> the batch's advantages and returns -> `loss.a2c_loss` (sums over this trainer's samples) ->
+for a rollout acted with older weights; where its steps are all valid, after the update's forward: `Stale`)
+-> a `Batch` of the valid samples -> `Learner.update(batch, agree, share)`, in the order of Stable-Baselines3's
+`A2C.train`: evaluate the actions (`Agent.evaluate`, through DDP) -> the batch's advantages and returns (a
+stale rollout's V-trace targets from that forward's log-probs and values) -> `loss.a2c_loss` (sums over this
+trainer's samples) ->
 backward, whose gradient all-reduce is a SUM (`distributed.GradientSum`) carrying the loss terms and every
 trainer's share of the round -> `agree`: the job's sample count from the summed shares -> divide, clip,
 optimizer step -> (with --normalize-obs) the observation statistics take in the round's valid observations,
@@ -35,14 +37,35 @@ from a2c.service import rollout
 
 
 @dataclass
+class Stale:
+    """A rollout acted with older weights whose steps are all valid, in a `Batch`: its V-trace targets need its
+    log-probabilities and values under the current weights, which are the update's own forward pass on its
+    rows (no grad: detached). `Learner.update` computes them there, so the rollout is evaluated once, not in
+    `batch` and again in the update; its rows of the batch's advantages and returns are NaN until then.
+
+    Why: at --max-policy-lag 1 about half the rollouts are stale, and evaluating them in `batch` too cost
+    Breakout 515-542 us of trainer CPU an env step against 127-129 at lag 0 (`a2c local`, fp32, docs/atari.md)."""
+
+    rows: slice                  # its samples in the batch
+    rewards: torch.Tensor        # [T, E]
+    terminated: torch.Tensor     # [T, E]
+    truncated: torch.Tensor      # [T, E]
+    behaviour_logp: torch.Tensor  # [T, E]: the log-probs it was acted with
+    bootstrap: torch.Tensor      # [E]: V(obs[T]) under the current weights
+    final_values: torch.Tensor   # V(final_obs) at final_index (`Learner._final_values`)
+    final_index: torch.Tensor
+
+
+@dataclass
 class Batch:
     """This trainer's share of one update: the valid samples of its rollouts, flattened, with their
-    advantages and returns (what the loss needs)."""
+    advantages and returns (what the loss needs; `stale` rollouts' rows get theirs in `Learner.update`)."""
 
     obs: torch.Tensor
     actions: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    stale: list[Stale] = field(default_factory=list)
 
     @property
     def samples(self) -> int:
@@ -129,15 +152,34 @@ class Learner:
         evaluated here, and its advantages are `returns.gae`'s. A rollout acted with older weights
         (--max-policy-lag > 0) is evaluated whole with the current ones, and its advantages and returns are
         V-trace's (`returns.vtrace`), from the ratio of the current policy's log-probabilities to the ones it
-        was acted with. With `version` None every rollout is taken as acted with the current weights,
-        evaluated whole."""
-        obs, actions, adv, ret = [], [], [], []
+        was acted with; where its steps are all valid only its bootstrap and final observations are evaluated
+        here, and the update's forward gives the rest (`Stale`; `resolve` computes them apart). With `version`
+        None every rollout is taken as acted with the current weights, evaluated whole."""
+        obs, actions, adv, ret, deferred = [], [], [], [], []
         gamma, lam = self.algo.gamma, self.algo.gae_lambda
+        rows = 0
         for r in rollouts:
             t, e = r.num_steps, r.num_envs
             o = torch.as_tensor(r.obs, device=self.device)
             acts = torch.as_tensor(r.actions, device=self.device).reshape(t * e, *r.actions.shape[2:])
             stale = version is not None and r.policy_version != version
+            mask = torch.as_tensor(r.valid, device=self.device).reshape(-1)
+            keep = slice(None) if bool(mask.all()) else mask  # all valid: views, not copies (pixels: 1.1 MB a round)
+            obs.append(o[:-1].reshape(t * e, *o.shape[2:])[keep])
+            actions.append(acts[keep])
+            fin_index = torch.as_tensor(r.final_index, device=self.device)
+            if stale and isinstance(keep, slice):
+                with torch.no_grad():
+                    deferred.append(Stale(
+                        slice(rows, rows + t * e), torch.as_tensor(r.rewards, device=self.device),
+                        torch.as_tensor(r.terminated, device=self.device),
+                        torch.as_tensor(r.truncated, device=self.device),
+                        torch.as_tensor(r.logprobs, device=self.device), self.model.value(o[-1]),
+                        self._final_values(r, fin_index), fin_index))
+                adv.append(torch.full((t * e,), float("nan"), device=self.device))
+                ret.append(torch.full((t * e,), float("nan"), device=self.device))
+                rows += t * e
+                continue
             with torch.no_grad():
                 if version is not None and not stale:
                     v_all = torch.cat([torch.as_tensor(r.values, device=self.device), self.model.value(o[-1])[None]])
@@ -148,7 +190,6 @@ class Learner:
                     v_all = v_flat.reshape(t + 1, e)
                 else:
                     v_all = self.model.value(o.reshape(-1, *o.shape[2:])).reshape(t + 1, e)
-                fin_index = torch.as_tensor(r.final_index, device=self.device)
                 v_fin = self._final_values(r, fin_index)
             nxt = returns.next_values_from(v_all, v_fin, fin_index)
             steps = (torch.as_tensor(r.rewards, device=self.device), v_all[:-1], nxt,
@@ -158,13 +199,32 @@ class Learner:
                 a, g = returns.vtrace(*steps, log_rhos, gamma, lam)
             else:
                 a, g = returns.gae(*steps, gamma, lam)
-            mask = torch.as_tensor(r.valid, device=self.device).reshape(-1)
-            keep = slice(None) if bool(mask.all()) else mask  # all valid: views, not copies (pixels: 1.1 MB a round)
-            obs.append(o[:-1].reshape(t * e, *o.shape[2:])[keep])
-            actions.append(acts[keep])
             adv.append(a.reshape(-1)[keep])
             ret.append(g.reshape(-1)[keep])
-        return Batch(_joined(obs), _joined(actions), _joined(adv), _joined(ret))
+            rows += int(adv[-1].numel())
+        return Batch(_joined(obs), _joined(actions), _joined(adv), _joined(ret), deferred)
+
+    def resolve(self, batch: Batch, logp: torch.Tensor | None = None, values: torch.Tensor | None = None) -> Batch:
+        """`batch` with its stale rollouts' advantages and returns filled in (V-trace, `Stale`), from `logp` and
+        `values` of the batch's rows under the current weights (detached): the update's forward gives them;
+        without them, they are evaluated here (no grad). A batch without stale rollouts is returned as it is."""
+        if not batch.stale:
+            return batch
+        if logp is None or values is None:
+            with torch.no_grad():
+                logp, _, values = self.model.evaluate(batch.obs, batch.actions)
+        logp, values = logp.detach(), values.detach()
+        adv, ret = batch.advantages.clone(), batch.returns.clone()
+        for s in batch.stale:
+            t, e = s.rewards.shape
+            v = values[s.rows].reshape(t, e).to(s.rewards.dtype)
+            nxt = returns.next_values_from(torch.cat([v, s.bootstrap[None].to(v.dtype)]), s.final_values,
+                                           s.final_index)
+            log_rhos = logp[s.rows].reshape(t, e) - s.behaviour_logp
+            a, g = returns.vtrace(s.rewards, v, nxt, s.terminated, s.truncated, log_rhos, self.algo.gamma,
+                                  self.algo.gae_lambda)
+            adv[s.rows], ret[s.rows] = a.reshape(-1), g.reshape(-1)
+        return Batch(batch.obs, batch.actions, adv, ret)
 
     def _final_values(self, r: rollout.Rollout, index: torch.Tensor) -> torch.Tensor:
         """V(final_obs) where a step's next value is used: truncated ends. A terminated end's next value is
@@ -200,8 +260,10 @@ class Learner:
         # DDP (its forward arms the gradient hooks)
         evaluate = self.model.evaluate if self._ddp is None else self._ddp[0]
         logp, entropy, values = evaluate(batch.obs, batch.actions)
-        # advantages and returns: the batch's (`batch`); the losses, as sums over this trainer's samples
-        terms = loss.a2c_loss(logp, entropy, values, batch.advantages, batch.returns, self.algo.vf_coef,
+        # advantages and returns: the batch's (`batch`; stale rollouts' from this forward, `resolve`); the
+        # losses, as sums over this trainer's samples
+        targets = self.resolve(batch, logp, values)
+        terms = loss.a2c_loss(logp, entropy, values, targets.advantages, targets.returns, self.algo.vf_coef,
                               self.algo.ent_coef)
         # backward: in a group one all-reduce sums the gradients, the loss terms and the shares
         rider = torch.cat([torch.stack([terms.policy.detach(), terms.value.detach(), terms.entropy.detach()]
