@@ -43,8 +43,9 @@ class Stale:
     rows (no grad: detached). `Learner.update` computes them there, so the rollout is evaluated once, not in
     `batch` and again in the update; its rows of the batch's advantages and returns are NaN until then.
 
-    Why: at --max-policy-lag 1 about half the rollouts are stale, and evaluating them in `batch` too cost
-    Breakout 515-542 us of trainer CPU an env step against 127-129 at lag 0 (`a2c local`, fp32, docs/atari.md)."""
+    Why: at --max-policy-lag 1 many rollouts are stale, and evaluating them in `batch` too cost Breakout 514-563
+    us of trainer CPU an env step against 125-136 at lag 0; evaluated once, 130-146 (`a2c local`, fp32,
+    docs/atari.md)."""
 
     rows: slice                  # its samples in the batch
     rewards: torch.Tensor        # [T, E]
