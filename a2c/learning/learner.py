@@ -156,9 +156,11 @@ class Learner:
         was acted with; where its steps are all valid only its bootstrap and final observations are evaluated
         here, and the update's forward gives the rest (`Stale`; `resolve` computes them apart). With `version`
         None every rollout is taken as acted with the current weights, evaluated whole."""
-        obs, actions, adv, ret, deferred = [], [], [], [], []
-        gamma, lam = self.algo.gamma, self.algo.gae_lambda
-        rows = 0
+        obs: list[torch.Tensor] = []
+        actions: list[torch.Tensor] = []
+        adv: list[torch.Tensor] = []
+        ret: list[torch.Tensor] = []
+        deferred: list[Stale] = []
         for r in rollouts:
             t, e = r.num_steps, r.num_envs
             o = torch.as_tensor(r.obs, device=self.device)
@@ -169,18 +171,19 @@ class Learner:
             obs.append(o[:-1].reshape(t * e, *o.shape[2:])[keep])
             actions.append(acts[keep])
             fin_index = torch.as_tensor(r.final_index, device=self.device)
+            rewards, terminated, truncated = (torch.as_tensor(x, device=self.device)
+                                              for x in (r.rewards, r.terminated, r.truncated))
             if stale and isinstance(keep, slice):
+                start = sum(int(x.numel()) for x in adv)  # its rows follow the samples before it
                 with torch.no_grad():
                     deferred.append(Stale(
-                        slice(rows, rows + t * e), torch.as_tensor(r.rewards, device=self.device),
-                        torch.as_tensor(r.terminated, device=self.device),
-                        torch.as_tensor(r.truncated, device=self.device),
+                        slice(start, start + t * e), rewards, terminated, truncated,
                         torch.as_tensor(r.logprobs, device=self.device), self.model.value(o[-1]),
                         self._final_values(r, fin_index), fin_index))
                 adv.append(torch.full((t * e,), float("nan"), device=self.device))
                 ret.append(torch.full((t * e,), float("nan"), device=self.device))
-                rows += t * e
                 continue
+            log_rhos: torch.Tensor | None = None
             with torch.no_grad():
                 if version is not None and not stale:
                     v_all = torch.cat([torch.as_tensor(r.values, device=self.device), self.model.value(o[-1])[None]])
@@ -192,18 +195,21 @@ class Learner:
                 else:
                     v_all = self.model.value(o.reshape(-1, *o.shape[2:])).reshape(t + 1, e)
                 v_fin = self._final_values(r, fin_index)
-            nxt = returns.next_values_from(v_all, v_fin, fin_index)
-            steps = (torch.as_tensor(r.rewards, device=self.device), v_all[:-1], nxt,
-                     torch.as_tensor(r.terminated, device=self.device),
-                     torch.as_tensor(r.truncated, device=self.device))
-            if stale:
-                a, g = returns.vtrace(*steps, log_rhos, gamma, lam)
-            else:
-                a, g = returns.gae(*steps, gamma, lam)
+            a, g = self._targets(v_all, v_fin, fin_index, rewards, terminated, truncated, log_rhos)
             adv.append(a.reshape(-1)[keep])
             ret.append(g.reshape(-1)[keep])
-            rows += int(adv[-1].numel())
         return Batch(_joined(obs), _joined(actions), _joined(adv), _joined(ret), deferred)
+
+    def _targets(self, v_all: torch.Tensor, v_fin: torch.Tensor, fin_index: torch.Tensor, rewards: torch.Tensor,
+                 terminated: torch.Tensor, truncated: torch.Tensor, log_rhos: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantages and returns [T, E] of a rollout from the values of its observations ([T+1, E]) and of its
+        final observations: `returns.gae`'s, or with `log_rhos` (acted with older weights) `returns.vtrace`'s."""
+        steps = (rewards, v_all[:-1], returns.next_values_from(v_all, v_fin, fin_index), terminated, truncated)
+        gamma, lam = self.algo.gamma, self.algo.gae_lambda
+        if log_rhos is None:
+            return returns.gae(*steps, gamma, lam)
+        return returns.vtrace(*steps, log_rhos, gamma, lam)
 
     def resolve(self, batch: Batch, logp: torch.Tensor | None = None, values: torch.Tensor | None = None) -> Batch:
         """`batch` with its stale rollouts' advantages and returns filled in (V-trace, `Stale`), from `logp` and
@@ -218,12 +224,9 @@ class Learner:
         adv, ret = batch.advantages.clone(), batch.returns.clone()
         for s in batch.stale:
             t, e = s.rewards.shape
-            v = values[s.rows].reshape(t, e).to(s.rewards.dtype)
-            nxt = returns.next_values_from(torch.cat([v, s.bootstrap[None].to(v.dtype)]), s.final_values,
-                                           s.final_index)
-            log_rhos = logp[s.rows].reshape(t, e) - s.behaviour_logp
-            a, g = returns.vtrace(s.rewards, v, nxt, s.terminated, s.truncated, log_rhos, self.algo.gamma,
-                                  self.algo.gae_lambda)
+            v_all = torch.cat([values[s.rows].reshape(t, e), s.bootstrap[None]])
+            a, g = self._targets(v_all, s.final_values, s.final_index, s.rewards, s.terminated, s.truncated,
+                                 logp[s.rows].reshape(t, e) - s.behaviour_logp)
             adv[s.rows], ret[s.rows] = a.reshape(-1), g.reshape(-1)
         return Batch(batch.obs, batch.actions, adv, ret)
 
